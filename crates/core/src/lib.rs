@@ -1,0 +1,21 @@
+//! novaha-core: the vocabulary every other novaha crate speaks.
+//!
+//! It owns the domain types (node names, secrets, power states, instances),
+//! the Consul K/V schema of DESIGN.md section 3 as typed paths and parse
+//! rules, the recovery record, and the driver traits (`StateStore`,
+//! `Fencer`, `Evacuator`, `Notifier`, `Directory`) that the driver crates
+//! implement.
+//!
+//! It must never do I/O itself: no network, no clock reads outside the
+//! callers' `now`, no Consul or OpenStack types. Drivers depend on this crate
+//! and never on each other.
+
+pub mod drivers;
+pub mod kv;
+pub mod record;
+pub mod secret;
+pub mod store;
+pub mod types;
+
+pub use secret::Secret;
+pub use types::{NodeName, PowerState};

@@ -1,0 +1,172 @@
+//! The recovery record (DESIGN.md section 5): the JSON document at
+//! `compute_nodes/<node>/internal/recovery`, rewritten after every step so
+//! that any leader can resume a recovery where the last one stopped.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeName;
+
+/// The record format version this build writes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Where a recovery stands. Phases only move forward; `Stuck` is entered
+/// when a step cannot progress and an operator must act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// `recovered=True` latched and (maybe) an HA node claimed.
+    Claimed,
+    /// The node's power was verified off.
+    Fenced,
+    /// Its nova-compute service is forced down and disabled.
+    ForcedDown,
+    /// Evacuate calls are being made and tracked.
+    Evacuating,
+    /// Every instance ended in done, error or skipped.
+    Evacuated,
+    /// Owners and admins were notified (or the outbox holds their messages).
+    Notified,
+    /// Finished; the record was copied to `incidents/<id>`.
+    Done,
+    /// Cannot progress without an operator.
+    Stuck,
+}
+
+/// Where one instance stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Listed on the failed host, not yet asked to move.
+    Pending,
+    /// The evacuate call was sent (it must never be sent again).
+    Requested,
+    /// Landed on another host in its prior state.
+    Done,
+    /// Nova reported an error or it did not land before the deadline.
+    Error,
+    /// Not evacuated on purpose (opt-out metadata, ...).
+    Skipped,
+}
+
+impl InstanceState {
+    /// True for the states an instance never leaves.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Error | Self::Skipped)
+    }
+}
+
+/// The proof of fencing that a leader recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRecord {
+    /// The driver that fenced the node.
+    pub driver: String,
+    /// When the power state was read as off.
+    pub verified_off_at: DateTime<Utc>,
+}
+
+/// One instance of the failed node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// Where the instance stands.
+    pub state: InstanceState,
+    /// Its Nova status when the recovery listed it (ACTIVE, SHUTOFF, ...).
+    pub prior_status: String,
+    /// The instance name, for people reading notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The host it was sent to, or landed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Why it ended in error or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The owning user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The owning project id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+/// The recovery record itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    /// Record format version.
+    pub version: u32,
+    /// The incident id (unique per recovery).
+    pub incident: String,
+    /// The epoch of the leader that last wrote the record.
+    pub epoch: String,
+    /// Where the recovery stands.
+    pub phase: Phase,
+    /// The claimed HA node, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha_node: Option<NodeName>,
+    /// The failed node's nova-compute service id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nova_service_id: Option<String>,
+    /// When each phase was reached, by phase name (`detected`, `fenced`, ...).
+    #[serde(default)]
+    pub timeline: BTreeMap<String, DateTime<Utc>>,
+    /// The fence proof once fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceRecord>,
+    /// Every instance listed on the node at failure time, by server uuid.
+    #[serde(default)]
+    pub instances: BTreeMap<String, InstanceRecord>,
+    /// The last error that held the recovery back (for `novaha status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl RecoveryRecord {
+    /// A new record for an incident just claimed.
+    pub fn new(incident: String, epoch: String, detected: DateTime<Utc>) -> Self {
+        Self {
+            version: RECORD_VERSION,
+            incident,
+            epoch,
+            phase: Phase::Claimed,
+            ha_node: None,
+            nova_service_id: None,
+            timeline: BTreeMap::from([("detected".to_owned(), detected)]),
+            fence: None,
+            instances: BTreeMap::new(),
+            last_error: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_with_design_field_names() {
+        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut r = RecoveryRecord::new("inc-1".into(), "sess:7".into(), now);
+        r.instances.insert(
+            "uuid-1".into(),
+            InstanceRecord {
+                state: InstanceState::Requested,
+                prior_status: "ACTIVE".into(),
+                name: None,
+                target: Some("ha-1".into()),
+                error: None,
+                owner: Some("u1".into()),
+                project: Some("p1".into()),
+            },
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["phase"], "claimed");
+        assert_eq!(json["instances"]["uuid-1"]["state"], "requested");
+        assert_eq!(json["timeline"]["detected"], "2026-11-21T10:00:00Z");
+        let back: RecoveryRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, r);
+    }
+}

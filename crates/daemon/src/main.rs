@@ -1,0 +1,3 @@
+//! novaha: the daemon binary. Not built yet: see the foundation issue.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! novaha evacuate driver: nova.
+//!
+//! Not built yet: see its issue.

@@ -1,0 +1,3 @@
+//! novaha notify drivers: email, webhook, log.
+//!
+//! Not built yet: see its issue.

@@ -1,0 +1,3 @@
+//! Keystone v3 and Nova client for novaha.
+//!
+//! Not built yet: see its issue.

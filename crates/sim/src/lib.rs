@@ -1,0 +1,3 @@
+//! novaha-sim: a Keystone v3 + Nova simulator.
+//!
+//! Not built yet: see its issue.
