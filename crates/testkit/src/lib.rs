@@ -10,4 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod consul;
 pub mod process;
+pub mod ipmi;
+pub mod libvirt;
+pub mod redfish;

@@ -1,0 +1,294 @@
+//! A real Consul dev agent (`consul agent -dev`, 1.8.7 from
+//! `scripts/deps/consul.sh`) on free loopback ports, in its own temp dir,
+//! killed when dropped.
+//!
+//! ```no_run
+//! let agent = novaha_testkit::consul::ConsulAgent::start();
+//! let addr = agent.http_addr(); // "http://127.0.0.1:PORT"
+//! ```
+//!
+//! Each agent is independent (in-memory state), so tests that share nothing
+//! may still give every test its own K/V prefix when they share an agent.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::process::{ChildGuard, free_port, tool};
+
+/// How many times start-up is retried with fresh ports after a port clash.
+const START_ATTEMPTS: usize = 5;
+/// How long one start-up attempt may take before it counts as failed.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The path of the Consul binary: `NOVAHA_CONSUL_BIN`, the cached 1.8.7, or
+/// `consul` on `PATH`. Panics (naming the install command) when missing.
+pub fn consul_bin() -> PathBuf {
+    tool(
+        "NOVAHA_CONSUL_BIN",
+        &["consul-1.8.7/usr/bin/consul"],
+        "consul",
+    )
+}
+
+/// The ports one agent listens on (all distinct, all loopback).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsulPorts {
+    /// HTTP API.
+    pub http: u16,
+    /// Serf LAN gossip (TCP and UDP).
+    pub serf_lan: u16,
+    /// Serf WAN gossip (TCP and UDP).
+    pub serf_wan: u16,
+    /// Server RPC.
+    pub server: u16,
+}
+
+impl ConsulPorts {
+    fn pick() -> Self {
+        loop {
+            let p = Self {
+                http: free_port(),
+                serf_lan: free_port(),
+                serf_wan: free_port(),
+                server: free_port(),
+            };
+            let mut all = [p.http, p.serf_lan, p.serf_wan, p.server];
+            all.sort_unstable();
+            if all.windows(2).all(|w| w[0] != w[1]) {
+                return p;
+            }
+        }
+    }
+}
+
+/// A running `consul agent -dev`, killed (SIGKILL) and its temp dir removed
+/// when dropped, also when the test panics.
+#[derive(Debug)]
+pub struct ConsulAgent {
+    guard: ChildGuard,
+    ports: ConsulPorts,
+    node_name: String,
+    dir: tempfile::TempDir,
+}
+
+impl ConsulAgent {
+    /// Starts a dev agent on free loopback ports and waits until it has
+    /// elected itself leader and registered its own node (so sessions bound
+    /// to `serfHealth` can be created at once). Retries with fresh ports on a
+    /// port clash; panics with the agent's log if it never gets ready.
+    pub fn start() -> Self {
+        let bin = consul_bin();
+        let mut last_log = String::new();
+        for attempt in 1..=START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("novaha-consul-")
+                .tempdir()
+                .expect("create consul temp dir");
+            let ports = ConsulPorts::pick();
+            let node_name = format!(
+                "novaha-test-{}-{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed),
+                ports.http
+            );
+            let log_path = dir.path().join("consul.log");
+            let log = std::fs::File::create(&log_path).expect("create consul log file");
+            let log_err = log.try_clone().expect("clone consul log file handle");
+            let data_dir = dir.path().join("data");
+            std::fs::create_dir_all(&data_dir).expect("create consul data dir");
+            let mut cmd = Command::new(&bin);
+            cmd.arg("agent")
+                .arg("-dev")
+                .args(["-bind", "127.0.0.1", "-client", "127.0.0.1"])
+                .args(["-node", &node_name])
+                .arg(format!("-data-dir={}", data_dir.display()))
+                .arg(format!("-http-port={}", ports.http))
+                .arg("-dns-port=-1")
+                .arg("-grpc-port=-1")
+                .arg(format!("-serf-lan-port={}", ports.serf_lan))
+                .arg(format!("-serf-wan-port={}", ports.serf_wan))
+                .arg(format!("-server-port={}", ports.server))
+                .args(["-log-level", "info"])
+                .env_remove("CONSUL_HTTP_ADDR")
+                .env_remove("CONSUL_HTTP_TOKEN")
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log_err));
+            let mut guard = ChildGuard::spawn("consul agent", &mut cmd);
+            if wait_ready(&mut guard, ports.http, &node_name) {
+                return Self {
+                    guard,
+                    ports,
+                    node_name,
+                    dir,
+                };
+            }
+            guard.kill();
+            last_log = read_tail(&log_path);
+            eprintln!("consul agent start attempt {attempt} failed (ports {ports:?}); retrying");
+        }
+        panic!(
+            "consul agent did not get ready after {START_ATTEMPTS} attempts; last log:\n{last_log}"
+        );
+    }
+
+    /// The HTTP API's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn http_addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.http)
+    }
+
+    /// The HTTP API's port.
+    pub fn http_port(&self) -> u16 {
+        self.ports.http
+    }
+
+    /// Every port the agent listens on.
+    pub fn ports(&self) -> ConsulPorts {
+        self.ports
+    }
+
+    /// The agent's node name (unique per agent).
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The agent's temp dir (holds `consul.log`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The agent's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        read_tail(&self.dir.path().join("consul.log"))
+    }
+
+    /// The process guard (pid, signals such as STOP/CONT, kill).
+    pub fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+
+    /// A blocking HTTP request to the agent without any client library:
+    /// returns (status, body). For test setup and checks (seeding raw K/V
+    /// bytes, destroying a session behind a client's back). Panics when the
+    /// agent does not answer.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        raw_http(self.ports.http, method, path, body)
+            .unwrap_or_else(|e| panic!("consul {method} {path}: {e}"))
+    }
+
+    /// PUTs raw bytes at `key` (no CAS); panics unless Consul says `true`.
+    pub fn kv_put(&self, key: &str, value: &[u8]) {
+        let (status, body) = self.http("PUT", &format!("/v1/kv/{key}"), value);
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).trim()),
+            (200, "true"),
+            "consul PUT {key}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// The raw value of `key`, or `None` when it does not exist.
+    pub fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self.http("GET", &format!("/v1/kv/{key}?raw"), b"");
+        match status {
+            200 => Some(body),
+            404 => None,
+            s => panic!(
+                "consul GET {key}: HTTP {s}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+}
+
+fn wait_ready(guard: &mut ChildGuard, port: u16, node: &str) -> bool {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while Instant::now() < deadline {
+        if !guard.is_running() {
+            return false;
+        }
+        let leader_ok = matches!(
+            raw_http(port, "GET", "/v1/status/leader", b""),
+            Ok((200, ref b)) if b.len() > 2
+        );
+        if leader_ok {
+            // serfHealth must be in the catalog before a session can use it.
+            if let Ok((200, body)) = raw_http(port, "GET", &format!("/v1/health/node/{node}"), b"")
+            {
+                let text = String::from_utf8_lossy(&body);
+                if text.contains("serfHealth") && text.contains("passing") {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn read_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let start = text.len().saturating_sub(4000);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+/// A minimal HTTP/1.0 client over a TCP stream (Connection: close).
+fn raw_http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of HTTP headers"))?;
+    let head = String::from_utf8_lossy(&resp[..split]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, resp[split + 4..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_agents_start_answer_and_stop() {
+        let a = ConsulAgent::start();
+        let b = ConsulAgent::start();
+        assert_ne!(a.http_port(), b.http_port());
+        assert_ne!(a.node_name(), b.node_name());
+        a.kv_put("t/k", &[0xff, 0x00, b'x']);
+        assert_eq!(a.kv_get("t/k"), Some(vec![0xff, 0x00, b'x']));
+        assert_eq!(b.kv_get("t/k"), None);
+        let (status, body) = a.http("GET", "/v1/agent/self", b"");
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains(a.node_name()));
+        let port = a.http_port();
+        drop(a);
+        assert!(
+            raw_http(port, "GET", "/v1/status/leader", b"").is_err(),
+            "agent still answers after drop"
+        );
+    }
+}
