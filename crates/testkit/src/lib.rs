@@ -12,6 +12,3 @@
 
 pub mod consul;
 pub mod process;
-pub mod ipmi;
-pub mod libvirt;
-pub mod redfish;
