@@ -10,9 +10,11 @@
 //! callers' `now`, no Consul or OpenStack types. Drivers depend on this crate
 //! and never on each other.
 
+pub mod detect;
 pub mod drivers;
 pub mod kv;
 pub mod record;
+pub mod recovery;
 pub mod secret;
 pub mod store;
 pub mod types;

@@ -89,6 +89,15 @@ pub struct InstanceRecord {
     /// The owning project id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// When the evacuate call was recorded as requested (the deadline to
+    /// land runs from here). Added after format version 1 was fixed; absent
+    /// in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<DateTime<Utc>>,
+    /// When a start was asked for an instance that landed SHUTOFF but was
+    /// ACTIVE before (Nova microversion >= 2.95). Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_requested_at: Option<DateTime<Utc>>,
 }
 
 /// The recovery record itself.
@@ -120,6 +129,18 @@ pub struct RecoveryRecord {
     /// The last error that held the recovery back (for `novaha status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Consecutive failures of the current step (reset when a phase is
+    /// reached); drives the backoff. Absent in older records (= 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// The current step is not retried before this time (backoff after a
+    /// failure). Absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RecoveryRecord {
@@ -136,6 +157,8 @@ impl RecoveryRecord {
             fence: None,
             instances: BTreeMap::new(),
             last_error: None,
+            attempts: 0,
+            retry_at: None,
         }
     }
 }
@@ -160,6 +183,8 @@ mod tests {
                 error: None,
                 owner: Some("u1".into()),
                 project: Some("p1".into()),
+                requested_at: Some(now),
+                start_requested_at: None,
             },
         );
         let json = serde_json::to_value(&r).unwrap();
@@ -168,5 +193,15 @@ mod tests {
         assert_eq!(json["timeline"]["detected"], "2026-11-21T10:00:00Z");
         let back: RecoveryRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn record_without_the_added_fields_still_parses() {
+        let json = r#"{"version":1,"incident":"i","epoch":"e","phase":"evacuating",
+            "instances":{"u":{"state":"pending","prior_status":"ACTIVE"}}}"#;
+        let r: RecoveryRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(r.attempts, 0);
+        assert_eq!(r.retry_at, None);
+        assert_eq!(r.instances["u"].requested_at, None);
     }
 }

@@ -1,0 +1,803 @@
+//! The decision function itself: fold what was observed into the record,
+//! then pick the next step from the record's phase.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{
+    Action, Decision, EvacuateOrder, Failure, Observation, Policy, Step, TargetPolicy, WaitReason,
+};
+use crate::drivers::{IncidentReport, Instance, InstanceOutcome, InstanceProgress};
+use crate::kv::format_bool;
+use crate::record::{InstanceRecord, InstanceState, Phase, RECORD_VERSION, RecoveryRecord};
+use crate::store::KvOp;
+
+/// Decides the next step for one node.
+///
+/// `record` is the node's parsed recovery record (`None` when absent),
+/// `obs` what the runner read plus its last action's results, `now` the
+/// runner's clock. Pure and deterministic; see the module doc for how the
+/// runner uses the [`Decision`].
+pub fn decide(
+    policy: &Policy,
+    record: Option<&RecoveryRecord>,
+    obs: &Observation,
+    now: DateTime<Utc>,
+) -> Decision {
+    let decision = decide_inner(policy, record, obs, now);
+    if policy.dry_run && (decision.action.acts() || !decision.ops.is_empty()) {
+        return Decision {
+            ops: Vec::new(),
+            record: record.cloned(),
+            action: Action::DryRun(Box::new(decision.action)),
+        };
+    }
+    decision
+}
+
+fn decide_inner(
+    policy: &Policy,
+    record: Option<&RecoveryRecord>,
+    obs: &Observation,
+    now: DateTime<Utc>,
+) -> Decision {
+    let flags = &obs.flags;
+    let (Some(failed), Some(recovered)) = (flags.failed.get(), flags.recovered.get()) else {
+        return unchanged(
+            record,
+            wait(WaitReason::InvalidState, policy.poll_interval, true),
+        );
+    };
+    if !flags.invalid.is_empty() || flags.number_fails.get().is_none() {
+        // Rule 6: a value we cannot parse is never overwritten, and nothing
+        // of the node is decided on half-read state.
+        return unchanged(
+            record,
+            wait(WaitReason::InvalidState, policy.poll_interval, true),
+        );
+    }
+    let Some(rec) = record else {
+        return if failed && !recovered {
+            claim(policy, obs, now)
+        } else {
+            unchanged(None, Action::Idle)
+        };
+    };
+    if rec.version > RECORD_VERSION {
+        return unchanged(
+            record,
+            Action::Stuck {
+                reason: format!(
+                    "recovery record version {} is newer than this build ({RECORD_VERSION})",
+                    rec.version
+                ),
+            },
+        );
+    }
+    if !failed && !recovered {
+        return reset(policy, rec, obs, now);
+    }
+    match rec.phase {
+        Phase::Done => unchanged(record, Action::Idle),
+        Phase::Stuck => unchanged(
+            record,
+            Action::Stuck {
+                reason: rec
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "recovery marked stuck".to_owned()),
+            },
+        ),
+        _ => advance(policy, rec, obs, now),
+    }
+}
+
+fn wait(reason: WaitReason, retry_after: Duration, alert: bool) -> Action {
+    Action::Wait {
+        reason,
+        retry_after,
+        alert,
+    }
+}
+
+fn unchanged(record: Option<&RecoveryRecord>, action: Action) -> Decision {
+    Decision {
+        ops: Vec::new(),
+        record: record.cloned(),
+        action,
+    }
+}
+
+fn record_op(policy: &Policy, obs: &Observation, rec: &RecoveryRecord) -> KvOp {
+    KvOp::set(
+        policy.schema.recovery(&obs.node),
+        to_json(rec),
+        obs.flags.record_index,
+    )
+}
+
+fn to_json(rec: &RecoveryRecord) -> Vec<u8> {
+    serde_json::to_vec(rec).expect("a recovery record serialises: every map key is a string")
+}
+
+/// The decision that persists `rec` when it differs from `orig`.
+fn emit(
+    policy: &Policy,
+    obs: &Observation,
+    orig: &RecoveryRecord,
+    rec: RecoveryRecord,
+    action: Action,
+) -> Decision {
+    let ops = if &rec == orig {
+        Vec::new()
+    } else {
+        vec![record_op(policy, obs, &rec)]
+    };
+    Decision {
+        ops,
+        record: Some(rec),
+        action,
+    }
+}
+
+fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn backoff(policy: &Policy, attempts: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempts.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    policy
+        .backoff_initial
+        .saturating_mul(factor)
+        .min(policy.backoff_max)
+}
+
+fn claim(policy: &Policy, obs: &Observation, now: DateTime<Utc>) -> Decision {
+    if obs.mass_failure {
+        return unchanged(
+            None,
+            wait(WaitReason::MassFailure, policy.poll_interval, true),
+        );
+    }
+    let free = obs
+        .ha_nodes
+        .iter()
+        .filter(|h| h.name != obs.node && h.in_use.value == Ok(false))
+        .min_by(|a, b| a.name.cmp(&b.name));
+    let ha = match (policy.target, free) {
+        (TargetPolicy::Scheduler, _) => None,
+        (_, Some(h)) => Some(h),
+        (TargetPolicy::HaNodeThenScheduler, None) => None,
+        (TargetPolicy::HaNode, None) => {
+            return unchanged(
+                None,
+                wait(WaitReason::NoFreeHaNode, policy.poll_interval, true),
+            );
+        }
+    };
+    let incident = format!("{}-{}", obs.node, now.format("%Y%m%dT%H%M%SZ"));
+    let mut rec = RecoveryRecord::new(incident, obs.epoch.clone(), now);
+    rec.timeline.insert("claimed".to_owned(), now);
+    rec.ha_node = ha.map(|h| h.name.clone());
+    rec.nova_service_id = obs.nova_service.as_ref().map(|s| s.id.clone());
+    let s = &policy.schema;
+    let mut ops = vec![KvOp::set(
+        s.recovered(&obs.node),
+        format_bool(true),
+        obs.flags.recovered.modify_index,
+    )];
+    if let Some(h) = ha {
+        ops.push(KvOp::set(
+            s.in_use(&h.name),
+            format_bool(true),
+            h.in_use.modify_index,
+        ));
+        ops.push(KvOp::set(
+            s.serving(&h.name),
+            obs.node.as_str(),
+            h.serving_index,
+        ));
+    }
+    ops.push(record_op(policy, obs, &rec));
+    Decision {
+        ops,
+        action: Action::Claim {
+            ha_node: rec.ha_node.clone(),
+        },
+        record: Some(rec),
+    }
+}
+
+fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime<Utc>) -> Decision {
+    let s = &policy.schema;
+    if policy.reset.restore_nova_service
+        && let Some(svc) = &obs.nova_service
+        && (svc.forced_down || !svc.enabled)
+    {
+        if let Some((Step::RestoreService, f)) = &obs.failure {
+            let mut next = rec.clone();
+            let (retry, alert) = note_failure(policy, &mut next, Step::RestoreService, f, now);
+            return emit(
+                policy,
+                obs,
+                rec,
+                next,
+                wait(WaitReason::Backoff(Step::RestoreService), retry, alert),
+            );
+        }
+        if let Some(at) = rec.retry_at
+            && at > now
+        {
+            return unchanged(
+                Some(rec),
+                wait(
+                    WaitReason::Backoff(Step::RestoreService),
+                    until(now, at),
+                    false,
+                ),
+            );
+        }
+        return unchanged(
+            Some(rec),
+            Action::RestoreService {
+                service_id: svc.id.clone(),
+                unforce: svc.forced_down,
+                enable: !svc.enabled,
+            },
+        );
+    }
+    let mut ops = Vec::new();
+    if obs.flags.number_fails.get() != Some(0) || obs.flags.number_fails.modify_index == 0 {
+        ops.push(KvOp::set(
+            s.number_fails(&obs.node),
+            "0",
+            obs.flags.number_fails.modify_index,
+        ));
+    }
+    if rec.phase != Phase::Done {
+        // Finish wrote the copy of a done record; any other is copied now.
+        let mut copy = rec.clone();
+        copy.timeline.insert("reset".to_owned(), now);
+        ops.push(KvOp::set(
+            s.incident(&obs.node, &rec.incident),
+            to_json(&copy),
+            0,
+        ));
+    }
+    ops.push(KvOp::Delete {
+        key: s.recovery(&obs.node),
+        cas: obs.flags.record_index,
+    });
+    let mut released = None;
+    if policy.reset.release_ha_node
+        && let Some(ha) = &rec.ha_node
+        && let Some(h) = obs.ha_nodes.iter().find(|h| &h.name == ha)
+        && h.in_use.value == Ok(true)
+        && h.serving.as_ref() == Some(&obs.node)
+    {
+        ops.push(KvOp::set(
+            s.in_use(ha),
+            format_bool(false),
+            h.in_use.modify_index,
+        ));
+        ops.push(KvOp::Delete {
+            key: s.serving(ha),
+            cas: h.serving_index,
+        });
+        released = Some(ha.clone());
+    }
+    Decision {
+        ops,
+        record: None,
+        action: Action::Reset {
+            incident: rec.incident.clone(),
+            released,
+        },
+    }
+}
+
+fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or_default()
+}
+
+/// Records a failed step; returns the retry delay and whether to alert.
+fn note_failure(
+    policy: &Policy,
+    rec: &mut RecoveryRecord,
+    step: Step,
+    f: &Failure,
+    now: DateTime<Utc>,
+) -> (Duration, bool) {
+    rec.attempts = rec.attempts.saturating_add(1);
+    rec.last_error = Some(format!("{step}: {}", f.message));
+    let delay = backoff(policy, rec.attempts);
+    rec.retry_at = Some(add(now, delay));
+    let alert = step == Step::Fence || !f.retryable || rec.attempts >= policy.alert_after;
+    (delay, alert)
+}
+
+fn enter(rec: &mut RecoveryRecord, phase: Phase, now: DateTime<Utc>) {
+    rec.phase = phase;
+    let name = serde_json::to_value(phase)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{phase:?}"));
+    rec.timeline.insert(name, now);
+    rec.attempts = 0;
+    rec.retry_at = None;
+    rec.last_error = None;
+}
+
+/// The outcome of a failed step: back off, or stuck after too many
+/// non-retryable failures (never for fencing).
+fn failed_step(
+    policy: &Policy,
+    obs: &Observation,
+    orig: &RecoveryRecord,
+    mut rec: RecoveryRecord,
+    step: Step,
+    f: &Failure,
+    now: DateTime<Utc>,
+) -> Decision {
+    let (retry, alert) = note_failure(policy, &mut rec, step, f, now);
+    if step != Step::Fence && !f.retryable && rec.attempts >= policy.max_attempts {
+        let reason = format!("{step} failed {} times: {}", rec.attempts, f.message);
+        rec.phase = Phase::Stuck;
+        rec.timeline.insert("stuck".to_owned(), now);
+        rec.last_error = Some(reason.clone());
+        return emit(policy, obs, orig, rec, Action::Stuck { reason });
+    }
+    emit(
+        policy,
+        obs,
+        orig,
+        rec,
+        wait(WaitReason::Backoff(step), retry, alert),
+    )
+}
+
+/// The step's own failure in this observation, if any.
+fn failure_of(obs: &Observation, step: Step) -> Option<&Failure> {
+    obs.failure
+        .as_ref()
+        .filter(|(s, _)| *s == step)
+        .map(|(_, f)| f)
+}
+
+fn backoff_pending(rec: &RecoveryRecord, now: DateTime<Utc>) -> Option<Duration> {
+    rec.retry_at.filter(|at| *at > now).map(|at| until(now, at))
+}
+
+fn advance(
+    policy: &Policy,
+    orig: &RecoveryRecord,
+    obs: &Observation,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut rec = orig.clone();
+    let resumed = rec.epoch != obs.epoch;
+    // A new leader mid-evacuation first re-reads every unfinished instance
+    // (one may have landed, or been moved by hand, while no one watched)
+    // and adopts the record only then. Other phases are adopted at once.
+    let resync = resumed && rec.phase == Phase::Evacuating;
+    if resumed && !resync {
+        rec.epoch = obs.epoch.clone();
+        rec.timeline.insert("resumed".to_owned(), now);
+    }
+    loop {
+        match rec.phase {
+            Phase::Claimed => {
+                if let Some(f) = &obs.fenced
+                    && f.node() == &obs.node
+                {
+                    rec.fence = Some(f.to_record());
+                    enter(&mut rec, Phase::Fenced, now);
+                    continue;
+                }
+                if let Some(f) = failure_of(obs, Step::Fence) {
+                    return failed_step(policy, obs, orig, rec, Step::Fence, f, now);
+                }
+                if obs.mass_failure {
+                    let a = wait(WaitReason::MassFailure, policy.poll_interval, true);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if let Some(d) = backoff_pending(&rec, now) {
+                    let a = wait(WaitReason::Backoff(Step::Fence), d, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                return emit(policy, obs, orig, rec, Action::Fence);
+            }
+            Phase::Fenced => {
+                if let Some(svc) = &obs.nova_service {
+                    if rec.nova_service_id.as_deref() != Some(svc.id.as_str()) {
+                        rec.nova_service_id = Some(svc.id.clone());
+                    }
+                    if svc.forced_down && !svc.enabled {
+                        enter(&mut rec, Phase::ForcedDown, now);
+                        continue;
+                    }
+                }
+                if let Some(f) = failure_of(obs, Step::ForceDown) {
+                    return failed_step(policy, obs, orig, rec, Step::ForceDown, f, now);
+                }
+                if let Some(d) = backoff_pending(&rec, now) {
+                    let a = wait(WaitReason::Backoff(Step::ForceDown), d, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                let Some(service_id) = rec.nova_service_id.clone() else {
+                    let a = wait(WaitReason::NovaServiceUnknown, policy.poll_interval, true);
+                    return emit(policy, obs, orig, rec, a);
+                };
+                let reason = format!(
+                    "novaha: fenced, incident {} epoch {}",
+                    rec.incident, rec.epoch
+                );
+                return emit(
+                    policy,
+                    obs,
+                    orig,
+                    rec,
+                    Action::ForceDown { service_id, reason },
+                );
+            }
+            Phase::ForcedDown => {
+                if let Some(list) = &obs.instances {
+                    fold_listing(policy, obs, &mut rec, list);
+                    enter(&mut rec, Phase::Evacuating, now);
+                    continue;
+                }
+                if let Some(f) = failure_of(obs, Step::ListInstances) {
+                    return failed_step(policy, obs, orig, rec, Step::ListInstances, f, now);
+                }
+                if let Some(d) = backoff_pending(&rec, now) {
+                    let a = wait(WaitReason::Backoff(Step::ListInstances), d, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                return emit(policy, obs, orig, rec, Action::ListInstances);
+            }
+            Phase::Evacuating => {
+                if rec.fence.is_none() {
+                    // A hand-edited or foreign record: never evacuate (rule 1).
+                    let reason = "record is evacuating without fence evidence".to_owned();
+                    rec.phase = Phase::Stuck;
+                    rec.last_error = Some(reason.clone());
+                    return emit(policy, obs, orig, rec, Action::Stuck { reason });
+                }
+                fold_progress(policy, obs, &mut rec, now);
+                if resync {
+                    let open: Vec<String> = open_ids(&rec);
+                    if !open.iter().all(|id| obs.progress.contains_key(id)) {
+                        let a = Action::Poll {
+                            instances: open,
+                            after: Duration::ZERO,
+                        };
+                        return emit(policy, obs, orig, rec, a);
+                    }
+                    rec.epoch = obs.epoch.clone();
+                    rec.timeline.insert("resumed".to_owned(), now);
+                }
+                if rec.instances.values().all(|i| i.state.is_final()) {
+                    enter(&mut rec, Phase::Evacuated, now);
+                    continue;
+                }
+                return evacuate_step(policy, obs, orig, rec, now);
+            }
+            Phase::Evacuated => {
+                if obs.notified {
+                    enter(&mut rec, Phase::Notified, now);
+                    continue;
+                }
+                if let Some(f) = failure_of(obs, Step::Notify) {
+                    let (retry, alert) = note_failure(policy, &mut rec, Step::Notify, f, now);
+                    if rec.attempts >= policy.notify_attempts {
+                        let gave_up = format!(
+                            "notification given up after {} attempts: {}",
+                            rec.attempts, f.message
+                        );
+                        enter(&mut rec, Phase::Notified, now);
+                        rec.last_error = Some(gave_up);
+                        continue;
+                    }
+                    let a = wait(WaitReason::Backoff(Step::Notify), retry, alert);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if let Some(d) = backoff_pending(&rec, now) {
+                    let a = wait(WaitReason::Backoff(Step::Notify), d, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                let report = report(obs, &rec);
+                return emit(policy, obs, orig, rec, Action::Notify(report));
+            }
+            Phase::Notified => {
+                let last_error = rec.last_error.take();
+                enter(&mut rec, Phase::Done, now);
+                rec.last_error = last_error;
+                let mut d = emit(
+                    policy,
+                    obs,
+                    orig,
+                    rec.clone(),
+                    Action::Finish {
+                        incident: rec.incident.clone(),
+                    },
+                );
+                d.ops.push(KvOp::set(
+                    policy.schema.incident(&obs.node, &rec.incident),
+                    to_json(&rec),
+                    0,
+                ));
+                return d;
+            }
+            Phase::Done | Phase::Stuck => return emit(policy, obs, orig, rec, Action::Idle),
+        }
+    }
+}
+
+fn open_ids(rec: &RecoveryRecord) -> Vec<String> {
+    rec.instances
+        .iter()
+        .filter(|(_, i)| !i.state.is_final())
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+fn is_false_value(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "false" | "f" | "no" | "0"
+    )
+}
+
+fn is_true_value(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_lowercase().as_str(),
+        "true" | "t" | "yes" | "1"
+    )
+}
+
+fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, list: &[Instance]) {
+    for inst in list {
+        if rec.instances.contains_key(&inst.id) {
+            continue;
+        }
+        let mut entry = InstanceRecord {
+            state: InstanceState::Pending,
+            prior_status: inst.status.clone(),
+            name: Some(inst.name.clone()).filter(|n| !n.is_empty()),
+            target: None,
+            error: None,
+            owner: Some(inst.user_id.clone()).filter(|n| !n.is_empty()),
+            project: Some(inst.project_id.clone()).filter(|n| !n.is_empty()),
+            requested_at: None,
+            start_requested_at: None,
+        };
+        if inst.host != obs.node.as_str() {
+            entry.state = InstanceState::Done;
+            entry.target = Some(inst.host.clone());
+        } else if let Some(v) = inst.metadata.get(&policy.opt_out_key)
+            && !is_false_value(v)
+        {
+            entry.state = InstanceState::Skipped;
+            entry.error = Some(format!("opted out (metadata {})", policy.opt_out_key));
+        } else if let Some(key) = &policy.opt_in_key
+            && !inst.metadata.get(key).is_some_and(|v| is_true_value(v))
+        {
+            entry.state = InstanceState::Skipped;
+            entry.error = Some(format!("not opted in (metadata {key})"));
+        }
+        rec.instances.insert(inst.id.clone(), entry);
+    }
+}
+
+fn fold_progress(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, now: DateTime<Utc>) {
+    let node = obs.node.as_str();
+    for (id, inst) in rec.instances.iter_mut() {
+        match inst.state {
+            InstanceState::Pending => {
+                // Moved while no one watched: done, never evacuated.
+                if let Some(InstanceProgress::Landed { host, .. }) = obs.progress.get(id)
+                    && host != node
+                {
+                    inst.state = InstanceState::Done;
+                    inst.target = Some(host.clone());
+                }
+            }
+            InstanceState::Requested => {
+                fold_requested(policy, obs, id, inst, now);
+            }
+            InstanceState::Done | InstanceState::Error | InstanceState::Skipped => {}
+        }
+    }
+}
+
+fn fold_requested(
+    policy: &Policy,
+    obs: &Observation,
+    id: &str,
+    inst: &mut InstanceRecord,
+    now: DateTime<Utc>,
+) {
+    let node = obs.node.as_str();
+    if let Some(f) = obs.evacuate_failures.get(id)
+        && !f.retryable
+    {
+        inst.state = InstanceState::Error;
+        inst.error = Some(format!("evacuate refused: {}", f.message));
+        return;
+    }
+    if let Some(f) = obs.start_failures.get(id) {
+        inst.state = InstanceState::Error;
+        inst.error = Some(format!("landed SHUTOFF, start failed: {}", f.message));
+        return;
+    }
+    match obs.progress.get(id) {
+        Some(InstanceProgress::Failed { reason }) => {
+            inst.state = InstanceState::Error;
+            inst.error = Some(reason.clone());
+            return;
+        }
+        Some(InstanceProgress::Landed { host, status }) if host != node => {
+            inst.target = Some(host.clone());
+            if status.eq_ignore_ascii_case("ERROR") {
+                inst.state = InstanceState::Error;
+                inst.error = Some(format!("landed in ERROR on {host}"));
+                return;
+            }
+            let needs_start = policy.restore_power_state
+                && inst.prior_status.eq_ignore_ascii_case("ACTIVE")
+                && status.eq_ignore_ascii_case("SHUTOFF");
+            if !needs_start {
+                inst.state = InstanceState::Done;
+                return;
+            }
+        }
+        _ => {}
+    }
+    match inst.requested_at {
+        // A record from before the field existed: the clock starts now.
+        None => inst.requested_at = Some(now),
+        Some(at) if now >= add(at, policy.evacuate_timeout) => {
+            inst.state = InstanceState::Error;
+            inst.error = Some(format!(
+                "did not land within {}s",
+                policy.evacuate_timeout.as_secs()
+            ));
+        }
+        Some(_) => {}
+    }
+}
+
+fn evacuate_step(
+    policy: &Policy,
+    obs: &Observation,
+    orig: &RecoveryRecord,
+    mut rec: RecoveryRecord,
+    now: DateTime<Utc>,
+) -> Decision {
+    let node = obs.node.as_str();
+    // Landed SHUTOFF but ACTIVE before (microversion >= 2.95): start it once.
+    let to_start: Vec<String> = rec
+        .instances
+        .iter()
+        .filter(|(id, i)| {
+            i.state == InstanceState::Requested
+                && i.start_requested_at.is_none()
+                && policy.restore_power_state
+                && i.prior_status.eq_ignore_ascii_case("ACTIVE")
+                && matches!(obs.progress.get(*id), Some(InstanceProgress::Landed { host, status })
+                    if host != node && status.eq_ignore_ascii_case("SHUTOFF"))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if !to_start.is_empty() {
+        for id in &to_start {
+            if let Some(i) = rec.instances.get_mut(id) {
+                i.start_requested_at = Some(now);
+            }
+        }
+        return emit(
+            policy,
+            obs,
+            orig,
+            rec,
+            Action::RestorePowerState {
+                instances: to_start,
+            },
+        );
+    }
+    let in_flight = rec
+        .instances
+        .values()
+        .filter(|i| i.state == InstanceState::Requested)
+        .count();
+    let slots = policy.concurrency.max(1).saturating_sub(in_flight);
+    let pending: Vec<String> = rec
+        .instances
+        .iter()
+        .filter(|(_, i)| i.state == InstanceState::Pending)
+        .map(|(id, _)| id.clone())
+        .take(slots)
+        .collect();
+    if !pending.is_empty() {
+        if let Some(ha) = rec.ha_node.clone() {
+            match &obs.ha_service {
+                None => {
+                    let a = wait(WaitReason::HaServiceUnknown, policy.poll_interval, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                Some(svc) if !svc.enabled => {
+                    if let Some(f) = failure_of(obs, Step::PrepareTarget) {
+                        return failed_step(policy, obs, orig, rec, Step::PrepareTarget, f, now);
+                    }
+                    if let Some(d) = backoff_pending(&rec, now) {
+                        let a = wait(WaitReason::Backoff(Step::PrepareTarget), d, false);
+                        return emit(policy, obs, orig, rec, a);
+                    }
+                    let a = Action::PrepareTarget {
+                        ha_node: ha,
+                        service_id: svc.id.clone(),
+                    };
+                    return emit(policy, obs, orig, rec, a);
+                }
+                Some(_) => {}
+            }
+        }
+        for id in &pending {
+            if let Some(i) = rec.instances.get_mut(id) {
+                i.state = InstanceState::Requested;
+                i.requested_at = Some(now);
+                i.target = rec.ha_node.as_ref().map(|h| h.to_string());
+            }
+        }
+        let Some(order) = EvacuateOrder::new(&obs.node, &rec, &pending) else {
+            let reason = "record is evacuating without fence evidence".to_owned();
+            let mut stuck = orig.clone();
+            stuck.phase = Phase::Stuck;
+            stuck.last_error = Some(reason.clone());
+            return emit(policy, obs, orig, stuck, Action::Stuck { reason });
+        };
+        return emit(policy, obs, orig, rec, Action::Evacuate(order));
+    }
+    let instances: Vec<String> = rec
+        .instances
+        .iter()
+        .filter(|(_, i)| i.state == InstanceState::Requested)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let a = Action::Poll {
+        instances,
+        after: policy.poll_interval,
+    };
+    emit(policy, obs, orig, rec, a)
+}
+
+fn report(obs: &Observation, rec: &RecoveryRecord) -> IncidentReport {
+    IncidentReport {
+        incident: rec.incident.clone(),
+        node: obs.node.clone(),
+        ha_node: rec.ha_node.clone(),
+        timeline: rec.timeline.clone(),
+        fence: rec.fence.clone(),
+        instances: rec
+            .instances
+            .iter()
+            .map(|(id, i)| InstanceOutcome {
+                id: id.clone(),
+                name: i.name.clone(),
+                state: i.state,
+                prior_status: i.prior_status.clone(),
+                old_host: obs.node.to_string(),
+                new_host: i.target.clone().filter(|_| i.state == InstanceState::Done),
+                error: i.error.clone(),
+                owner: i.owner.clone(),
+                project: i.project.clone(),
+            })
+            .collect(),
+    }
+}
