@@ -12,3 +12,6 @@
 
 pub mod consul;
 pub mod process;
+pub mod ipmi;
+pub mod libvirt;
+pub mod redfish;

@@ -1,0 +1,189 @@
+//! Choosing a node's fencer: `config/bmc/driver` when the node sets it, else
+//! the `[fence] driver` default; one `match` over [`DriverName`], no global
+//! registry. The drivers are built once, so per-node lookups are cheap.
+
+use std::sync::Arc;
+
+use novaha_core::NodeName;
+use novaha_core::drivers::fence::{FenceError, FenceTarget, Fencer};
+use novaha_core::kv::{BmcConfig, ComputeNodeState};
+
+use crate::common::config_err;
+use crate::ipmi::IpmiFencer;
+use crate::libvirt::LibvirtFencer;
+use crate::noop::NoopFencer;
+use crate::redfish::RedfishFencer;
+use crate::settings::{DriverName, FenceSettings};
+
+/// The node name used in errors about the `[fence]` section itself.
+const SECTION: &str = "[fence]";
+
+/// Every fence driver, built from the `[fence]` section.
+#[derive(Clone)]
+pub struct FenceRegistry {
+    default: DriverName,
+    ipmi: Arc<IpmiFencer>,
+    redfish: Arc<RedfishFencer>,
+    libvirt: Arc<LibvirtFencer>,
+    /// Present only with `allow_noop = true`.
+    noop: Option<Arc<NoopFencer>>,
+}
+
+impl std::fmt::Debug for FenceRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FenceRegistry")
+            .field("default", &self.default)
+            .field("noop_allowed", &self.noop.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FenceRegistry {
+    /// Builds every driver. Fails when the default driver is `noop` without
+    /// `allow_noop = true`, or when the HTTP client cannot be built.
+    pub fn new(settings: &FenceSettings) -> Result<Self, FenceError> {
+        let section = NodeName::from(SECTION);
+        if settings.poll_interval.is_zero() {
+            return Err(config_err(&section, "poll_interval must be above zero"));
+        }
+        if settings.driver == DriverName::Noop && !settings.allow_noop {
+            return Err(config_err(
+                &section,
+                "driver = \"noop\" fences nothing; it needs allow_noop = true (tests and dry runs only)",
+            ));
+        }
+        let noop = settings.allow_noop.then(|| {
+            tracing::warn!(driver = "noop", "allow_noop is set: the test-only noop fencer may be used, and it powers nothing off");
+            Arc::new(NoopFencer::new())
+        });
+        let (t, p) = (settings.confirm_timeout, settings.poll_interval);
+        Ok(Self {
+            default: settings.driver,
+            ipmi: Arc::new(IpmiFencer::new(settings.ipmi.clone(), t, p)),
+            redfish: Arc::new(RedfishFencer::new(settings.redfish.clone(), t, p)?),
+            libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
+            noop,
+        })
+    }
+
+    /// The default driver (`[fence] driver`).
+    pub fn default_driver(&self) -> DriverName {
+        self.default
+    }
+
+    /// The driver a node uses: its `config/bmc/driver`, else the default.
+    /// An unknown name is a configuration error for that node.
+    pub fn driver_of(&self, node: &NodeName, bmc: &BmcConfig) -> Result<DriverName, FenceError> {
+        match bmc
+            .driver
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
+            None => Ok(self.default),
+            Some(name) => name
+                .parse::<DriverName>()
+                .map_err(|e| config_err(node, format!("config/bmc/driver: {e}"))),
+        }
+    }
+
+    /// The fencer for `target`, by its `config/bmc/driver` or the default.
+    /// `noop` is refused unless the section allowed it.
+    pub fn fencer_for(&self, target: &FenceTarget) -> Result<Arc<dyn Fencer>, FenceError> {
+        Ok(match self.driver_of(&target.node, &target.bmc)? {
+            DriverName::Ipmi => self.ipmi.clone(),
+            DriverName::Redfish => self.redfish.clone(),
+            DriverName::Libvirt => self.libvirt.clone(),
+            DriverName::Noop => match &self.noop {
+                Some(noop) => noop.clone(),
+                None => {
+                    return Err(config_err(
+                        &target.node,
+                        "config/bmc/driver is noop, which fences nothing; refused without allow_noop = true",
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// The fence target of a compute node as read from the K/V tree.
+pub fn target_of(state: &ComputeNodeState) -> FenceTarget {
+    FenceTarget {
+        node: state.name.clone(),
+        bmc: state.bmc.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(driver: Option<&str>) -> FenceTarget {
+        FenceTarget {
+            node: NodeName::from("c1"),
+            bmc: BmcConfig {
+                driver: driver.map(str::to_owned),
+                ..BmcConfig::default()
+            },
+        }
+    }
+
+    #[test]
+    fn per_node_driver_wins_over_the_default() {
+        let r = FenceRegistry::new(&FenceSettings::default()).unwrap();
+        assert_eq!(r.fencer_for(&target(None)).unwrap().driver(), "ipmi");
+        assert_eq!(
+            r.fencer_for(&target(Some("Redfish"))).unwrap().driver(),
+            "redfish"
+        );
+        assert_eq!(
+            r.fencer_for(&target(Some("libvirt"))).unwrap().driver(),
+            "libvirt"
+        );
+        let err = r.fencer_for(&target(Some("ilo"))).err().unwrap();
+        assert!(matches!(err, FenceError::Config { .. }), "{err}");
+        assert!(!err.is_retryable());
+        assert!(
+            err.to_string().contains("unknown fence driver \"ilo\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn noop_is_refused_unless_allowed() {
+        let settings = FenceSettings {
+            driver: DriverName::Noop,
+            ..FenceSettings::default()
+        };
+        let err = FenceRegistry::new(&settings).unwrap_err();
+        assert!(err.to_string().contains("allow_noop"), "{err}");
+        let r = FenceRegistry::new(&FenceSettings::default()).unwrap();
+        let err = r.fencer_for(&target(Some("noop"))).err().unwrap();
+        assert!(err.to_string().contains("allow_noop"), "{err}");
+        let allowed = FenceRegistry::new(&FenceSettings {
+            allow_noop: true,
+            ..settings
+        })
+        .unwrap();
+        assert_eq!(allowed.fencer_for(&target(None)).unwrap().driver(), "noop");
+    }
+
+    #[tokio::test]
+    async fn noop_reports_off() {
+        let r = FenceRegistry::new(&FenceSettings {
+            driver: DriverName::Noop,
+            allow_noop: true,
+            ..FenceSettings::default()
+        })
+        .unwrap();
+        let t = target(None);
+        let f = r.fencer_for(&t).unwrap();
+        let fenced = f.fence(&t).await.unwrap();
+        assert_eq!(fenced.driver(), "noop");
+        assert_eq!(
+            f.power_state(&t).await.unwrap(),
+            novaha_core::PowerState::Off
+        );
+    }
+}
