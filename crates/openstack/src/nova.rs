@@ -277,6 +277,7 @@ pub struct NovaClient {
     session: Arc<Session>,
     version: Microversion,
     cloud_max: Option<Microversion>,
+    prefix: &'static str,
 }
 
 impl NovaClient {
@@ -299,6 +300,13 @@ impl NovaClient {
             String::new(),
         );
         let doc: VersionDoc = session.json(&call).await?;
+        // An unversioned endpoint answers the list of versions: calls then
+        // go under its v2.1.
+        let prefix = if doc.version.is_none() && doc.versions.is_some() {
+            "/v2.1"
+        } else {
+            ""
+        };
         let entry = match (doc.version, doc.versions) {
             (Some(v), _) => v,
             (None, Some(vs)) => vs
@@ -335,6 +343,7 @@ impl NovaClient {
             session,
             version,
             cloud_max: max,
+            prefix,
         })
     }
 
@@ -371,12 +380,13 @@ impl NovaClient {
     }
 
     fn get(&self, name: &'static str, path: String) -> Call {
-        let mut c = Call::get(name, ServiceType::Compute, path);
+        let mut c = Call::get(name, ServiceType::Compute, format!("{}{path}", self.prefix));
         c.headers = self.headers();
         c
     }
 
     fn mutate(&self, name: &'static str, method: Method, path: String, body: Value) -> Call {
+        let path = format!("{}{path}", self.prefix);
         let mut c = Call::mutate(name, method, ServiceType::Compute, path, body);
         c.headers = self.headers();
         c

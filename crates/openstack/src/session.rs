@@ -283,6 +283,15 @@ impl Session {
                     })
             });
         match found {
+            // Identity endpoints are often unversioned (`http://h/identity`).
+            Some(e) if service == ServiceType::Identity => {
+                let url = e.url.trim_end_matches('/');
+                if url.ends_with("/v3") {
+                    Ok(url.to_owned())
+                } else {
+                    Ok(format!("{url}/v3"))
+                }
+            }
             Some(e) => Ok(e.url.trim_end_matches('/').to_owned()),
             // Keystone itself is always reachable at the auth URL.
             None if service == ServiceType::Identity => Ok(self.cloud.auth_url.clone()),
