@@ -11,7 +11,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod consul;
+pub mod http_receiver;
 pub mod process;
 pub mod ipmi;
 pub mod libvirt;
 pub mod redfish;
+pub mod smtp;
