@@ -426,6 +426,9 @@ impl Outbox {
         lease: &LeaderLease,
         now: DateTime<Utc>,
     ) -> Result<DeliverySummary, Error> {
+        if lease.is_lost() {
+            return Ok(DeliverySummary::default());
+        }
         let snap = self.store.snapshot().await?;
         let (entries, invalid) = self.parse(&snap);
         let mut summary = DeliverySummary {
