@@ -1,3 +1,5 @@
-//! novaha: the daemon binary. Not built yet: see the foundation issue.
+//! The `novaha` binary: everything lives in the library half (`lib.rs`).
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    novaha::main_entry()
+}

@@ -1,0 +1,415 @@
+//! The daemon's configuration: one TOML file (DESIGN.md section 9), with
+//! `NOVAHA_<SECTION>__<KEY>` environment overrides and the ecosystem's own
+//! variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `OS_CLOUD`).
+//!
+//! Every section is its own struct in its own module, so a later stage adds
+//! its keys in one place. Every struct rejects unknown keys, naming them.
+//! Loading never stops at the first problem: each section is deserialized on
+//! its own and then validated, and [`ConfigError`] carries every problem
+//! found, so `novaha check-config` can print them all.
+
+pub mod consul;
+pub mod election;
+pub mod evacuate;
+pub mod fence;
+pub mod http;
+pub mod log;
+pub mod monitor;
+pub mod notify;
+pub mod openstack;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use self::consul::ConsulConfig;
+pub use self::election::ElectionConfig;
+pub use self::evacuate::{EvacuateConfig, EvacuateTarget};
+pub use self::fence::FenceConfig;
+pub use self::http::HttpConfig;
+pub use self::log::{LogConfig, LogFormat};
+pub use self::monitor::MonitorConfig;
+pub use self::notify::NotifyConfig;
+pub use self::openstack::OpenStackConfig;
+
+/// The prefix of environment overrides: `NOVAHA_MONITOR__INTERVAL=5s`
+/// overrides `[monitor] interval`. The double underscore separates the
+/// section from the key (keys themselves contain single underscores).
+pub const ENV_PREFIX: &str = "NOVAHA_";
+
+/// The top-level keys a config file may hold.
+const SECTIONS: &[&str] = &[
+    "consul",
+    "election",
+    "openstack",
+    "monitor",
+    "fence",
+    "evacuate",
+    "notify",
+    "http",
+    "log",
+];
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// `[consul]`.
+    pub consul: ConsulConfig,
+    /// `[election]`.
+    pub election: ElectionConfig,
+    /// `[openstack]`.
+    pub openstack: OpenStackConfig,
+    /// `[monitor]`.
+    pub monitor: MonitorConfig,
+    /// `[fence]`.
+    pub fence: FenceConfig,
+    /// `[evacuate]`.
+    pub evacuate: EvacuateConfig,
+    /// `[[notify]]`, in file order.
+    pub notify: Vec<NotifyConfig>,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// One thing wrong with the configuration: where, and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The section or key, e.g. `election.session_ttl`, or the file.
+    pub at: String,
+    /// What is wrong, lowercase, naming the offending value.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at `at`.
+    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
+/// Why the configuration could not be used: every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {} problem(s): {}", problems.len(), join(problems))]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// Every problem, in section order.
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    /// Never: a broken file stays broken until an operator edits it.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Collects problems while the sections are validated.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Records a problem at `at`.
+    pub fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem::new(at, message));
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the `NOVAHA_...` overrides from the process
+    /// environment and the ecosystem's variables, and validates everything.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(path: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError {
+            path: path.display().to_string(),
+            problems,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(fail(vec![Problem::new(
+                    path.display().to_string(),
+                    format!("cannot read config file: {e}"),
+                )]));
+            }
+        };
+        Self::from_toml_str(path, &text, env).map_err(fail)
+    }
+
+    /// Parses and validates TOML text; `path` is only used for messages.
+    pub fn from_toml_str(
+        path: &Path,
+        text: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, Vec<Problem>> {
+        let file = path.display().to_string();
+        let overrides: HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].contains("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let built = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("NOVAHA")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build();
+        let merged = match built {
+            Ok(c) => c,
+            Err(e) => return Err(vec![Problem::new(file, format!("cannot parse: {e}"))]),
+        };
+        let mut problems = Problems::default();
+        if let Ok(table) = merged
+            .clone()
+            .try_deserialize::<HashMap<String, config::Value>>()
+        {
+            let mut unknown: Vec<_> = table
+                .keys()
+                .filter(|k| !SECTIONS.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            unknown.sort();
+            for key in unknown {
+                problems.push(
+                    key.clone(),
+                    format!(
+                        "unknown section or key `{key}` (expected one of: {})",
+                        SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+        let consul: Option<ConsulConfig> = section(&merged, "consul", &mut problems);
+        let election: Option<ElectionConfig> = section(&merged, "election", &mut problems);
+        let openstack: Option<OpenStackConfig> = section(&merged, "openstack", &mut problems);
+        let monitor: Option<MonitorConfig> = section(&merged, "monitor", &mut problems);
+        let fence: Option<FenceConfig> = section(&merged, "fence", &mut problems);
+        let evacuate: Option<EvacuateConfig> = section(&merged, "evacuate", &mut problems);
+        let notify: Option<Vec<NotifyConfig>> = section(&merged, "notify", &mut problems);
+        let http: Option<HttpConfig> = section(&merged, "http", &mut problems);
+        let log: Option<LogConfig> = section(&merged, "log", &mut problems);
+
+        let mut consul = consul.map(|c| c.resolve(env, &mut problems));
+        let openstack = openstack.map(|o| o.resolve(env));
+        if let Some(c) = &mut consul {
+            c.validate(&mut problems);
+        }
+        if let Some(e) = &election {
+            e.validate(&mut problems);
+        }
+        if let Some(m) = &monitor {
+            m.validate(&mut problems);
+        }
+        if let Some(f) = &fence {
+            f.validate(&mut problems);
+        }
+        if let Some(e) = &evacuate {
+            e.validate(&mut problems);
+        }
+        if let Some(n) = &notify {
+            for (i, n) in n.iter().enumerate() {
+                n.validate(i, &mut problems);
+            }
+        }
+        if let Some(l) = &log {
+            l.validate(&mut problems);
+        }
+        match (
+            consul, election, openstack, monitor, fence, evacuate, notify, http, log,
+        ) {
+            (
+                Some(consul),
+                Some(election),
+                Some(openstack),
+                Some(monitor),
+                Some(fence),
+                Some(evacuate),
+                Some(notify),
+                Some(http),
+                Some(log),
+            ) if problems.0.is_empty() => Ok(Self {
+                path: path.to_path_buf(),
+                consul,
+                election,
+                openstack,
+                monitor,
+                fence,
+                evacuate,
+                notify,
+                http,
+                log,
+            }),
+            _ => Err(problems.0),
+        }
+    }
+}
+
+/// Deserializes one section (its defaults when absent), recording a problem
+/// that names the offending key instead of stopping when it does not fit.
+fn section<T: DeserializeOwned + Default>(
+    merged: &config::Config,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let value = match merged.get::<serde_json::Value>(name) {
+        Ok(v) => v,
+        Err(config::ConfigError::NotFound(_)) => return Some(T::default()),
+        Err(e) => {
+            problems.push(name, e.to_string());
+            return None;
+        }
+    };
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = e.path().to_string();
+            let at = match path.as_str() {
+                "" | "." => name.to_owned(),
+                p if p.starts_with('[') => format!("{name}{p}"),
+                p => format!("{name}.{p}"),
+            };
+            problems.push(at, e.into_inner().to_string());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<Problem>> {
+        Config::from_toml_str(Path::new("t.toml"), text, &HashMap::new())
+    }
+
+    #[test]
+    fn empty_file_gives_every_default() {
+        let c = parse("").expect("defaults are valid");
+        assert_eq!(c.consul.address, "http://127.0.0.1:8500");
+        assert_eq!(c.consul.prefix, "ha_cluster");
+        assert_eq!(c.election.session_ttl.as_secs(), 15);
+        assert_eq!(c.election.lock_delay.as_secs(), 15);
+        assert_eq!(c.election.check_ttl.as_secs(), 3);
+        assert_eq!(c.monitor.interval.as_secs(), 10);
+        assert_eq!(c.monitor.threshold, 3);
+        assert_eq!(c.evacuate.concurrency, 8);
+        assert_eq!(c.evacuate.target, EvacuateTarget::HaNode);
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9450");
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(matches!(c.fence, FenceConfig::Ipmi(_)));
+        assert!(c.notify.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_just_the_first() {
+        let err = parse(
+            "bogus = 1\n[consul]\nadress = \"x\"\n[election]\nsession_ttl = \"five\"\n\
+             [monitor]\nmax_failed_fraction = 1.5\n[fence]\ndriver = \"noop\"\n",
+        )
+        .expect_err("four problems");
+        let text = err
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        eprintln!("{text}");
+        assert!(text.contains("bogus"), "{text}");
+        assert!(text.contains("adress"), "{text}");
+        assert!(text.contains("five"), "{text}");
+        assert!(text.contains("max_failed_fraction"), "{text}");
+        assert!(text.contains("allow_noop"), "{text}");
+        assert_eq!(err.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn env_overrides_win_and_ecosystem_variables_fill_gaps() {
+        let env: HashMap<String, String> = [
+            ("NOVAHA_MONITOR__INTERVAL", "2s"),
+            ("NOVAHA_MONITOR__THRESHOLD", "7"),
+            ("NOVAHA_CACHE", "/somewhere"),
+            ("CONSUL_HTTP_ADDR", "127.0.0.1:1234"),
+            ("CONSUL_HTTP_TOKEN", "tok"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = Config::from_toml_str(Path::new("t"), "[monitor]\ninterval = \"9s\"\n", &env)
+            .expect("valid");
+        assert_eq!(c.monitor.interval.as_secs(), 2);
+        assert_eq!(c.monitor.threshold, 7);
+        assert_eq!(c.consul.address, "http://127.0.0.1:1234");
+        assert_eq!(c.consul.token.as_ref().map(|t| t.expose()), Some("tok"));
+        let c = Config::from_toml_str(
+            Path::new("t"),
+            "[consul]\naddress = \"http://10.0.0.1:8500\"\n",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.consul.address, "http://10.0.0.1:8500");
+    }
+
+    #[test]
+    fn tagged_driver_sections_parse() {
+        let c = parse(
+            "[fence]\ndriver = \"noop\"\nallow_noop = true\n\
+             [[notify]]\ndriver = \"email\"\nsmtp_url = \"smtp://127.0.0.1:25\"\n\
+             from = \"novaha@example.org\"\nadmins = [\"ops@example.org\"]\n\
+             [[notify]]\ndriver = \"log\"\n",
+        )
+        .expect("valid");
+        assert!(matches!(c.fence, FenceConfig::Noop(_)));
+        assert_eq!(c.notify.len(), 2);
+        let err = parse("[fence]\ndriver = \"telepathy\"\n").expect_err("unknown driver");
+        assert!(err[0].to_string().contains("telepathy"), "{err:?}");
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/novaha.example.toml");
+        let text = std::fs::read_to_string(&path).expect("read the example");
+        let c = Config::from_toml_str(&path, &text, &HashMap::new()).expect("example is valid");
+        let d = parse("").expect("defaults");
+        assert_eq!(c.consul.address, d.consul.address);
+        assert_eq!(c.consul.prefix, d.consul.prefix);
+        assert_eq!(c.election.session_ttl, d.election.session_ttl);
+        assert_eq!(c.election.lock_delay, d.election.lock_delay);
+        assert_eq!(c.election.check_ttl, d.election.check_ttl);
+        assert_eq!(c.monitor.interval, d.monitor.interval);
+        assert_eq!(c.monitor.threshold, d.monitor.threshold);
+        assert_eq!(c.evacuate.concurrency, d.evacuate.concurrency);
+        assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(c.log.format, d.log.format);
+    }
+}

@@ -1,0 +1,350 @@
+//! `novaha run` (the daemon and `--once`) and `novaha check-config`.
+//!
+//! One root [`CancellationToken`]: the first SIGTERM/SIGINT cancels it (stop
+//! deciding, resign: release the lock and destroy the session, exit 0); a
+//! second signal exits 1 at once. Between the two the loop is: race for the
+//! lock, lead with the lease until it is lost, log that at ERROR, stop all
+//! leader work, go back to standby and race again.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use novaha_consul::{Consul, ConsulSettings, ConsulStore, Election, ElectionSettings, LeaderInfo};
+use novaha_core::kv::Schema;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::leader::{LeaderCycle, LeaderExit};
+use crate::systemd;
+
+/// Exit code of `run --once` when another process holds the lock.
+const EXIT_NOT_LEADER: u8 = 3;
+
+/// The first retry delay after an election error; doubled up to [`BACKOFF_CAP`].
+const BACKOFF_START: Duration = Duration::from_millis(500);
+/// The longest retry delay after election errors.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+/// The Consul client settings of a config.
+pub fn consul_settings(cfg: &Config) -> ConsulSettings {
+    ConsulSettings {
+        address: cfg.consul.address.clone(),
+        token: cfg.consul.token.clone(),
+        request_timeout: cfg.consul.request_timeout,
+    }
+}
+
+/// A Consul client and the schema of the configured prefix.
+pub fn connect(cfg: &Config) -> anyhow::Result<(Consul, Schema)> {
+    let consul = Consul::new(&consul_settings(cfg))
+        .with_context(|| format!("consul client for {}", cfg.consul.address))?;
+    Ok((consul, Schema::new(&cfg.consul.prefix)))
+}
+
+/// This host's name, for the lock value.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// What this process writes into the lock key, and its check id.
+fn identity(cfg: &Config) -> (LeaderInfo, String) {
+    let host = hostname();
+    let id = cfg.election.id.clone().unwrap_or_else(|| host.clone());
+    let check_id = format!(
+        "novaha-{}-{}",
+        cfg.consul.prefix.trim_matches('/').replace('/', "-"),
+        id
+    );
+    let info = LeaderInfo {
+        id,
+        host,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    (info, check_id)
+}
+
+/// Cancels `root` on the first SIGTERM/SIGINT; exits 1 on the second.
+async fn watch_signals(root: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            error!(error = %e, "cannot install signal handlers; stop the daemon with SIGKILL");
+            return;
+        }
+    };
+    let first = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(
+        signal = first,
+        "shutdown requested: stopping, then releasing the lock"
+    );
+    systemd::notify("STOPPING=1");
+    root.cancel();
+    let second = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    error!(
+        signal = second,
+        "second signal: exiting at once without resigning"
+    );
+    std::process::exit(1);
+}
+
+/// Pings systemd's watchdog while the process is alive.
+async fn watchdog(interval: Duration, root: CancellationToken) {
+    loop {
+        systemd::notify("WATCHDOG=1");
+        tokio::select! {
+            _ = root.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// `novaha run [--once]`.
+pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
+    let (consul, schema) = connect(&cfg)?;
+    let (info, check_id) = identity(&cfg);
+    let counters = Arc::new(Counters::default());
+    let store = Arc::new(ConsulStore::new(consul.clone(), schema.clone()));
+    let mut cycle = LeaderCycle::new(
+        store,
+        schema.clone(),
+        info.id.clone(),
+        cfg.monitor.interval,
+        counters.clone(),
+    );
+    let mut election = Election::new(
+        consul.clone(),
+        schema.clone(),
+        ElectionSettings {
+            session_ttl: cfg.election.session_ttl,
+            lock_delay: cfg.election.lock_delay,
+            check_ttl: cfg.election.check_ttl,
+            check_id,
+            leader_info: info.clone(),
+        },
+    );
+    let root = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    tracker.spawn(watch_signals(root.clone()));
+    if once {
+        let code = run_once(&cfg, &consul, &schema, &mut election, &mut cycle, &root).await;
+        root.cancel();
+        tracker.close();
+        return code;
+    }
+    if let Some(every) = systemd::watchdog_interval() {
+        tracker.spawn(watchdog(every, root.clone()));
+    }
+    info!(
+        id = %info.id,
+        host = %info.host,
+        prefix = %schema,
+        consul = %cfg.consul.address,
+        role = "standby",
+        "novaha started; racing for the leader lock"
+    );
+    systemd::notify("READY=1");
+    let mut backoff = BACKOFF_START;
+    while !root.is_cancelled() {
+        systemd::notify("STATUS=standby");
+        let lease = match election.acquire(&root).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => break,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "leader election failed; retrying");
+                tokio::select! {
+                    _ = root.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+                continue;
+            }
+        };
+        backoff = BACKOFF_START;
+        counters.leader.store(true, Ordering::Relaxed);
+        Counters::inc(&counters.leader_acquired_total);
+        info!(
+            epoch = lease.epoch(),
+            role = "leader",
+            "acquired the leader lock"
+        );
+        systemd::notify("STATUS=leader");
+        // All leader work races the lease: losing the lock stops it at once.
+        let exit = cycle.run(&lease, &root).await;
+        counters.leader.store(false, Ordering::Relaxed);
+        match exit {
+            LeaderExit::Shutdown => break,
+            LeaderExit::LostLock => {
+                Counters::inc(&counters.leader_lost_total);
+                error!(
+                    epoch = lease.epoch(),
+                    role = "standby",
+                    "lost the leader lock: stopped all leader work, back to standby"
+                );
+            }
+        }
+    }
+    info!("shutting down: resigning the leader lock");
+    match election.resign().await {
+        Ok(()) => info!("resigned: lock released and session destroyed"),
+        Err(e) => warn!(error = %e, "resign failed; the session expires by itself"),
+    }
+    tracker.close();
+    info!("novaha stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run --once`: one leader cycle under the lock. Does not wait for a lock
+/// someone else holds: it names the holder and exits non-zero.
+async fn run_once(
+    cfg: &Config,
+    consul: &Consul,
+    schema: &Schema,
+    election: &mut Election,
+    cycle: &mut LeaderCycle,
+    root: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let held_by = |who: Option<LeaderInfo>| {
+        if let Some(h) = who {
+            eprintln!(
+                "novaha: the leader lock {} is held by another process: id={} host={} pid={} version={}",
+                schema.leader(),
+                h.id,
+                h.host,
+                h.pid,
+                h.version
+            );
+        } else {
+            eprintln!(
+                "novaha: could not acquire the leader lock {} in time",
+                schema.leader()
+            );
+        }
+        Ok(ExitCode::from(EXIT_NOT_LEADER))
+    };
+    let holder = Election::current_leader(consul, schema)
+        .await
+        .context("read the leader lock")?;
+    if holder.is_some() {
+        return held_by(holder);
+    }
+    // The lock is free, or only held back by lock-delay: try for at most
+    // lock-delay plus a margin, never block on a live holder.
+    let attempt = root.child_token();
+    let done = CancellationToken::new();
+    let wait = cfg.election.lock_delay + Duration::from_secs(5);
+    let acquire = async {
+        let r = election.acquire(&attempt).await;
+        done.cancel();
+        r
+    };
+    let timer = async {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => attempt.cancel(),
+            _ = done.cancelled() => {}
+        }
+    };
+    let (acquired, ()) = tokio::join!(acquire, timer);
+    let lease = match acquired.context("acquire the leader lock")? {
+        Some(lease) => lease,
+        None if root.is_cancelled() => return Ok(ExitCode::FAILURE),
+        None => {
+            let holder = Election::current_leader(consul, schema)
+                .await
+                .context("read the leader lock")?;
+            return held_by(holder);
+        }
+    };
+    let result = cycle.cycle(&lease).await;
+    if let Err(e) = election.resign().await {
+        warn!(error = %e, "resign failed; the session expires by itself");
+    }
+    let report = result.context("leader cycle")?;
+    if report.failed.is_empty() {
+        println!("No failed nodes");
+    } else {
+        let names: Vec<_> = report.failed.iter().map(ToString::to_string).collect();
+        println!("Failed nodes: {}", names.join(", "));
+    }
+    if report.invalid > 0 {
+        println!("Invalid values: {} (see the log)", report.invalid);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `novaha check-config`: every config problem, then Consul reachability.
+pub async fn check_config(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "novaha: config {} is invalid ({} problem(s)):",
+                e.path,
+                e.problems.len()
+            );
+            for p in &e.problems {
+                eprintln!("  - {p}");
+            }
+            eprintln!("novaha: consul reachability not checked: fix the config first");
+            return ExitCode::from(2);
+        }
+    };
+    let reach = async {
+        let (consul, _) = connect(&cfg)?;
+        consul.ping().await.context("ping")?;
+        let node = consul.agent_node_name().await.context("agent node name")?;
+        anyhow::Ok(node)
+    };
+    match tokio::time::timeout(cfg.consul.request_timeout + Duration::from_secs(1), reach).await {
+        Ok(Ok(node)) => {
+            println!(
+                "config {} is valid; consul {} reachable (agent node {node}); prefix {}; fence driver {}; {} notifier(s)",
+                path.display(),
+                cfg.consul.address,
+                cfg.consul.prefix,
+                cfg.fence.driver(),
+                cfg.notify.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("novaha: config {} problem(s):", path.display());
+            eprintln!(
+                "  - consul.address: consul at {} is not reachable: {e:#}",
+                cfg.consul.address
+            );
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("novaha: config {} problem(s):", path.display());
+            eprintln!(
+                "  - consul.address: consul at {} did not answer within {}",
+                cfg.consul.address,
+                humantime::format_duration(cfg.consul.request_timeout)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
