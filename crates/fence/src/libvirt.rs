@@ -117,7 +117,8 @@ impl LibvirtFencer {
             })?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        if out.status.success() || tolerate.iter().any(|t| stderr.contains(t)) {
+        let lower = stderr.to_ascii_lowercase();
+        if out.status.success() || tolerate.iter().any(|t| lower.contains(t)) {
             return Ok(stdout);
         }
         Err(classify(node, verb, &domain, &uri, &stderr, &bmc.password))

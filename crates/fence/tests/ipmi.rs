@@ -1,6 +1,8 @@
 //! The ipmi driver against OpenIPMI's `ipmi_sim` (one simulated BMC per
 //! node) with the real `ipmitool`.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use novaha_core::kv::BmcConfig;

@@ -53,7 +53,7 @@ impl Libvirtd {
                 format!(
                     "listen_tls = 0\nlisten_tcp = 1\ntcp_port = \"{port}\"\n\
                      listen_addr = \"127.0.0.1\"\nauth_tcp = \"none\"\n\
-                     unix_sock_dir = \"{run}\"\npid_file = \"{run}/libvirtd.pid\"\n",
+                     unix_sock_dir = \"{run}\"\n",
                     run = run.display()
                 ),
             )
@@ -65,6 +65,8 @@ impl Libvirtd {
                     .arg("--listen")
                     .arg("-f")
                     .arg(&conf)
+                    .arg("-p")
+                    .arg(run.join("libvirtd.pid"))
                     .env("LIBVIRT_DRIVER_DIR", &drivers)
                     .env("XDG_RUNTIME_DIR", &run)
                     .env("XDG_CONFIG_HOME", dir.path().join("config"))
