@@ -354,3 +354,223 @@ pub fn guard_trips(failing: usize, monitored: usize, thresholds: &Thresholds) ->
     let over_count = thresholds.max_failed_nodes.is_some_and(|m| failing > m);
     over_fraction || over_count
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvEntry, Snapshot};
+
+    fn sig(up: bool, enabled: bool) -> NodeSignals {
+        NodeSignals {
+            nova: NovaService {
+                id: "s".into(),
+                up,
+                enabled,
+                forced_down: false,
+            },
+            consul_failed: None,
+            tcp_failed: None,
+        }
+    }
+
+    fn state(pairs: &[(&str, &str)]) -> (Schema, ClusterState) {
+        let schema = Schema::new("t");
+        let snap = Snapshot {
+            index: 99,
+            entries: pairs
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| {
+                    (
+                        format!("t/{k}"),
+                        KvEntry {
+                            value: Some(v.as_bytes().to_vec()),
+                            modify_index: i as u64 + 1,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let st = ClusterState::parse(&schema, &snap);
+        (schema, st)
+    }
+
+    fn nova(nodes: &[(&str, NodeSignals)]) -> BTreeMap<NodeName, NodeSignals> {
+        nodes
+            .iter()
+            .map(|(n, s)| (NodeName::from(*n), s.clone()))
+            .collect()
+    }
+
+    fn ops_text(j: &Judgement) -> Vec<String> {
+        j.all_ops()
+            .map(|op| match op {
+                KvOp::Set { key, value, cas } => {
+                    format!("{key}={} cas={cas}", String::from_utf8_lossy(value))
+                }
+                KvOp::Delete { key, cas } => format!("delete {key} cas={cas}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_node_gets_its_keys_created_only_where_absent() {
+        let (schema, st) = state(&[]);
+        let j = judge(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(true, true))])),
+            &Thresholds::default(),
+        );
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/number_fails=0 cas=0",
+                "t/compute_nodes/c1/status/failed=False cas=0",
+                "t/compute_nodes/c1/status/recovered=False cas=0",
+            ]
+        );
+        assert_eq!(j.events, [DetectEvent::Discovered { node: "c1".into() }]);
+    }
+
+    #[test]
+    fn counts_up_to_the_threshold_then_marks_failed_true() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/status/failed", "False"),
+            ("compute_nodes/c1/status/recovered", "False"),
+            ("compute_nodes/c1/internal/number_fails", "3"),
+        ]);
+        let j = judge(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(false, true))])),
+            &Thresholds::default(),
+        );
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/number_fails=4 cas=3",
+                "t/compute_nodes/c1/status/failed=True cas=1",
+            ]
+        );
+        assert!(j.events.contains(&DetectEvent::Failed {
+            node: "c1".into(),
+            number_fails: 4
+        }));
+        // At the threshold itself: counted, not failed.
+        let (schema, st) = state(&[("compute_nodes/c1/internal/number_fails", "2")]);
+        let j = judge(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(false, true))])),
+            &Thresholds::default(),
+        );
+        assert!(
+            !j.all_ops()
+                .any(|op| matches!(op, KvOp::Set { value, .. } if value == b"True"))
+        );
+    }
+
+    #[test]
+    fn any_healthy_signal_resets_the_count_and_never_touches_the_flags() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/status/failed", "True"),
+            ("compute_nodes/c1/status/recovered", "True"),
+            ("compute_nodes/c1/internal/number_fails", "5"),
+        ]);
+        let mut s = sig(false, true);
+        s.tcp_failed = Some(false);
+        let j = judge(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", s)])),
+            &Thresholds::default(),
+        );
+        assert_eq!(
+            ops_text(&j),
+            ["t/compute_nodes/c1/internal/number_fails=0 cas=3"]
+        );
+        // Every configured signal agreeing counts.
+        let mut s = sig(false, true);
+        s.tcp_failed = Some(true);
+        s.consul_failed = Some(true);
+        assert!(s.all_failed());
+        s.consul_failed = Some(false);
+        assert!(!s.all_failed());
+    }
+
+    #[test]
+    fn unreachable_nova_judges_nothing() {
+        let (schema, st) = state(&[("compute_nodes/c1/internal/number_fails", "3")]);
+        let j = judge(&schema, &st, None, &Thresholds::default());
+        assert!(j.writes.is_empty());
+        assert_eq!(j.events, [DetectEvent::NovaUnreachable]);
+    }
+
+    #[test]
+    fn disabled_maintenance_and_invalid_nodes_are_skipped_unknown_ones_reported() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/internal/number_fails", "2"),
+            ("compute_nodes/c2/config/maintenance", "True"),
+            ("compute_nodes/c2/internal/number_fails", "2"),
+            ("compute_nodes/c3/status/failed", "maybe"),
+            ("compute_nodes/c3/internal/number_fails", "2"),
+            ("compute_nodes/gone/internal/number_fails", "0"),
+        ]);
+        let n = nova(&[
+            ("c1", sig(false, false)),
+            ("c2", sig(false, true)),
+            ("c3", sig(false, true)),
+        ]);
+        let j = judge(&schema, &st, Some(&n), &Thresholds::default());
+        let ops = ops_text(&j);
+        assert!(ops.iter().all(|o| !o.contains("number_fails")), "{ops:?}");
+        assert!(ops.iter().all(|o| !o.contains("/c3/")), "{ops:?}");
+        assert!(j.events.contains(&DetectEvent::Skipped {
+            node: "c1".into(),
+            reason: SkipReason::Disabled
+        }));
+        assert!(j.events.contains(&DetectEvent::Skipped {
+            node: "c2".into(),
+            reason: SkipReason::Maintenance
+        }));
+        assert!(
+            j.events
+                .iter()
+                .any(|e| matches!(e, DetectEvent::Invalid { node, .. } if node.as_str() == "c3"))
+        );
+        assert!(j.events.contains(&DetectEvent::UnknownToNova {
+            node: "gone".into()
+        }));
+    }
+
+    #[test]
+    fn the_guard_counts_but_marks_nobody() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/internal/number_fails", "3"),
+            ("compute_nodes/c2/internal/number_fails", "3"),
+            ("compute_nodes/c3/internal/number_fails", "0"),
+        ]);
+        let n = nova(&[
+            ("c1", sig(false, true)),
+            ("c2", sig(false, true)),
+            ("c3", sig(true, true)),
+        ]);
+        let j = judge(&schema, &st, Some(&n), &Thresholds::default());
+        assert!(j.mass_failure);
+        let ops = ops_text(&j);
+        assert!(ops.contains(&"t/compute_nodes/c1/internal/number_fails=4 cas=1".to_owned()));
+        assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
+        assert!(j.events.iter().any(|e| matches!(e,
+            DetectEvent::GuardTripped { held_back, monitored: 3, .. } if held_back.len() == 2)));
+        // One failing node of two is not a mass failure; an absolute limit is.
+        assert!(!guard_trips(1, 1, &Thresholds::default()));
+        let th = Thresholds {
+            max_failed_nodes: Some(2),
+            max_failed_fraction: 1.0,
+            ..Thresholds::default()
+        };
+        assert!(guard_trips(3, 100, &th));
+        assert!(!guard_trips(2, 100, &th));
+    }
+}

@@ -1,1 +1,520 @@
-//! placeholder
+//! Scenario scripts: events -> expected decisions, toydb style.
+//!
+//! The language (interpreted by `model::run_script`), one command per line:
+//! `> PREFIX` decides for the current node, commits the ops and checks that
+//! the action's text starts with PREFIX; `>!` expects the commit to
+//! conflict. Events feed the next decision: `fenced`, `power-unknown`,
+//! `fail STEP [fatal]`, `forced-down`, `ha-enabled`, `instance ID STATUS
+//! [on=HOST] [opt-out]` (the model Nova), `list` (a listing result),
+//! `landed ID HOST STATUS`, `inflight ID`, `nova-failed ID REASON`,
+//! `evacuate-fails ID [fatal]`, `start-fails ID`, `notified`, `carry` (the
+//! runner carries out the last decision), `advance SECS`, `epoch E` (a new
+//! leader), `drop-results`, `mass-failure on|off`, `target POLICY`,
+//! `concurrency N`, `restore-power`, `dry-run on|off`, `kv KEY VALUE` (an
+//! operator's write; KEY relative to the node, or `/`-absolute below the
+//! prefix), `node NAME`. Checks: `expect-kv KEY VALUE|absent`,
+//! `expect-instance ID STATE [TARGET]`, `expect-phase PHASE|none`,
+//! `expect-calls ID N`.
+
+use super::model::{Harness, run_script};
+use crate::types::NodeName;
+
+fn run(failed: &[&str], ha: &[&str], script: &str) -> Harness {
+    let mut h = Harness::new(failed, ha);
+    run_script(&mut h, script);
+    h
+}
+
+#[test]
+fn happy_path_with_opt_out_and_an_instance_already_elsewhere() {
+    let h = run(
+        &["c1"],
+        &["ha-1"],
+        "
+        instance i1 ACTIVE
+        instance i2 SHUTOFF
+        instance i3 ACTIVE opt-out
+        instance i4 ACTIVE on=c9
+        > claim ha-1
+        expect-kv status/recovered True
+        expect-kv status/failed True
+        expect-kv /ha_nodes/ha-1/status/in_use True
+        expect-kv /ha_nodes/ha-1/status/serving c1
+        expect-phase claimed
+        > fence
+        fenced
+        > force-down svc-c1 (novaha: fenced, incident c1-20261121T030000Z epoch e1)
+        expect-phase fenced
+        forced-down
+        > list-instances
+        list
+        > prepare-target ha-1 svc-ha-1
+        expect-instance i1 pending
+        expect-instance i3 skipped
+        expect-instance i4 done c9
+        ha-enabled
+        > evacuate i1,i2 -> ha-1
+        expect-instance i1 requested ha-1
+        expect-instance i2 requested ha-1
+        carry
+        expect-calls i1 1
+        > poll i1,i2 after 5s
+        landed i1 ha-1 ACTIVE
+        inflight i2
+        > poll i2 after 5s
+        expect-instance i1 done ha-1
+        landed i2 ha-1 SHUTOFF
+        > notify c1-20261121T030000Z
+        expect-phase evacuated
+        notified
+        > finish c1-20261121T030000Z
+        expect-phase done
+        > idle
+        > idle
+        expect-kv status/failed True
+        expect-kv status/recovered True
+        expect-kv /ha_nodes/ha-1/status/in_use True
+        expect-calls i1 1
+        expect-calls i2 1
+        expect-calls i3 0
+        expect-calls i4 0
+        ",
+    );
+    let incident =
+        h.kv.get("t/compute_nodes/c1/incidents/c1-20261121T030000Z")
+            .expect("incident copy written");
+    let rec: crate::record::RecoveryRecord = serde_json::from_str(&incident).expect("record");
+    assert_eq!(rec.phase, crate::record::Phase::Done);
+    assert!(rec.instances.values().all(|i| i.state.is_final()));
+    assert!(rec.timeline.contains_key("fenced"));
+}
+
+#[test]
+fn fence_failure_backs_off_alerts_and_never_evacuates_until_verified() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        instance i1 ACTIVE
+        > claim ha-1
+        > fence
+        fail fence
+        > wait backoff fence 5s alert
+        > wait backoff fence 5s
+        advance 5
+        > fence
+        power-unknown
+        > wait backoff fence 10s alert
+        advance 10
+        > fence
+        fail fence fatal
+        > wait backoff fence 20s alert
+        advance 20
+        > fence
+        fenced
+        > force-down svc-c1
+        expect-phase fenced
+        ",
+    );
+}
+
+#[test]
+fn resume_mid_evacuation_polls_requested_instances_and_never_resends() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        concurrency 2
+        instance i1 ACTIVE
+        instance i2 ACTIVE
+        instance i3 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        > evacuate i1,i2 -> ha-1
+        # the leader dies after the record landed; i1 was sent, i2 maybe not
+        epoch e2
+        drop-results
+        > poll i1,i2,i3 after 0ns
+        landed i1 ha-1 ACTIVE
+        inflight i2
+        > poll i2,i3 after 0ns
+        expect-instance i1 done ha-1
+        expect-instance i2 requested
+        # still resyncing: i3 was not read yet
+        inflight i2
+        landed i3 c1 ACTIVE
+        > evacuate i3 -> ha-1
+        expect-instance i1 done ha-1
+        expect-instance i2 requested
+        expect-instance i3 requested
+        landed i2 ha-1 ACTIVE
+        landed i3 ha-1 ACTIVE
+        > notify
+        ",
+    );
+}
+
+#[test]
+fn resume_before_force_down_stamps_the_new_epoch() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        fenced
+        > force-down svc-c1 (novaha: fenced, incident c1-20261121T030000Z epoch e1)
+        epoch e2
+        > force-down svc-c1 (novaha: fenced, incident c1-20261121T030000Z epoch e2)
+        ",
+    );
+}
+
+#[test]
+fn an_instance_moved_by_hand_during_a_leader_gap_is_done_and_never_evacuated() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        concurrency 1
+        instance i1 ACTIVE
+        instance i2 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        > evacuate i1 -> ha-1
+        epoch e2
+        > poll i1,i2 after 0ns
+        landed i1 ha-1 ACTIVE
+        landed i2 c5 ACTIVE
+        > notify
+        expect-instance i2 done c5
+        ",
+    );
+}
+
+#[test]
+fn two_failed_nodes_one_ha_node_wait_under_ha_node_policy() {
+    run(
+        &["c1", "c2"],
+        &["ha-1"],
+        "
+        node c1
+        > claim ha-1
+        node c2
+        > wait no-free-ha-node 5s alert
+        expect-phase none
+        expect-kv status/recovered False
+        ",
+    );
+}
+
+#[test]
+fn two_failed_nodes_racing_for_one_ha_node_only_one_claim_lands() {
+    let mut h = Harness::new(&["c1", "c2"], &["ha-1"]);
+    h.policy.target = super::TargetPolicy::HaNodeThenScheduler;
+    let (c1, c2) = (NodeName::from("c1"), NodeName::from("c2"));
+    // Both decide from the same read, as two tasks of one leader would.
+    let (r1, o1) = h.observe(&c1);
+    let (r2, o2) = h.observe(&c2);
+    let d1 = super::decide(&h.policy, r1.as_ref(), &o1, h.now);
+    let d2 = super::decide(&h.policy, r2.as_ref(), &o2, h.now);
+    assert_eq!(d1.action.to_string(), "claim ha-1");
+    assert_eq!(d2.action.to_string(), "claim ha-1");
+    h.kv.commit(&d1.ops).expect("first claim lands");
+    assert!(h.kv.commit(&d2.ops).is_err(), "second claim must conflict");
+    // Nothing of the losing claim landed, not even its latch.
+    assert_eq!(
+        h.kv.get("t/compute_nodes/c2/status/recovered").as_deref(),
+        Some("False")
+    );
+    // Re-read: the loser follows the policy (the scheduler).
+    let (d, committed) = h.decide(&c2);
+    assert_eq!(d.action.to_string(), "claim scheduler");
+    committed.expect("scheduler claim lands");
+    assert_eq!(
+        h.kv.get("t/ha_nodes/ha-1/status/serving").as_deref(),
+        Some("c1")
+    );
+}
+
+#[test]
+fn scheduler_policy_claims_no_ha_node_and_evacuates_without_target() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        target scheduler
+        instance i1 ACTIVE
+        > claim scheduler
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        > evacuate i1 -> scheduler
+        landed i1 c7 ACTIVE
+        > notify
+        expect-instance i1 done c7
+        ",
+    );
+}
+
+#[test]
+fn restore_power_state_after_2_95_starts_active_instances_once() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        restore-power
+        instance i1 ACTIVE
+        instance i2 SHUTOFF
+        instance i3 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        > evacuate i1,i2,i3 -> ha-1
+        landed i1 ha-1 SHUTOFF
+        landed i2 ha-1 SHUTOFF
+        landed i3 ha-1 SHUTOFF
+        > start i1,i3
+        expect-instance i1 requested
+        expect-instance i2 done ha-1
+        landed i1 ha-1 SHUTOFF
+        start-fails i3
+        > poll i1 after 5s
+        expect-instance i3 error
+        landed i1 ha-1 ACTIVE
+        > notify
+        expect-instance i1 done ha-1
+        ",
+    );
+}
+
+#[test]
+fn error_and_timeout_paths_end_every_instance_final() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        instance i1 ACTIVE
+        instance i2 ACTIVE
+        instance i3 ACTIVE
+        instance i4 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        fail force-down
+        > wait backoff force-down 5s
+        advance 5
+        > force-down
+        forced-down
+        > list-instances
+        fail list-instances
+        > wait backoff list-instances 5s
+        advance 5
+        > list-instances
+        list
+        ha-enabled
+        > evacuate i1,i2,i3,i4 -> ha-1
+        evacuate-fails i1 fatal
+        evacuate-fails i2
+        nova-failed i3 No valid host was found
+        > poll i2,i4 after 5s
+        expect-instance i1 error
+        expect-instance i3 error
+        advance 599
+        > poll i2,i4
+        advance 1
+        > notify
+        expect-instance i2 error
+        expect-instance i4 error
+        fail notify
+        > wait backoff notify 5s
+        advance 5
+        > notify
+        notified
+        > finish
+        expect-calls i2 0
+        ",
+    );
+}
+
+#[test]
+fn a_step_failing_for_good_ends_stuck() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        fenced
+        > force-down
+        fail force-down fatal
+        > wait backoff force-down 5s alert
+        advance 600
+        fail force-down fatal
+        > wait
+        advance 600
+        fail force-down fatal
+        > wait
+        advance 600
+        fail force-down fatal
+        > wait
+        advance 600
+        fail force-down fatal
+        > stuck: force-down failed 5 times
+        expect-phase stuck
+        > stuck
+        ",
+    );
+}
+
+#[test]
+fn admin_reset_after_done_restores_the_service_and_releases_the_ha_node() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        > notify
+        notified
+        > finish
+        > idle
+        # a partial reset changes nothing
+        kv status/failed False
+        > idle
+        kv status/recovered False
+        > restore-service svc-c1 unforce=true enable=true
+        fail restore-service
+        > wait backoff restore-service 5s
+        advance 5
+        > restore-service svc-c1
+        carry
+        > reset c1-20261121T030000Z release ha-1
+        expect-kv internal/number_fails 0
+        expect-kv internal/recovery absent
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        expect-kv /ha_nodes/ha-1/status/serving absent
+        expect-kv status/failed False
+        expect-kv status/recovered False
+        > idle
+        ",
+    );
+}
+
+#[test]
+fn admin_reset_mid_recovery_keeps_the_record_as_an_incident() {
+    let h = run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        > fence
+        kv status/failed False
+        kv status/recovered False
+        # never forced down: nothing to restore in Nova
+        > reset c1-20261121T030000Z release ha-1
+        expect-kv internal/recovery absent
+        ",
+    );
+    let copy =
+        h.kv.get("t/compute_nodes/c1/incidents/c1-20261121T030000Z")
+            .expect("incident copy");
+    assert!(copy.contains("\"reset\""), "{copy}");
+}
+
+#[test]
+fn mass_failure_claims_nothing_and_holds_back_a_claimed_fence() {
+    run(
+        &["c1", "c2"],
+        &["ha-1", "ha-2"],
+        "
+        mass-failure on
+        node c1
+        > wait mass-failure 5s alert
+        expect-kv status/recovered False
+        mass-failure off
+        > claim ha-1
+        mass-failure on
+        > wait mass-failure
+        mass-failure off
+        > fence
+        ",
+    );
+}
+
+#[test]
+fn dry_run_writes_nothing_and_says_what_it_would_do() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        dry-run on
+        > dry-run: claim ha-1
+        expect-kv status/recovered False
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        expect-phase none
+        ",
+    );
+}
+
+#[test]
+fn an_invalid_flag_stops_every_decision_and_is_never_overwritten() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        kv status/recovered maybe
+        > wait invalid-state 5s alert
+        expect-kv status/recovered maybe
+        expect-phase none
+        ",
+    );
+}
+
+#[test]
+fn an_invalid_ha_node_is_never_claimed() {
+    run(
+        &["c1"],
+        &["ha-1", "ha-2"],
+        "
+        kv /ha_nodes/ha-1/status/in_use garbage
+        > claim ha-2
+        expect-kv /ha_nodes/ha-1/status/in_use garbage
+        ",
+    );
+}
+
+#[test]
+fn nothing_to_do_for_a_healthy_node_or_a_latch_set_by_someone_else() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        kv status/failed False
+        > idle
+        kv status/failed True
+        kv status/recovered True
+        > idle
+        expect-phase none
+        ",
+    );
+}
