@@ -939,7 +939,6 @@ async fn large_cloud_lists_every_page() {
         ..SimConfig::default()
     })
     .await;
-    let t = std::time::Instant::now();
     let (s, v) = env
         .call("GET", "/os-services?binary=nova-compute", "2.53", None)
         .await;
@@ -967,7 +966,6 @@ async fn large_cloud_lists_every_page() {
             None => break,
         }
     }
+    // Speed is measured by `cargo bench -p novaha-sim`, not here.
     assert_eq!(total, 20_000);
-    // Not a benchmark: a sanity bound far above what a debug build needs.
-    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
 }
