@@ -16,5 +16,6 @@ pub mod http_receiver;
 pub mod process;
 pub mod ipmi;
 pub mod libvirt;
+pub mod openstack;
 pub mod redfish;
 pub mod smtp;

@@ -1,0 +1,123 @@
+# Shared helpers of the real-OpenStack harness (up.sh, down.sh, compute.sh,
+# bmc-hook.sh). Source it; do not run it.
+#
+# Every process the harness starts runs in its own session (setsid), so its
+# pid is also its process group: stopping it signals the whole group, which
+# takes any workers it forked along. Each pid file holds "PID STARTTIME"
+# (field 22 of /proc/PID/stat) so that a recycled pid is never mistaken for
+# ours.
+
+set -euo pipefail
+OS_HARNESS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OS_REPO="$(cd "$OS_HARNESS/../.." && pwd)"
+
+oslog() { printf '[openstack %s] %s\n' "$(date +%T)" "$*" >&2; }
+osdie() { oslog "error: $*"; exit 1; }
+
+# The cached venv built by scripts/deps/openstack.sh (same key).
+os_venv() {
+    local cache="${NOVAHA_CACHE:-$OS_REPO/.cache}"
+    local key
+    key="$( { cat "$OS_HARNESS/requirements.txt"; /usr/bin/python3 --version; } | sha256sum | cut -c1-16)"
+    local v="$cache/openstack-venv-$key"
+    [ -e "$v/.complete" ] || osdie "OpenStack venv $v missing: run scripts/deps/openstack.sh (or scripts/test-deps.sh)"
+    printf '%s' "$v"
+}
+
+# proc_start PID: the process's start time in clock ticks, empty if gone.
+proc_start() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    # Field 2 (comm) may hold spaces: cut after the last ')'.
+    stat="${stat##*) }"
+    # Now field 3 of stat is the first word; starttime (22) is word 20.
+    set -- $stat
+    printf '%s' "${20}"
+}
+
+# alive PIDFILE: true if the process recorded there still runs.
+alive() {
+    local f="$1" pid start
+    [ -s "$f" ] || return 1
+    read -r pid start < "$f" || return 1
+    [ -n "$pid" ] && [ "$(proc_start "$pid")" = "$start" ]
+}
+
+# start_bg STATE NAME CMD...: runs CMD detached in its own session, output
+# to STATE/log/NAME.log, pid to STATE/run/NAME.pid. Closes fd 9 (the lock
+# up.sh holds) so no daemon inherits the harness lock.
+start_bg() {
+    local state="$1" name="$2"; shift 2
+    mkdir -p "$state/run" "$state/log"
+    setsid "$@" >>"$state/log/$name.log" 2>&1 </dev/null 9>&- &
+    local pid=$!
+    local start=""
+    # The start time can be read as soon as the pid exists.
+    start="$(proc_start "$pid")"
+    [ -n "$start" ] || osdie "$name exited at once (see $state/log/$name.log)"
+    printf '%s %s\n' "$pid" "$start" > "$state/run/$name.pid"
+}
+
+# stop_pidfiles GRACE PIDFILE...: TERM each recorded process group, wait up
+# to GRACE seconds for all to go, then KILL what is left. Removes the pid
+# files. Returns non-zero if something survived KILL.
+stop_pidfiles() {
+    local grace="$1"; shift
+    local f pid start live=()
+    for f in "$@"; do
+        if alive "$f"; then
+            read -r pid start < "$f"
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            live+=("$f")
+        else
+            rm -f "$f"
+        fi
+    done
+    [ ${#live[@]} -eq 0 ] && return 0
+    local deadline=$(( $(date +%s) + grace ))
+    while :; do
+        local left=()
+        for f in "${live[@]}"; do alive "$f" && left+=("$f"); done
+        [ ${#left[@]} -eq 0 ] && break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            for f in "${left[@]}"; do
+                read -r pid start < "$f"
+                oslog "$(basename "$f" .pid) (pid $pid) ignored TERM for ${grace}s: KILL"
+                kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            done
+            sleep 0.2
+            break
+        fi
+        sleep 0.1
+    done
+    local rc=0
+    for f in "${live[@]}"; do
+        if alive "$f"; then
+            oslog "$(basename "$f" .pid) survived KILL"; rc=1
+        else
+            # Workers of a group whose leader died: KILL the rest of the group.
+            read -r pid start < "$f"
+            kill -KILL -- "-$pid" 2>/dev/null || true
+            rm -f "$f"
+        fi
+    done
+    return $rc
+}
+
+# The nova-compute command line of HOST (also used by compute.sh and the
+# BMC hook, so a powered-on node runs exactly what up.sh started).
+compute_cmd() {
+    local state="$1" host="$2"
+    printf '%s\n' "$(os_venv)/bin/nova-compute" \
+        --config-file "$state/etc/nova/nova.conf" \
+        --config-file "$state/etc/nova/compute-$host.conf"
+}
+
+# start_compute STATE HOST: starts HOST's nova-compute unless it runs.
+start_compute() {
+    local state="$1" host="$2"
+    alive "$state/run/nova-compute-$host.pid" && return 0
+    local cmd=()
+    mapfile -t cmd < <(compute_cmd "$state" "$host")
+    start_bg "$state" "nova-compute-$host" "${cmd[@]}"
+}
