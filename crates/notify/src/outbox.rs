@@ -539,8 +539,9 @@ impl Outbox {
         }
         summary.next_due = None;
         if !summary.more_due {
-            // Cheap estimate without another read: the earliest retry we
-            // just scheduled, or any untouched pending entry.
+            // Cheap estimate without another read: the earliest untouched
+            // pending entry. Retries scheduled this round are picked up by
+            // the worker's next poll (at most `poll_interval` late).
             let untouched = entries
                 .iter()
                 .filter(|(k, _)| !claimed_keys.contains(*k))
