@@ -35,6 +35,9 @@ impl PowerCommand {
     }
 }
 
+/// IPMI v2 (RMCP+) passwords are at most 20 bytes; ipmitool refuses longer.
+const MAX_PASSWORD_BYTES: usize = 20;
+
 /// Substrings of ipmitool's `-v` stderr that mean the credentials were
 /// rejected (wrong password, unknown user, not enough privilege).
 const AUTH_MARKERS: &[&str] = &[
@@ -83,6 +86,14 @@ impl IpmiFencer {
             .ip
             .as_deref()
             .ok_or_else(|| config_err(node, "no BMC address (config/bmc/ip)"))?;
+        if bmc.password.expose().len() > MAX_PASSWORD_BYTES {
+            return Err(config_err(
+                node,
+                format!(
+                    "config/bmc/password is longer than the {MAX_PASSWORD_BYTES} bytes IPMI v2 allows"
+                ),
+            ));
+        }
         let port = bmc.port.unwrap_or(self.settings.default_port);
         let session_secs = self.settings.session_timeout.as_secs_f64().ceil().max(1.0) as u64;
         let mut cmd = Command::new(&self.settings.ipmitool);
