@@ -165,8 +165,26 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         role = "standby",
         "novaha started; racing for the leader lock"
     );
-    systemd::notify("READY=1");
+    // READY once Consul answers (the unit's promise); until then keep trying.
     let mut backoff = BACKOFF_START;
+    loop {
+        match consul.ping().await {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(error = %e, consul = %cfg.consul.address, retry_in = ?backoff, "consul not reachable yet");
+                tokio::select! {
+                    _ = root.cancelled() => {
+                        tracker.close();
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+    }
+    systemd::notify("READY=1");
+    backoff = BACKOFF_START;
     while !root.is_cancelled() {
         systemd::notify("STATUS=standby");
         let lease = match election.acquire(&root).await {
