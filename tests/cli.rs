@@ -487,3 +487,61 @@ fn run_once_does_one_cycle_or_names_the_holder() {
     assert_fails_with(&o, "held by another process: id=holder");
     d.guard().kill();
 }
+
+/// `run --once` with extra environment (RUST_LOG and overrides).
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn logs_are_json_when_asked_rust_log_wins_and_the_token_never_shows() {
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DaemonConfig::fast(&agent.http_addr(), "t-log", "logger").write(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    let token = "tok-SECRET-4711";
+    let o = run_env(
+        &["run", "-c", cfg, "--once"],
+        &[
+            ("NOVAHA_LOG__FORMAT", "json"),
+            ("NOVAHA_CONSUL__TOKEN", token),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "leader cycle done")
+        .unwrap_or_else(|| panic!("no cycle line in:\n{err}"));
+    assert_eq!(done["level"], "INFO");
+    assert_eq!(done["role"], "leader");
+    assert!(!err.contains(token) && !stdout(&o).contains(token));
+
+    // RUST_LOG wins over [log] level: at warn the INFO lines are gone.
+    let o = run_env(&["run", "-c", cfg, "--once"], &[("RUST_LOG", "warn")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("leader cycle done"), "{}", stderr(&o));
+    // ... and at debug, with the token set, it still never shows.
+    let o = run_env(
+        &["run", "-c", cfg, "--once"],
+        &[("RUST_LOG", "debug"), ("NOVAHA_CONSUL__TOKEN", token)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("leader cycle done"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(token) && !stdout(&o).contains(token));
+    let o = run_env(
+        &["check-config", "-c", cfg],
+        &[("NOVAHA_CONSUL__TOKEN", token)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains(token) && !stdout(&o).contains(token));
+}

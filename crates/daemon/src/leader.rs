@@ -88,9 +88,10 @@ impl LeaderCycle {
         }
     }
 
-    /// Runs cycles until the lease is lost or `shutdown` fires. Every wait
-    /// races both; a cycle in progress is only reads and one guarded write,
-    /// so it is safe to abandon at any await.
+    /// Runs cycles until the lease is lost or `shutdown` fires. The wait
+    /// between cycles races both; a cycle in progress runs to its end (its
+    /// read gives up when the lease is lost, its writes are refused by
+    /// Consul once the lock is gone), so shutdown waits at most one cycle.
     pub async fn run(&mut self, lease: &LeaderLease, shutdown: &CancellationToken) -> LeaderExit {
         info!(id = %self.id, epoch = lease.epoch(), role = "leader", "acting as leader");
         let mut tick = tokio::time::interval(self.interval);
@@ -102,22 +103,31 @@ impl LeaderCycle {
                 _ = lease.lost() => return LeaderExit::LostLock,
                 _ = tick.tick() => {}
             }
-            let result = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return LeaderExit::Shutdown,
-                _ = lease.lost() => return LeaderExit::LostLock,
-                r = self.cycle(lease) => r,
-            };
-            match result {
+            // The cycle is not dropped mid-way: it races its own waits
+            // against the lease, and once recovery units run inside `act`
+            // they must finish (or stop between units), never be cut off.
+            match self.cycle(lease).await {
                 Ok(_) => {}
+                Err(StoreError::NotLeader { .. }) if lease.is_lost() => {
+                    return LeaderExit::LostLock;
+                }
                 Err(StoreError::NotLeader { session }) => {
+                    // Consul refused the write: the lock is gone even if the
+                    // election has not said so yet. Act no more; wait for
+                    // the lease to be revoked (or retry after an interval,
+                    // still refused if the lock really is gone).
                     Counters::inc(&self.counters.cycle_errors_total);
                     error!(
                         session,
                         epoch = lease.epoch(),
                         "leader write refused: this process no longer holds the lock"
                     );
-                    return LeaderExit::LostLock;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return LeaderExit::Shutdown,
+                        _ = lease.lost() => return LeaderExit::LostLock,
+                        _ = tokio::time::sleep(self.interval) => {}
+                    }
                 }
                 Err(e) => {
                     Counters::inc(&self.counters.cycle_errors_total);
@@ -129,7 +139,14 @@ impl LeaderCycle {
 
     /// One cycle: snapshot, parse, log invalid values, act, record.
     pub async fn cycle(&mut self, lease: &LeaderLease) -> Result<CycleReport, StoreError> {
-        let snap = self.store.snapshot().await?;
+        // A read is cancel-safe: give it up as soon as the lease is lost.
+        let snap = tokio::select! {
+            biased;
+            _ = lease.lost() => {
+                return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+            }
+            r = self.store.snapshot() => r?,
+        };
         let state = ClusterState::parse(&self.schema, &snap);
         let invalid = self.note_invalid(&state);
         self.act(&state, lease).await?;
@@ -170,9 +187,12 @@ impl LeaderCycle {
     }
 
     /// The seam where issue 4's monitor and recovery runner plug in: given
-    /// the parsed tree and the lease, decide and act. Nodes with invalid
-    /// values must be skipped and never written. Today the leader only
-    /// observes.
+    /// the parsed tree and the lease, decide and act. Contract: nodes with
+    /// invalid values are skipped and never written; every write goes
+    /// through `self.store.commit(lease, ..)`; waits race `lease.lost()`;
+    /// a destructive unit (one power-off, one evacuate call) is never
+    /// dropped mid-flight, cancellation is checked between units. Today the
+    /// leader only observes.
     async fn act(&mut self, _state: &ClusterState, _lease: &LeaderLease) -> Result<(), StoreError> {
         Ok(())
     }
@@ -328,17 +348,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_write_ends_the_tenure() {
+    async fn a_refused_write_acts_no_more_until_the_lease_is_revoked() {
         let mem = store(&[], true);
+        let counters = Arc::new(Counters::default());
         let mut cycle = LeaderCycle::new(
-            mem,
+            mem.clone(),
             Schema::new("p"),
             "me".into(),
             Duration::from_millis(10),
-            Arc::new(Counters::default()),
+            counters.clone(),
         );
-        let exit = cycle.run(&lease(), &CancellationToken::new()).await;
+        let l = lease();
+        let token = l.token().clone();
+        let revoke = async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            token.cancel();
+        };
+        let never = CancellationToken::new();
+        let (exit, ()) = tokio::join!(cycle.run(&l, &never), revoke);
         assert_eq!(exit, LeaderExit::LostLock);
+        assert!(mem.commits.lock().expect("lock").is_empty());
+        assert_eq!(Counters::get(&counters.cycles_total), 0);
+        assert!(Counters::get(&counters.cycle_errors_total) >= 1);
     }
 
     #[tokio::test]
