@@ -59,18 +59,27 @@ impl RedfishFencer {
         confirm_timeout: Duration,
         poll_interval: Duration,
     ) -> Result<Self, FenceError> {
+        let section = NodeName::from("[fence.redfish]");
+        let extra_roots = match &settings.ca_file {
+            None => Vec::new(),
+            Some(path) => std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| {
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())
+                })
+                .map_err(|e| config_err(&section, format!("ca_file {}: {e}", path.display())))?,
+        };
         let build = |verify: bool| {
-            Client::builder()
+            let mut builder = Client::builder()
                 .timeout(settings.request_timeout)
                 .connect_timeout(settings.request_timeout)
-                .danger_accept_invalid_certs(!verify)
+                .danger_accept_invalid_certs(!verify);
+            for cert in &extra_roots {
+                builder = builder.add_root_certificate(cert.clone());
+            }
+            builder
                 .build()
-                .map_err(|e| {
-                    config_err(
-                        &NodeName::from("[fence.redfish]"),
-                        format!("http client: {e}"),
-                    )
-                })
+                .map_err(|e| config_err(&section, format!("http client: {e}")))
         };
         Ok(Self {
             verifying: build(true)?,
@@ -288,9 +297,22 @@ impl Conn<'_> {
 
     /// Sends `req`; maps transport errors and HTTP statuses to fence errors.
     async fn send(&self, what: &str, req: RequestBuilder) -> Result<reqwest::Response, FenceError> {
-        let resp = req.send().await.map_err(|e| FenceError::Unreachable {
-            node: self.node.clone(),
-            detail: sanitize(&format!("redfish {what}: {}", error_chain(&e)), self.secret),
+        let resp = req.send().await.map_err(|e| {
+            let chain = error_chain(&e);
+            let detail = sanitize(&format!("redfish {what}: {chain}"), self.secret);
+            if chain.to_ascii_lowercase().contains("certificate") {
+                // Retrying cannot fix a certificate the client does not trust:
+                // set ca_file, or verify_tls = False for this node.
+                config_err(
+                    self.node,
+                    format!("{detail} (TLS: set [fence.redfish] ca_file or config/bmc/verify_tls)"),
+                )
+            } else {
+                FenceError::Unreachable {
+                    node: self.node.clone(),
+                    detail,
+                }
+            }
         })?;
         let status = resp.status();
         if status.is_success() {

@@ -180,6 +180,9 @@ pub struct RedfishSettings {
     pub verify_tls: bool,
     /// The auth mode unless a node sets `config/bmc/auth`.
     pub auth: RedfishAuth,
+    /// A PEM file of extra CA certificates trusted for BMCs (a private CA),
+    /// besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// The timeout of one HTTP request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -191,6 +194,7 @@ impl Default for RedfishSettings {
             scheme: "https".to_owned(),
             verify_tls: true,
             auth: RedfishAuth::Basic,
+            ca_file: None,
             request_timeout: Duration::from_secs(10),
         }
     }

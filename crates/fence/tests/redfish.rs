@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use novaha_core::kv::BmcConfig;
@@ -117,16 +118,23 @@ async fn wrong_password_and_bmc_down_are_clear_errors() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// A one-route-per-path HTTP server answering fixed bodies; returns its base URL.
-async fn canned_server(routes: Vec<(&'static str, u16, &'static str)>) -> String {
+/// One canned answer: path, status, extra header lines, body.
+type Route = (&'static str, u16, &'static str, &'static str);
+
+/// A tiny HTTP server answering fixed bodies by path and recording every
+/// request's head; returns its base URL and the record.
+async fn canned_server(routes: Vec<Route>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
             let routes = routes.clone();
+            let record = record.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -136,22 +144,36 @@ async fn canned_server(routes: Vec<(&'static str, u16, &'static str)>) -> String
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&buf);
+                let head = String::from_utf8_lossy(&buf).into_owned();
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                let (status, body) = routes
+                record.lock().unwrap().push(head);
+                let (status, headers, body) = routes
                     .iter()
-                    .find(|(p, _, _)| *p == path)
-                    .map_or((404, "{}"), |(_, s, b)| (*s, *b));
+                    .find(|(p, ..)| *p == path)
+                    .map_or((404, "", "{}"), |(_, s, h, b)| (*s, *h, *b));
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
             });
         }
     });
-    base
+    (base, seen)
 }
+
+const ONE_SYSTEM: Route = (
+    "/redfish/v1/Systems",
+    200,
+    "",
+    r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a"}]}"#,
+);
+const RESET: Route = (
+    "/redfish/v1/Systems/a/Actions/ComputerSystem.Reset",
+    204,
+    "",
+    "",
+);
 
 #[tokio::test]
 async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
@@ -162,19 +184,15 @@ async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
     })
     .unwrap();
 
-    let base = canned_server(vec![("/redfish/v1/Systems", 200, "{\"Members\": [")]).await;
+    let (base, _) = canned_server(vec![("/redfish/v1/Systems", 200, "", "{\"Members\": [")]).await;
     let t = target("rf-bad-1", &base, "admin", "pw-canned");
     let err = reg.fencer_for(&t).unwrap().fence(&t).await.unwrap_err();
     assert!(matches!(err, FenceError::Protocol { .. }), "{err}");
     assert!(err.to_string().contains("malformed JSON"), "{err}");
 
-    let base = canned_server(vec![
-        (
-            "/redfish/v1/Systems",
-            200,
-            r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a"}]}"#,
-        ),
-        ("/redfish/v1/Systems/a", 200, r#"{"PowerState": 3}"#),
+    let (base, _) = canned_server(vec![
+        ONE_SYSTEM,
+        ("/redfish/v1/Systems/a", 200, "", r#"{"PowerState": 3}"#),
     ])
     .await;
     let t = target("rf-bad-2", &base, "admin", "pw-canned");
@@ -185,9 +203,10 @@ async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
     );
 
     // Two systems and no configured path: refuse to guess which to fence.
-    let base = canned_server(vec![(
+    let (base, _) = canned_server(vec![(
         "/redfish/v1/Systems",
         200,
+        "",
         r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a"}, {"@odata.id": "/redfish/v1/Systems/b"}]}"#,
     )])
     .await;
@@ -197,18 +216,10 @@ async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
     assert!(err.to_string().contains("system_path"), "{err}");
 
     // A BMC that accepts the reset but keeps reading "On".
-    let base = canned_server(vec![
-        (
-            "/redfish/v1/Systems",
-            200,
-            r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a"}]}"#,
-        ),
-        ("/redfish/v1/Systems/a", 200, r#"{"PowerState": "On"}"#),
-        (
-            "/redfish/v1/Systems/a/Actions/ComputerSystem.Reset",
-            204,
-            "",
-        ),
+    let (base, _) = canned_server(vec![
+        ONE_SYSTEM,
+        ("/redfish/v1/Systems/a", 200, "", r#"{"PowerState": "On"}"#),
+        RESET,
     ])
     .await;
     let t = target("rf-bad-4", &base, "admin", "pw-canned");
@@ -225,18 +236,10 @@ async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
     );
 
     // Unknown power state is not off.
-    let base = canned_server(vec![
-        (
-            "/redfish/v1/Systems",
-            200,
-            r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a"}]}"#,
-        ),
-        ("/redfish/v1/Systems/a", 200, r#"{"PowerState": null}"#),
-        (
-            "/redfish/v1/Systems/a/Actions/ComputerSystem.Reset",
-            204,
-            "",
-        ),
+    let (base, _) = canned_server(vec![
+        ONE_SYSTEM,
+        ("/redfish/v1/Systems/a", 200, "", r#"{"PowerState": null}"#),
+        RESET,
     ])
     .await;
     let t = target("rf-bad-5", &base, "admin", "pw-canned");
@@ -251,4 +254,91 @@ async fn malformed_bodies_are_protocol_errors_and_never_fenced() {
         ),
         "{err}"
     );
+}
+
+/// Session auth: sushy-tools has no SessionService, so this checks the
+/// protocol shape against the canned server: log in with a JSON body, use
+/// the token (never Basic), delete the session afterwards.
+#[tokio::test]
+async fn session_auth_logs_in_uses_the_token_and_logs_out() {
+    let (base, seen) = canned_server(vec![
+        (
+            "/redfish/v1/SessionService/Sessions",
+            201,
+            "x-auth-token: tok-123\r\nlocation: /redfish/v1/SessionService/Sessions/9\r\n",
+            "{}",
+        ),
+        ("/redfish/v1/SessionService/Sessions/9", 204, "", ""),
+        ONE_SYSTEM,
+        ("/redfish/v1/Systems/a", 200, "", r#"{"PowerState": "Off"}"#),
+    ])
+    .await;
+    let reg = FenceRegistry::new(&settings()).unwrap();
+    let mut t = target("rf-session", &base, "admin", "pw-session");
+    t.bmc.extra.insert("auth".into(), "session".into());
+    let fenced = reg.fencer_for(&t).unwrap().fence(&t).await.unwrap();
+    assert_eq!(fenced.driver(), "redfish");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen[0].starts_with("POST /redfish/v1/SessionService/Sessions "),
+        "{seen:?}"
+    );
+    for head in &seen[1..] {
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("x-auth-token: tok-123"), "{head}");
+        assert!(!lower.contains("authorization:"), "{head}");
+    }
+    assert!(
+        seen.last()
+            .unwrap()
+            .starts_with("DELETE /redfish/v1/SessionService/Sessions/9 "),
+        "{seen:?}"
+    );
+}
+
+/// Certificate checking, per node: a BMC with a certificate from an unknown
+/// CA is refused by default, accepted with `config/bmc/verify_tls = False`,
+/// and accepted with checking on once the CA is in `[fence.redfish] ca_file`.
+#[tokio::test]
+async fn certificate_checking_is_configurable_per_node() {
+    let sushy = SushyEmulator::start_tls("admin", "pw-tls");
+    let t = target("rf-tls", &sushy.base_url(), "admin", "pw-tls");
+    let reg = FenceRegistry::new(&settings()).unwrap();
+    let err = reg
+        .fencer_for(&t)
+        .unwrap()
+        .power_state(&t)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FenceError::Config { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    let mut insecure = t.clone();
+    insecure
+        .bmc
+        .extra
+        .insert("verify_tls".into(), "False".into());
+    let power = reg
+        .fencer_for(&insecure)
+        .unwrap()
+        .power_state(&insecure)
+        .await
+        .unwrap();
+    assert_eq!(power, PowerState::On);
+
+    let mut with_ca = settings();
+    with_ca.redfish.ca_file = Some(sushy.ca_pem());
+    let reg = FenceRegistry::new(&with_ca).unwrap();
+    let power = reg.fencer_for(&t).unwrap().power_state(&t).await.unwrap();
+    assert_eq!(power, PowerState::On);
+
+    let mut bad = t.clone();
+    bad.bmc.extra.insert("verify_tls".into(), "maybe".into());
+    let err = reg
+        .fencer_for(&bad)
+        .unwrap()
+        .power_state(&bad)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("verify_tls"), "{err}");
 }

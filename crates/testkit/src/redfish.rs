@@ -21,6 +21,7 @@ pub struct SushyEmulator {
     dir: tempfile::TempDir,
     port: u16,
     uuid: String,
+    tls: bool,
 }
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -56,6 +57,73 @@ fn pseudo_uuid() -> String {
     )
 }
 
+/// A test CA and a server certificate for 127.0.0.1 signed by it, with the
+/// `openssl` CLI (Debian `openssl`, installed by `scripts/deps/redfish.sh`).
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (scripts/test-deps.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=novaha test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "bmc.key",
+        "-out",
+        "bmc.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "bmc.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "bmc.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
 impl SushyEmulator {
     /// The system's name (Redfish `Name`; `/Systems/<name>` redirects to
     /// the UUID).
@@ -64,6 +132,16 @@ impl SushyEmulator {
     /// Starts an emulator with one system powered on, accepting Basic auth
     /// for `user` / `password`.
     pub fn start(user: &str, password: &str) -> Self {
+        Self::start_with(user, password, false)
+    }
+
+    /// Like [`SushyEmulator::start`], but serving HTTPS with a certificate
+    /// for `127.0.0.1` signed by a fresh test CA ([`SushyEmulator::ca_pem`]).
+    pub fn start_tls(user: &str, password: &str) -> Self {
+        Self::start_with(user, password, true)
+    }
+
+    fn start_with(user: &str, password: &str, tls: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("novaha-sushy-")
             .tempdir()
@@ -93,6 +171,16 @@ impl SushyEmulator {
         let state = dir.path().join("state");
         fs::create_dir(&state).expect("state dir");
         let uuid = pseudo_uuid();
+        let tls_conf = if tls {
+            make_certs(dir.path());
+            format!(
+                "SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
+                dir.path().join("bmc.pem").display(),
+                dir.path().join("bmc.key").display()
+            )
+        } else {
+            String::new()
+        };
         for attempt in 0..5 {
             let port = free_port();
             let conf = dir.path().join("emulator.conf");
@@ -106,7 +194,7 @@ impl SushyEmulator {
                      SUSHY_EMULATOR_AUTH_FILE = '{auth}'\n\
                      SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': '{uuid}', 'name': '{name}', \
                      'power_state': 'On', 'nics': [{{'mac': '00:5c:52:31:3a:9c', \
-                     'ip': '172.22.0.100'}}]}}]\n",
+                     'ip': '172.22.0.100'}}]}}]\n{tls_conf}",
                     state = state.display(),
                     auth = htpasswd.display(),
                     name = Self::SYSTEM_NAME,
@@ -132,6 +220,7 @@ impl SushyEmulator {
                     dir,
                     port,
                     uuid,
+                    tls,
                 };
             }
             let log = fs::read_to_string(dir.path().join("sushy.log")).unwrap_or_default();
@@ -145,9 +234,16 @@ impl SushyEmulator {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` when started with TLS).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The test CA's certificate (PEM file) when started with TLS.
+    pub fn ca_pem(&self) -> PathBuf {
+        assert!(self.tls, "started without TLS");
+        self.dir.path().join("ca.pem")
     }
 
     /// The system's UUID (its id under `/redfish/v1/Systems/`).
