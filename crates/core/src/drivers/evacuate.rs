@@ -1,4 +1,12 @@
-//! Evacuation: moving every instance of a fenced node to healthy hosts.
+//! Evacuation: moving every instance of a fenced node to healthy hosts, and
+//! the other Nova calls a recovery makes around it (force-down, preparing
+//! the HA node, restoring power state, the administrator's reset).
+//!
+//! One trait carries all of them because they are all "the Nova side of a
+//! recovery": the runner carries out every Nova [`Action`] through one
+//! `Arc<dyn Evacuator>`, and tests can drive the runner with a model.
+//!
+//! [`Action`]: crate::recovery::Action
 
 use std::collections::BTreeMap;
 
@@ -83,4 +91,40 @@ pub trait Evacuator: Send + Sync {
 
     /// Reads where an instance stands now. Read-only, cancel-safe.
     async fn progress(&self, instance_id: &str) -> Result<InstanceProgress, EvacuateError>;
+
+    /// Forces `node`'s nova-compute service (`service_id`) down and disables
+    /// it with `reason` (which carries the leader's epoch), so that Nova
+    /// accepts evacuations at once ([`crate::recovery::Action::ForceDown`]).
+    /// Idempotent in effect (forcing a forced-down service changes nothing)
+    /// but never retried inside; not cancel-safe (a destructive unit: run it
+    /// to completion). `Unavailable` is retryable and may have been applied.
+    async fn force_down(
+        &self,
+        node: &NodeName,
+        service_id: &str,
+        reason: &str,
+    ) -> Result<(), EvacuateError>;
+
+    /// Enables the claimed HA node's nova-compute service (and clears any
+    /// force-down) so it can receive evacuations
+    /// ([`crate::recovery::Action::PrepareTarget`]). Idempotent in effect;
+    /// not retried inside; not cancel-safe.
+    async fn prepare_target(
+        &self,
+        ha_node: &NodeName,
+        service_id: &str,
+    ) -> Result<(), EvacuateError>;
+
+    /// Starts an evacuated instance that landed SHUTOFF but was ACTIVE before
+    /// ([`crate::recovery::Action::RestorePowerState`]). Idempotent in effect:
+    /// a server that is already ACTIVE counts as started. Not retried
+    /// inside; not cancel-safe.
+    async fn start(&self, instance_id: &str) -> Result<(), EvacuateError>;
+
+    /// The administrator's reset, Nova half
+    /// ([`crate::recovery::Action::RestoreService`]): clears `node`'s
+    /// force-down and enables its service again. Idempotent in effect; not
+    /// retried inside; not cancel-safe.
+    async fn restore_service(&self, node: &NodeName, service_id: &str)
+    -> Result<(), EvacuateError>;
 }

@@ -1,0 +1,217 @@
+//! `[evacuate]`: where instances go, how many move at once, and how long the
+//! recovery waits for each.
+
+use std::time::Duration;
+
+use novaha_core::recovery::{Policy, TargetPolicy};
+use serde::{Deserialize, Serialize};
+
+/// The largest accepted `concurrency`.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// Why `[evacuate]` cannot be used. Never retryable: the file must change.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SettingsError {
+    /// A key has a value outside its range.
+    #[error("evacuate.{key}: {problem}")]
+    Invalid {
+        /// The key (without the section).
+        key: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
+}
+
+impl SettingsError {
+    /// Always false: a bad setting stays bad until the file changes.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+fn default_opt_out_key() -> String {
+    Policy::default().opt_out_key
+}
+
+fn default_timeout() -> Duration {
+    Policy::default().evacuate_timeout
+}
+
+fn default_poll_interval() -> Duration {
+    Policy::default().poll_interval
+}
+
+/// The `[evacuate]` section. `target` and `concurrency` are **fixed** keys
+/// (DESIGN.md section 9); the others are ours. Durations are humane strings
+/// (`"10m"`, `"5s"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvacuateSettings {
+    /// `ha_node` | `scheduler` | `ha_node_then_scheduler`.
+    #[serde(default)]
+    pub target: TargetPolicy,
+    /// Evacuate calls in flight per recovery (1..=256, default 8).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// An instance whose metadata holds this key (any value but an explicit
+    /// false) is not evacuated (default `novaha_opt_out`).
+    #[serde(default = "default_opt_out_key")]
+    pub opt_out_metadata_key: String,
+    /// Opt-in mode: when set, only instances whose metadata holds this key
+    /// with a true value are evacuated.
+    #[serde(default)]
+    pub opt_in_metadata_key: Option<String>,
+    /// An instance not landed this long after its evacuate call ends in
+    /// error (default 10m).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Time between two progress reads of in-flight instances (default 5s).
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for EvacuateSettings {
+    fn default() -> Self {
+        Self {
+            target: TargetPolicy::default(),
+            concurrency: default_concurrency(),
+            opt_out_metadata_key: default_opt_out_key(),
+            opt_in_metadata_key: None,
+            timeout: default_timeout(),
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+impl EvacuateSettings {
+    /// Every problem of the section (empty = usable), so that
+    /// `novaha check-config` can print them all at once.
+    pub fn validate(&self) -> Vec<SettingsError> {
+        let mut out = Vec::new();
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            out.push(SettingsError::Invalid {
+                key: "concurrency",
+                problem: format!("must be 1..={MAX_CONCURRENCY}, got {}", self.concurrency),
+            });
+        }
+        if self.opt_out_metadata_key.trim().is_empty() {
+            out.push(SettingsError::Invalid {
+                key: "opt_out_metadata_key",
+                problem: "must not be empty".into(),
+            });
+        }
+        if self
+            .opt_in_metadata_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            out.push(SettingsError::Invalid {
+                key: "opt_in_metadata_key",
+                problem: "must not be empty when set".into(),
+            });
+        }
+        if self.poll_interval.is_zero() {
+            out.push(SettingsError::Invalid {
+                key: "poll_interval",
+                problem: "must be above zero".into(),
+            });
+        }
+        if self.timeout <= self.poll_interval {
+            out.push(SettingsError::Invalid {
+                key: "timeout",
+                problem: format!(
+                    "must be longer than poll_interval ({:?}), got {:?}",
+                    self.poll_interval, self.timeout
+                ),
+            });
+        }
+        out
+    }
+
+    /// Copies the section into the recovery decision's policy (target,
+    /// concurrency, opt-out/opt-in keys, timeout, poll interval). The rest
+    /// of the policy (e.g. `restore_power_state`, from
+    /// [`crate::NovaEvacuator::lands_shutoff`]) is set by the caller.
+    pub fn apply(&self, policy: &mut Policy) {
+        policy.target = self.target;
+        policy.concurrency = self.concurrency.max(1);
+        policy.opt_out_key = self.opt_out_metadata_key.clone();
+        policy.opt_in_key = self.opt_in_metadata_key.clone();
+        policy.evacuate_timeout = self.timeout;
+        policy.poll_interval = self.poll_interval;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones_and_the_policy() {
+        let s: EvacuateSettings = toml::from_str("").unwrap();
+        assert_eq!(s, EvacuateSettings::default());
+        assert_eq!(s.target, TargetPolicy::HaNode);
+        assert_eq!(s.concurrency, 8);
+        assert_eq!(s.opt_out_metadata_key, Policy::default().opt_out_key);
+        assert_eq!(s.timeout, Duration::from_secs(600));
+        assert_eq!(s.poll_interval, Duration::from_secs(5));
+        assert!(s.validate().is_empty());
+    }
+
+    #[test]
+    fn parses_every_key_and_applies_to_the_policy() {
+        let s: EvacuateSettings = toml::from_str(
+            "target = \"ha_node_then_scheduler\"\nconcurrency = 3\n\
+             opt_out_metadata_key = \"ha:skip\"\nopt_in_metadata_key = \"ha:protect\"\n\
+             timeout = \"2m\"\npoll_interval = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.target, TargetPolicy::HaNodeThenScheduler);
+        let mut p = Policy::default();
+        s.apply(&mut p);
+        assert_eq!(p.target, TargetPolicy::HaNodeThenScheduler);
+        assert_eq!(p.concurrency, 3);
+        assert_eq!(p.opt_out_key, "ha:skip");
+        assert_eq!(p.opt_in_key.as_deref(), Some("ha:protect"));
+        assert_eq!(p.evacuate_timeout, Duration::from_secs(120));
+        assert_eq!(p.poll_interval, Duration::from_secs(2));
+        let s: EvacuateSettings = toml::from_str("target = \"scheduler\"").unwrap();
+        assert_eq!(s.target, TargetPolicy::Scheduler);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_bad_targets_and_reports_every_problem() {
+        let e = toml::from_str::<EvacuateSettings>("concurency = 3").unwrap_err();
+        assert!(e.to_string().contains("concurency"), "{e}");
+        let e = toml::from_str::<EvacuateSettings>("target = \"anywhere\"").unwrap_err();
+        assert!(e.to_string().contains("anywhere"), "{e}");
+        let e = toml::from_str::<EvacuateSettings>("timeout = \"soon\"").unwrap_err();
+        assert!(e.to_string().contains("timeout"), "{e}");
+        let s = EvacuateSettings {
+            concurrency: 0,
+            opt_out_metadata_key: " ".into(),
+            opt_in_metadata_key: Some(String::new()),
+            timeout: Duration::from_secs(1),
+            poll_interval: Duration::ZERO,
+            ..EvacuateSettings::default()
+        };
+        let problems: Vec<String> = s.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(
+            problems[0].starts_with("evacuate.concurrency: "),
+            "{problems:?}"
+        );
+        let s = EvacuateSettings {
+            concurrency: 257,
+            timeout: Duration::from_secs(5),
+            ..EvacuateSettings::default()
+        };
+        let problems: Vec<String> = s.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(!s.validate()[0].is_retryable());
+    }
+}
