@@ -342,7 +342,7 @@ pub async fn check_config(path: &Path) -> ExitCode {
                 path.display(),
                 cfg.consul.address,
                 cfg.consul.prefix,
-                cfg.fence.driver(),
+                cfg.fence.driver,
                 cfg.notify.len()
             );
             ExitCode::SUCCESS

@@ -65,7 +65,7 @@ pub struct Config {
     pub openstack: OpenStackConfig,
     /// `[monitor]`.
     pub monitor: MonitorConfig,
-    /// `[fence]`.
+    /// `[fence]` (the fence stage's settings).
     pub fence: FenceConfig,
     /// `[evacuate]`.
     pub evacuate: EvacuateConfig,
@@ -222,7 +222,6 @@ impl Config {
         let log: Option<LogConfig> = section(&merged, "log", &mut problems);
 
         let mut consul = consul.map(|c| c.resolve(env, &mut problems));
-        let openstack = openstack.map(|o| o.resolve(env));
         if let Some(c) = &mut consul {
             c.validate(&mut problems);
         }
@@ -233,15 +232,13 @@ impl Config {
             m.validate(&mut problems);
         }
         if let Some(f) = &fence {
-            f.validate(&mut problems);
+            fence::validate(f, &mut problems);
         }
         if let Some(e) = &evacuate {
             e.validate(&mut problems);
         }
         if let Some(n) = &notify {
-            for (i, n) in n.iter().enumerate() {
-                n.validate(i, &mut problems);
-            }
+            notify::validate(n, &mut problems);
         }
         if let Some(l) = &log {
             l.validate(&mut problems);
@@ -328,7 +325,7 @@ mod tests {
         assert_eq!(c.evacuate.target, EvacuateTarget::HaNode);
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9450");
         assert_eq!(c.log.format, LogFormat::Text);
-        assert!(matches!(c.fence, FenceConfig::Ipmi(_)));
+        assert_eq!(c.fence, FenceConfig::default());
         assert!(c.notify.is_empty());
     }
 
@@ -389,7 +386,7 @@ mod tests {
              [[notify]]\ndriver = \"log\"\n",
         )
         .expect("valid");
-        assert!(matches!(c.fence, FenceConfig::Noop(_)));
+        assert!(c.fence.allow_noop);
         assert_eq!(c.notify.len(), 2);
         let err = parse("[fence]\ndriver = \"telepathy\"\n").expect_err("unknown driver");
         assert!(err[0].to_string().contains("telepathy"), "{err:?}");
@@ -410,6 +407,9 @@ mod tests {
         assert_eq!(c.monitor.threshold, d.monitor.threshold);
         assert_eq!(c.evacuate.concurrency, d.evacuate.concurrency);
         assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(c.fence, d.fence);
+        assert_eq!(c.openstack.timeout, d.openstack.timeout);
+        assert_eq!(c.openstack.retry, d.openstack.retry);
         assert_eq!(c.log.format, d.log.format);
     }
 }

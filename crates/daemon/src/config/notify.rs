@@ -1,41 +1,59 @@
-//! `[[notify]]`: who is told about a recovery, one table per notifier,
-//! tagged by driver (the notify stage adds keys to its variant).
+//! `[[notify]]`: owned by the notify stage. Each table is a
+//! [`novaha_notify::NotifySettings`] tagged by `driver` (`email`, `webhook`,
+//! `log`), embedded as is; its keys are documented in docs/notifications.md.
+//! The daemon checks what it can without sending anything.
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
+use std::collections::BTreeSet;
 
 use super::Problems;
 
-/// One `[[notify]]` table.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "driver", rename_all = "lowercase")]
-pub enum NotifyConfig {
-    /// `driver = "email"`: SMTP to the admins and the instances' owners.
-    Email(EmailNotify),
-    /// `driver = "webhook"`: a JSON POST per event.
-    Webhook(WebhookNotify),
-    /// `driver = "log"`: a log line per event.
-    Log(LogNotify),
+pub use novaha_notify::NotifySettings as NotifyConfig;
+
+/// The driver's name as written in the file.
+pub fn driver(n: &NotifyConfig) -> &'static str {
+    match n {
+        NotifyConfig::Email(_) => "email",
+        NotifyConfig::Webhook(_) => "webhook",
+        NotifyConfig::Log(_) => "log",
+    }
 }
 
-impl NotifyConfig {
-    /// The driver's name as written in the file.
-    pub fn driver(&self) -> &'static str {
-        match self {
-            Self::Email(_) => "email",
-            Self::Webhook(_) => "webhook",
-            Self::Log(_) => "log",
-        }
-    }
-
-    /// Checks the `index`-th table.
-    pub fn validate(&self, index: usize, problems: &mut Problems) {
+/// Checks every table: addresses, URL schemes, readable files, unique
+/// channel names. A webhook URL is a secret: problems never print it.
+pub fn validate(list: &[NotifyConfig], problems: &mut Problems) {
+    let mut names = BTreeSet::new();
+    for (index, n) in list.iter().enumerate() {
         let at = |key: &str| format!("notify[{index}].{key}");
-        match self {
-            Self::Email(c) => {
+        if !names.insert(n.channel_name().to_owned()) {
+            problems.push(
+                at("name"),
+                format!(
+                    "channel name {:?} is used twice; give each [[notify]] its own `name`",
+                    n.channel_name()
+                ),
+            );
+        }
+        let mut file = |key: &str, path: &Option<std::path::PathBuf>| {
+            if let Some(p) = path
+                && let Err(e) = std::fs::metadata(p)
+            {
+                problems.push(at(key), format!("cannot read {}: {e}", p.display()));
+            }
+        };
+        match n {
+            NotifyConfig::Email(c) => {
+                file("password_file", &c.password_file);
+                file("ca_file", &c.ca_file);
+                file("template_dir", &c.template_dir);
                 match url::Url::parse(&c.smtp_url) {
-                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {}
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {
+                        if !u.username().is_empty() || u.password().is_some() {
+                            problems.push(
+                                at("smtp_url"),
+                                "must not hold credentials: use `user` and `password_file`",
+                            );
+                        }
+                    }
                     Ok(_) => problems.push(
                         at("smtp_url"),
                         format!(
@@ -43,9 +61,7 @@ impl NotifyConfig {
                             c.smtp_url
                         ),
                     ),
-                    Err(e) => {
-                        problems.push(at("smtp_url"), format!("not a URL: {:?}: {e}", c.smtp_url))
-                    }
+                    Err(e) => problems.push(at("smtp_url"), format!("not a URL: {e}")),
                 }
                 if !c.from.contains('@') {
                     problems.push(at("from"), format!("not an e-mail address: {:?}", c.from));
@@ -53,53 +69,22 @@ impl NotifyConfig {
                 for a in c.admins.iter().filter(|a| !a.contains('@')) {
                     problems.push(at("admins"), format!("not an e-mail address: {a:?}"));
                 }
-                if let Some(f) = &c.password_file
-                    && let Err(e) = std::fs::metadata(f)
-                {
-                    problems.push(
-                        at("password_file"),
-                        format!("cannot read {}: {e}", f.display()),
-                    );
+            }
+            NotifyConfig::Webhook(c) => {
+                file("ca_file", &c.ca_file);
+                match url::Url::parse(c.url.expose()) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    Ok(u) => problems.push(
+                        at("url"),
+                        format!(
+                            "must be an http(s) URL with a host, got scheme {:?}",
+                            u.scheme()
+                        ),
+                    ),
+                    Err(e) => problems.push(at("url"), format!("not a URL: {e}")),
                 }
             }
-            Self::Webhook(c) => match url::Url::parse(&c.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                Ok(_) => problems.push(at("url"), format!("must be http(s), got {:?}", c.url)),
-                Err(e) => problems.push(at("url"), format!("not a URL: {:?}: {e}", c.url)),
-            },
-            Self::Log(_) => {}
+            NotifyConfig::Log(_) => {}
         }
     }
 }
-
-/// `driver = "email"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailNotify {
-    /// `smtp://` (STARTTLS opportunistic), `smtps://`, `?tls=required`.
-    pub smtp_url: String,
-    /// The sender address.
-    pub from: String,
-    /// Who gets the summary of every recovery.
-    #[serde(default)]
-    pub admins: Vec<String>,
-    /// SMTP login user, if the server wants one.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// File holding the SMTP password (never in the config file itself).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-}
-
-/// `driver = "webhook"`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookNotify {
-    /// Where events are POSTed as JSON.
-    pub url: String,
-}
-
-/// `driver = "log"`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogNotify {}
