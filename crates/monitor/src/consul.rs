@@ -1,0 +1,264 @@
+//! The `consul` signal: every node's health checks in one read of
+//! `/v1/health/state/any`, folded per node as os-nova-ha-monitor's
+//! health_aggregate did: the node counts as failed only when ALL the
+//! configured checks are critical.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use novaha_consul::ConsulSettings;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::error::MonitorError;
+
+/// How much of Consul's error body an error keeps.
+const BODY_EXCERPT: usize = 200;
+
+/// One health check as Consul lists it.
+#[derive(Deserialize)]
+struct CheckRow {
+    #[serde(rename = "Node")]
+    node: String,
+    #[serde(rename = "CheckID")]
+    check_id: String,
+    #[serde(rename = "Status")]
+    status: String,
+}
+
+/// The consul signal's answer for one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum ConsulVerdict {
+    /// Every configured check is present and critical.
+    Failed,
+    /// At least one configured check is passing (or warning).
+    Healthy,
+    /// Some configured checks are not registered for the node (and every
+    /// present one is critical): nothing can be said.
+    Unknown {
+        /// The configured check ids the node does not have.
+        missing: Vec<String>,
+    },
+}
+
+/// Folds one node's checks (`check id -> status`) against the configured
+/// ids. Pure. A `warning` counts as alive: only `critical` is failed.
+pub fn consul_verdict(
+    node_checks: &HashMap<String, String>,
+    configured: &[String],
+) -> ConsulVerdict {
+    let mut missing = Vec::new();
+    for id in configured {
+        match node_checks.get(id) {
+            None => missing.push(id.clone()),
+            Some(status) if !status.eq_ignore_ascii_case("critical") => {
+                return ConsulVerdict::Healthy;
+            }
+            Some(_) => {}
+        }
+    }
+    if missing.is_empty() && !configured.is_empty() {
+        ConsulVerdict::Failed
+    } else {
+        ConsulVerdict::Unknown { missing }
+    }
+}
+
+/// A reader of Consul's health checks (a plain HTTP GET with the ACL token
+/// as a header). Cheap to clone.
+#[derive(Clone)]
+pub struct ConsulHealth {
+    http: reqwest::Client,
+    url: url::Url,
+    headers: HeaderMap,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ConsulHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("ConsulHealth")
+            .field("url", &self.url.as_str())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulHealth {
+    /// A reader for the agent of `settings`, each read bounded by
+    /// `timeout`. Does no I/O.
+    pub fn new(settings: &ConsulSettings, timeout: Duration) -> Result<Self, MonitorError> {
+        let address = settings.address.trim();
+        let with_scheme = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("http://{address}")
+        };
+        let mut url = url::Url::parse(&with_scheme)
+            .map_err(|e| MonitorError::Settings(format!("consul address {address:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(MonitorError::Settings(format!(
+                "consul address {address:?}: must be http(s)://host[:port]"
+            )));
+        }
+        url.set_path("/v1/health/state/any");
+        let mut headers = HeaderMap::new();
+        if let Some(t) = settings.token.as_ref().filter(|t| !t.is_empty()) {
+            let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
+                MonitorError::Settings(
+                    "consul token contains characters not allowed in a header".into(),
+                )
+            })?;
+            v.set_sensitive(true);
+            headers.insert("X-Consul-Token", v);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| MonitorError::Settings(format!("consul http client: {e}")))?;
+        Ok(Self {
+            http,
+            url,
+            headers,
+            timeout,
+        })
+    }
+
+    /// Every check of every node: `node -> check id -> status`, in one
+    /// request. Read-only, cancel-safe, never retried here.
+    pub async fn checks(&self) -> Result<BTreeMap<String, HashMap<String, String>>, MonitorError> {
+        let what = self.url.path().to_owned();
+        let err = |detail: String, retryable: bool| MonitorError::ConsulHealth {
+            what: what.clone(),
+            detail,
+            retryable,
+        };
+        let req = self
+            .http
+            .get(self.url.clone())
+            .headers(self.headers.clone())
+            .timeout(self.timeout);
+        let resp = req.send().await.map_err(|e| {
+            let detail = if e.is_timeout() {
+                format!("no answer within {:?}", self.timeout)
+            } else {
+                format!("request failed: {}", error_chain(&e))
+            };
+            err(detail, true)
+        })?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| err(format!("reading the answer: {}", error_chain(&e)), true))?;
+        if !status.is_success() {
+            let text: String = String::from_utf8_lossy(&body)
+                .trim()
+                .chars()
+                .take(BODY_EXCERPT)
+                .collect();
+            let retryable = status.is_server_error() || status.as_u16() == 429;
+            return Err(err(format!("HTTP {}: {text}", status.as_u16()), retryable));
+        }
+        let rows: Vec<CheckRow> = serde_json::from_slice(&body)
+            .map_err(|e| err(format!("unexpected answer: {e}"), false))?;
+        let mut out: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
+        for r in rows {
+            out.entry(r.node).or_default().insert(r.check_id, r.status);
+        }
+        Ok(out)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checks(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn all_configured_checks_must_be_critical() {
+        let c = checks(&[
+            ("serfHealth", "critical"),
+            ("svc", "critical"),
+            ("other", "passing"),
+        ]);
+        assert_eq!(
+            consul_verdict(&c, &ids(&["serfHealth", "svc"])),
+            ConsulVerdict::Failed
+        );
+        let c = checks(&[("serfHealth", "critical"), ("svc", "passing")]);
+        assert_eq!(
+            consul_verdict(&c, &ids(&["serfHealth", "svc"])),
+            ConsulVerdict::Healthy
+        );
+        let c = checks(&[("serfHealth", "critical"), ("svc", "warning")]);
+        assert_eq!(
+            consul_verdict(&c, &ids(&["serfHealth", "svc"])),
+            ConsulVerdict::Healthy
+        );
+    }
+
+    #[test]
+    fn a_missing_check_is_unknown_unless_another_passes() {
+        let c = checks(&[("serfHealth", "critical")]);
+        assert_eq!(
+            consul_verdict(&c, &ids(&["serfHealth", "svc"])),
+            ConsulVerdict::Unknown {
+                missing: ids(&["svc"])
+            }
+        );
+        let c = checks(&[("serfHealth", "passing")]);
+        assert_eq!(
+            consul_verdict(&c, &ids(&["svc", "serfHealth"])),
+            ConsulVerdict::Healthy
+        );
+        assert!(matches!(
+            consul_verdict(&HashMap::new(), &ids(&["serfHealth"])),
+            ConsulVerdict::Unknown { .. }
+        ));
+        assert!(matches!(
+            consul_verdict(&c, &[]),
+            ConsulVerdict::Unknown { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_addresses_are_settings_errors_and_debug_hides_the_token() {
+        let s = |a: &str| ConsulSettings {
+            address: a.into(),
+            token: Some(novaha_core::Secret::new("tok-Secr3t")),
+            request_timeout: Duration::from_secs(1),
+        };
+        assert!(ConsulHealth::new(&s("ftp://x"), Duration::from_secs(1)).is_err());
+        assert!(ConsulHealth::new(&s("http://"), Duration::from_secs(1)).is_err());
+        let h = ConsulHealth::new(&s("127.0.0.1:8500"), Duration::from_secs(1)).unwrap();
+        let dbg = format!("{h:?}");
+        assert!(
+            dbg.contains("http://127.0.0.1:8500/v1/health/state/any"),
+            "{dbg}"
+        );
+        assert!(!dbg.contains("tok-Secr3t"), "{dbg}");
+    }
+}

@@ -1,0 +1,239 @@
+//! The monitor's keys of `[monitor]` (besides `interval`, `threshold` and
+//! the mass-failure guard, which the daemon owns): which signals run and
+//! how each reaches the nodes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One detection signal. `nova` is always on; the others only confirm it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Nova's os-services state.
+    Nova,
+    /// The node's Consul health checks.
+    Consul,
+    /// A TCP connect to the node.
+    Tcp,
+}
+
+fn default_signals() -> Vec<Signal> {
+    vec![Signal::Nova]
+}
+
+fn default_checks() -> Vec<String> {
+    vec!["serfHealth".to_owned()]
+}
+
+fn default_consul_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_port() -> u16 {
+    22
+}
+
+fn default_tcp_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_tcp_concurrency() -> usize {
+    32
+}
+
+/// `[monitor.consul]`: the `consul` signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSignalSettings {
+    /// The check IDs that must ALL be critical for the node to count as
+    /// failed (default `["serfHealth"]`, the agent's liveness).
+    #[serde(default = "default_checks")]
+    pub checks: Vec<String>,
+    /// Nova host -> Consul node name, where they differ (default: same).
+    #[serde(default)]
+    pub node_names: BTreeMap<String, String>,
+    /// How long the one health read of a cycle may take (default 5s).
+    #[serde(default = "default_consul_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ConsulSignalSettings {
+    fn default() -> Self {
+        Self {
+            checks: default_checks(),
+            node_names: BTreeMap::new(),
+            timeout: default_consul_timeout(),
+        }
+    }
+}
+
+/// `[monitor.tcp]`: the `tcp` signal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSignalSettings {
+    /// The port to connect to (default 22, sshd).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// How long one probe (resolution + connect) may take (default 2s).
+    #[serde(default = "default_tcp_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// At most this many probes at once (default 32).
+    #[serde(default = "default_tcp_concurrency")]
+    pub concurrency: usize,
+    /// Nova host -> address (name or IP) to connect to, where the host name
+    /// does not resolve to the right interface (default: the host name).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
+}
+
+impl Default for TcpSignalSettings {
+    fn default() -> Self {
+        Self {
+            port: default_port(),
+            timeout: default_tcp_timeout(),
+            concurrency: default_tcp_concurrency(),
+            addresses: BTreeMap::new(),
+        }
+    }
+}
+
+/// The monitor's settings. The daemon embeds these three keys in its
+/// `[monitor]` section (as fields of these types, not `flatten`:
+/// `deny_unknown_fields` does not combine with it):
+///
+/// ```toml
+/// [monitor]
+/// signals = ["nova", "consul", "tcp"]   # default ["nova"]
+/// [monitor.consul]
+/// checks = ["serfHealth"]
+/// [monitor.tcp]
+/// port = 22
+/// timeout = "2s"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSettings {
+    /// The signals that run; `nova` must be one of them.
+    #[serde(default = "default_signals")]
+    pub signals: Vec<Signal>,
+    /// The `consul` signal's settings (used when it is in `signals`).
+    #[serde(default)]
+    pub consul: ConsulSignalSettings,
+    /// The `tcp` signal's settings (used when it is in `signals`).
+    #[serde(default)]
+    pub tcp: TcpSignalSettings,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            signals: default_signals(),
+            consul: ConsulSignalSettings::default(),
+            tcp: TcpSignalSettings::default(),
+        }
+    }
+}
+
+impl MonitorSettings {
+    /// True when `signal` is configured.
+    pub fn has(&self, signal: Signal) -> bool {
+        self.signals.contains(&signal)
+    }
+
+    /// Every problem of the settings (empty = usable), each naming its key,
+    /// so that `novaha check-config` prints them all at once.
+    pub fn validate(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.has(Signal::Nova) {
+            out.push("monitor.signals: must include \"nova\"".to_owned());
+        }
+        let mut sorted = self.signals.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted.len() != self.signals.len() {
+            out.push("monitor.signals: a signal is listed twice".to_owned());
+        }
+        if self.has(Signal::Consul) {
+            if self.consul.checks.is_empty() {
+                out.push("monitor.consul.checks: must name at least one check".to_owned());
+            }
+            if self.consul.checks.iter().any(|c| c.trim().is_empty()) {
+                out.push("monitor.consul.checks: a check id is empty".to_owned());
+            }
+            if self.consul.timeout.is_zero() {
+                out.push("monitor.consul.timeout: must be above zero".to_owned());
+            }
+        }
+        if self.has(Signal::Tcp) {
+            if self.tcp.port == 0 {
+                out.push("monitor.tcp.port: must be 1..=65535".to_owned());
+            }
+            if self.tcp.timeout.is_zero() {
+                out.push("monitor.tcp.timeout: must be above zero".to_owned());
+            }
+            if !(1..=1024).contains(&self.tcp.concurrency) {
+                out.push(format!(
+                    "monitor.tcp.concurrency: must be 1..=1024, got {}",
+                    self.tcp.concurrency
+                ));
+            }
+            if let Some((host, _)) = self.tcp.addresses.iter().find(|(_, a)| a.trim().is_empty()) {
+                out.push(format!("monitor.tcp.addresses: empty address for {host}"));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_nova_only_and_valid() {
+        let s: MonitorSettings = toml::from_str("").unwrap();
+        assert_eq!(s, MonitorSettings::default());
+        assert_eq!(s.signals, [Signal::Nova]);
+        assert_eq!(s.consul.checks, ["serfHealth"]);
+        assert_eq!(s.tcp.port, 22);
+        assert_eq!(s.tcp.timeout, Duration::from_secs(2));
+        assert!(s.validate().is_empty());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let s: MonitorSettings = toml::from_str(
+            "signals = [\"nova\", \"consul\", \"tcp\"]\n\
+             [consul]\nchecks = [\"serfHealth\", \"nova-compute\"]\ntimeout = \"3s\"\n\
+             node_names = { \"compute-1\" = \"c1.consul\" }\n\
+             [tcp]\nport = 2222\ntimeout = \"500ms\"\nconcurrency = 4\n\
+             addresses = { \"compute-1\" = \"10.0.0.1\" }\n",
+        )
+        .unwrap();
+        assert!(s.has(Signal::Consul) && s.has(Signal::Tcp));
+        assert_eq!(s.consul.checks, ["serfHealth", "nova-compute"]);
+        assert_eq!(s.consul.node_names["compute-1"], "c1.consul");
+        assert_eq!(s.consul.timeout, Duration::from_secs(3));
+        assert_eq!(s.tcp.port, 2222);
+        assert_eq!(s.tcp.timeout, Duration::from_millis(500));
+        assert_eq!(s.tcp.addresses["compute-1"], "10.0.0.1");
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_reports_every_problem() {
+        assert!(toml::from_str::<MonitorSettings>("signal = [\"nova\"]").is_err());
+        assert!(toml::from_str::<MonitorSettings>("signals = [\"ssh\"]").is_err());
+        assert!(toml::from_str::<MonitorSettings>("[tcp]\nprot = 1").is_err());
+        let s: MonitorSettings = toml::from_str(
+            "signals = [\"consul\", \"tcp\", \"tcp\"]\n[consul]\nchecks = []\n\
+             [tcp]\nport = 0\ntimeout = \"0s\"\nconcurrency = 0\n",
+        )
+        .unwrap();
+        let p = s.validate();
+        assert_eq!(p.len(), 6, "{p:?}");
+        assert!(p[0].contains("must include \"nova\""), "{p:?}");
+    }
+}
