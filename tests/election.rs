@@ -252,8 +252,11 @@ fn second_signal_exits_1() {
     let (l, _) = p.roles();
     // Two different signals back to back: the first starts the graceful
     // path (which needs Consul round trips), the second ends it with 1.
+    // Stopped first so that both are pending when it resumes.
+    l.guard().signal("STOP");
     l.guard().signal("TERM");
     l.guard().signal("INT");
+    l.guard().signal("CONT");
     let code = l.guard().wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(1), "{}", l.log());
     assert!(l.log().contains("second signal"), "{}", l.log());
