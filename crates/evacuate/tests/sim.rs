@@ -371,3 +371,37 @@ async fn a_500_on_evacuate_is_retryable_and_sent_once() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_older_cloud_is_addressed_by_host_and_binary() {
+    // Before 2.53 service ids are integers and force-down/enable go by host.
+    let sim = start(fast()).await;
+    let ev = evacuator_wanting(&sim, Microversion(2, 40)).await;
+    let node = NodeName::from("compute-1");
+    sim.kill("compute-1").unwrap();
+    let (svc, _) = sim.service("compute-1").unwrap();
+    let old_id = svc.id.to_string();
+    ev.force_down(&node, &old_id, "novaha: epoch e7")
+        .await
+        .unwrap();
+    let (svc, _) = sim.service("compute-1").unwrap();
+    assert!(svc.forced_down && svc.disabled, "{svc:?}");
+    assert_eq!(svc.disabled_reason.as_deref(), Some("novaha: epoch e7"));
+    let paths: Vec<String> = sim.calls().into_iter().map(|c| c.path).collect();
+    assert!(
+        paths.iter().any(|p| p.ends_with("/os-services/force-down")),
+        "{paths:?}"
+    );
+
+    let (ha, _) = sim.service("ha-1").unwrap();
+    ev.prepare_target(&NodeName::from("ha-1"), &ha.id.to_string())
+        .await
+        .unwrap();
+    assert!(!sim.service("ha-1").unwrap().0.disabled);
+
+    sim.revive("compute-1").unwrap();
+    ev.restore_service(&node, &old_id).await.unwrap();
+    let (svc, state) = sim.service("compute-1").unwrap();
+    assert!(!svc.forced_down && !svc.disabled, "{svc:?}");
+    assert_eq!(state, "up");
+}

@@ -325,13 +325,15 @@ async fn consul_unreachable_means_no_judgement() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
+    let mut with_token = consul_settings(addr);
+    with_token.token = Some(Secret::new("acl-Tok3n-zz9"));
     let monitor = Monitor::new(
         MonitorSettings {
             signals: vec![Signal::Nova, Signal::Consul],
             ..MonitorSettings::default()
         },
         nova(&sim).await,
-        Some(&consul_settings(addr)),
+        Some(&with_token),
     )
     .unwrap();
     let o = monitor.observe().await;
@@ -341,6 +343,14 @@ async fn consul_unreachable_means_no_judgement() {
         "{:?}",
         o.problems
     );
+    // The ACL token never shows.
+    for text in [
+        format!("{o:?}"),
+        format!("{monitor:?}"),
+        serde_json::to_string(&o).unwrap(),
+    ] {
+        assert!(!text.contains("acl-Tok3n-zz9"), "{text}");
+    }
     // Asked for the consul signal without the agent's settings.
     let err = Monitor::new(
         MonitorSettings {
