@@ -51,7 +51,8 @@ def dead_services(state):
         pid, start = open(os.path.join(run, name)).read().split()
         try:
             stat = open(f"/proc/{pid}/stat").read()
-            alive = stat.rsplit(") ", 1)[1].split()[19] == start
+            fields = stat.rsplit(") ", 1)[1].split()
+            alive = fields[0] != "Z" and fields[19] == start
         except (OSError, IndexError):
             alive = False
         if not alive:

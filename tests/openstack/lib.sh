@@ -24,14 +24,16 @@ os_venv() {
     printf '%s' "$v"
 }
 
-# proc_start PID: the process's start time in clock ticks, empty if gone.
+# proc_start PID: the process's start time in clock ticks, empty if gone
+# or a zombie (killed, not yet reaped: in a container nobody may reap it).
 proc_start() {
     local stat
     stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
     # Field 2 (comm) may hold spaces: cut after the last ')'.
     stat="${stat##*) }"
-    # Now field 3 of stat is the first word; starttime (22) is word 20.
+    # Now field 3 (state) is the first word; starttime (22) is word 20.
     set -- $stat
+    [ "$1" != Z ] || return 0
     printf '%s' "${20}"
 }
 
@@ -85,7 +87,14 @@ stop_pidfiles() {
                 oslog "$(basename "$f" .pid) (pid $pid) ignored TERM for ${grace}s: KILL"
                 kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
             done
-            sleep 0.2
+            # SIGKILL cannot be ignored, but the kernel takes a moment.
+            local kdeadline=$(( $(date +%s) + 5 ))
+            while [ "$(date +%s)" -lt "$kdeadline" ]; do
+                local still=0
+                for f in "${left[@]}"; do alive "$f" && still=1; done
+                [ $still -eq 1 ] || break
+                sleep 0.1
+            done
             break
         fi
         sleep 0.1

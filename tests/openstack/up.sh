@@ -71,7 +71,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
 rand() { "$PY" -c 'import secrets; print(secrets.token_hex(12))'; }
-ADMIN_PASSWORD="$(rand)"; SERVICE_PASSWORD="$(rand)"; DB_PASSWORD="$(rand)"; BMC_PASSWORD="$(rand)"
+ADMIN_PASSWORD="$(rand)"; SERVICE_PASSWORD="$(rand)"; DB_PASSWORD="$(rand)"; BMC_PASSWORD="$(rand | cut -c1-16)"  # IPMI passwords: 16 bytes at most
 COMPUTE_HOSTS="compute-1 compute-2 compute-3"
 HA_HOST="ha-1"
 # Secrets stay in files readable by root only.
@@ -267,7 +267,7 @@ done
     echo "OS_PROJECT_DOMAIN_NAME=Default"
     echo "OS_REGION_NAME=RegionOne"
     echo "OS_INTERFACE=public"
-    echo "OS_CLOUD_NAME=novaha-test"
+    echo "CLOUD_NAME=novaha-test"
     echo "OS_CLIENT_CONFIG_FILE=$S/clouds.yaml"
     echo "OS_COMPUTE_URL=http://127.0.0.1:$NOVA_PORT/v2.1"
     echo "OS_PLACEMENT_URL=http://127.0.0.1:$PLACEMENT_PORT"

@@ -332,30 +332,27 @@ impl OpenStack {
             nova.delete_server(&id);
         }
         for host in self.all_hosts() {
-            self.start_compute(&host);
+            // Power on through the BMC hook: chassis power back to 1 and
+            // nova-compute started if it is not running.
+            let out = Command::new("bash")
+                .arg(harness_dir().join("bmc-hook.sh"))
+                .arg(&self.state_dir)
+                .args([host.as_str(), "set", "power", "1"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tests/openstack/bmc-hook.sh");
+            assert!(
+                out.status.success(),
+                "power on {host}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(120);
         for host in self.all_hosts() {
             let svc = nova.service(&host);
             let id = svc["id"].as_str().expect("service id").to_owned();
             if svc["forced_down"].as_bool() == Some(true) {
-                // Refused while evacuations from this host are still `done`
-                // (the restarted compute completes them within seconds).
-                loop {
-                    let (status, body) = nova.request(
-                        reqwest::Method::PUT,
-                        &format!("/os-services/{id}"),
-                        Some(json!({"forced_down": false})),
-                    );
-                    if status == 200 {
-                        break;
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "un-forcing {host}: HTTP {status}: {body}"
-                    );
-                    std::thread::sleep(Duration::from_millis(500));
-                }
+                nova.unforce_down(&host, deadline.saturating_duration_since(Instant::now()));
             }
             let want_disabled = host == self.ha_host;
             let body = if want_disabled {
@@ -491,9 +488,23 @@ impl Nova {
         v["servers"].as_array().cloned().unwrap_or_default()
     }
 
-    /// Polls until server `id` has `status` (e.g. "ACTIVE", "SHUTOFF");
-    /// panics on ERROR (unless waited for) or after `timeout`.
+    /// Polls until server `id` has `status` (e.g. "ACTIVE", "SHUTOFF") and
+    /// no task in progress; panics on ERROR (unless waited for) or after
+    /// `timeout`.
     pub fn wait_server(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_server_on(id, None, status, timeout)
+    }
+
+    /// As [`Nova::wait_server`], and also on `host` when given: after an
+    /// evacuate call a server may still read ACTIVE on its old host for a
+    /// moment, before the rebuild starts.
+    pub fn wait_server_on(
+        &self,
+        id: &str,
+        host: Option<&str>,
+        status: &str,
+        timeout: Duration,
+    ) -> Value {
         let mut last = Value::Null;
         let ok = self.wait_until(&format!("server {id} {status}"), timeout, || {
             last = self.server(id);
@@ -503,9 +514,14 @@ impl Nova {
                 "server {id} went ERROR: {}",
                 last["fault"]
             );
-            s == status && last["OS-EXT-STS:task_state"].is_null()
+            s == status
+                && last["OS-EXT-STS:task_state"].is_null()
+                && host.is_none_or(|h| last["OS-EXT-SRV-ATTR:host"] == h)
         });
-        assert!(ok, "server {id} not {status} within {timeout:?}: {last}");
+        assert!(
+            ok,
+            "server {id} not {status} on {host:?} within {timeout:?}: {last}"
+        );
         last
     }
 
@@ -547,6 +563,29 @@ impl Nova {
             &format!("/os-services/{id}"),
             json!({"forced_down": forced}),
         )
+    }
+
+    /// Clears `forced_down` of `host`'s service, retrying while Nova
+    /// refuses it: it does as long as evacuations from the host are still
+    /// `done` (the restarted compute turns them `completed` within seconds).
+    pub fn unforce_down(&self, host: &str, timeout: Duration) {
+        let id = self.service(host)["id"].as_str().expect("id").to_owned();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.request(
+                reqwest::Method::PUT,
+                &format!("/os-services/{id}"),
+                Some(json!({"forced_down": false})),
+            );
+            if status == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "un-forcing {host}: HTTP {status}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Enables `host`'s service.

@@ -55,12 +55,7 @@ fn kill_force_down_and_evacuate_a_compute_of_a_real_nova() {
         .map(|i| nova.boot_on(&stack, &format!("smoke-{i}"), &failed))
         .collect();
     for id in &ids {
-        let s = nova.wait_server(id, "ACTIVE", Duration::from_secs(180));
-        assert_eq!(
-            s["OS-EXT-SRV-ATTR:host"],
-            failed.as_str(),
-            "{id} booted on {failed}"
-        );
+        nova.wait_server_on(id, Some(&failed), "ACTIVE", Duration::from_secs(180));
     }
 
     // Power the node off through its BMC: the hook cuts its nova-compute.
@@ -78,6 +73,8 @@ fn kill_force_down_and_evacuate_a_compute_of_a_real_nova() {
         "the hook saw the power-off: {calls}"
     );
 
+    // What novaha will do: wait for Nova to read the node down, force it
+    // down, enable the spare, evacuate everything there.
     nova.wait_service_state(&failed, "down", Duration::from_secs(60));
     let svc = nova.force_down(&failed, true);
     assert_eq!(svc["service"]["forced_down"], true);
@@ -86,12 +83,7 @@ fn kill_force_down_and_evacuate_a_compute_of_a_real_nova() {
         nova.evacuate(id, Some(&spare));
     }
     for id in &ids {
-        let s = nova.wait_server(id, "ACTIVE", Duration::from_secs(180));
-        assert_eq!(
-            s["OS-EXT-SRV-ATTR:host"],
-            spare.as_str(),
-            "{id} evacuated to {spare}"
-        );
+        nova.wait_server_on(id, Some(&spare), "ACTIVE", Duration::from_secs(180));
         let migs = nova.migrations(&format!("instance_uuid={id}&migration_type=evacuation"));
         assert_eq!(migs.len(), 1, "one evacuation record for {id}: {migs:?}");
         assert_eq!(migs[0]["source_compute"], failed.as_str());
@@ -107,12 +99,14 @@ fn kill_force_down_and_evacuate_a_compute_of_a_real_nova() {
         "nothing left on {failed}"
     );
 
-    // Power back on: the node's nova-compute runs again.
+    // Power back on: the node's nova-compute runs again, completes the
+    // evacuations (it cleans up what left it), and can then be un-forced.
     ipmi_power(&bmc, &["on"]);
     assert!(
         stack.compute_running(&failed),
         "power-on started {failed}'s nova-compute"
     );
+    nova.unforce_down(&failed, Duration::from_secs(120));
     nova.wait_service_state(&failed, "up", Duration::from_secs(120));
 }
 
