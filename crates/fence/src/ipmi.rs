@@ -202,7 +202,26 @@ impl Fencer for IpmiFencer {
     async fn fence(&self, target: &FenceTarget) -> Result<Fenced, FenceError> {
         let node = &target.node;
         tracing::info!(node = %node, driver = "ipmi", "sending power off");
-        self.run(target, PowerCommand::Off).await?;
+        if let Err(e) = self.run(target, PowerCommand::Off).await {
+            // Some BMCs refuse "power off" on a chassis that is already off.
+            // A fresh reading of Off is the same evidence as after a
+            // successful command. Only for an error answer (Protocol): auth,
+            // config and unreachable errors would not read any better.
+            if !matches!(e, FenceError::Protocol { .. }) {
+                return Err(e);
+            }
+            if let Ok(PowerState::Off) = self.power_state(target).await {
+                tracing::info!(node = %node, driver = "ipmi", "power off refused but power reads off");
+                return Fenced::from_observation(
+                    node.clone(),
+                    "ipmi",
+                    PowerState::Off,
+                    chrono::Utc::now(),
+                )
+                .ok_or(e);
+            }
+            return Err(e);
+        }
         tracing::info!(node = %node, driver = "ipmi", "power off accepted; confirming");
         let fenced = confirm_off(
             node,

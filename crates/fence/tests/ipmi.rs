@@ -208,3 +208,21 @@ async fn health_check_reads_every_node_and_names_the_broken_ones() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_refused_off_command_counts_only_if_power_reads_off() {
+    let bmc = IpmiBmc::start("admin", "pw-refuse");
+    bmc.fail_power_commands(true);
+    let reg = FenceRegistry::new(&settings()).unwrap();
+    let t = target("compute-5", &bmc, "admin", "pw-refuse");
+    let fencer = reg.fencer_for(&t).unwrap();
+    // Chassis on, command refused: an error, never Fenced.
+    let err = fencer.fence(&t).await.unwrap_err();
+    assert!(matches!(err, FenceError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("ipmitool power off"), "{err}");
+    assert!(bmc.power_is_on());
+    // Chassis already off, command refused: the reading of Off is evidence.
+    bmc.set_power(false);
+    let fenced = fencer.fence(&t).await.unwrap();
+    assert_eq!(fenced.node().as_str(), "compute-5");
+}

@@ -19,6 +19,7 @@ echo "$*" >> "$dir/calls.log"
 case "$1 $2" in
   "get power") printf 'power:%s\n' "$(cat "$dir/power")" ;;
   "set power")
+    if [ -e "$dir/fail_set" ]; then exit 1; fi
     if [ "$3" = 0 ] && [ -e "$dir/refuse_off" ]; then exit 0; fi
     echo "$3" > "$dir/power" ;;
   *) ;;
@@ -162,6 +163,16 @@ impl IpmiBmc {
         let flag = self.dir.path().join("refuse_off");
         if refuse {
             fs::write(flag, "").expect("write refuse_off");
+        } else {
+            let _ = fs::remove_file(flag);
+        }
+    }
+
+    /// Makes every power command fail (the BMC answers an error), or undoes it.
+    pub fn fail_power_commands(&self, fail: bool) {
+        let flag = self.dir.path().join("fail_set");
+        if fail {
+            fs::write(flag, "").expect("write fail_set");
         } else {
             let _ = fs::remove_file(flag);
         }
