@@ -545,3 +545,29 @@ fn logs_are_json_when_asked_rust_log_wins_and_the_token_never_shows() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains(token) && !stdout(&o).contains(token));
 }
+
+#[test]
+fn status_shows_an_unreadable_lock_value_as_invalid_with_its_key() {
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&agent, dir.path(), "t-badlock");
+    let (st, body) = agent.http("PUT", "/v1/session/create", br#"{"Name": "someone"}"#);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let session: Value = serde_json::from_slice(&body).unwrap();
+    let id = session["ID"].as_str().unwrap();
+    let (st, body) = agent.http(
+        "PUT",
+        &format!("/v1/kv/t-badlock/leader?acquire={id}"),
+        b"not json",
+    );
+    assert_eq!(st, 200);
+    assert_eq!(String::from_utf8_lossy(&body).trim(), "true");
+    let o = run(&["status", "-c", cfg.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["leader"]["invalid"]["key"], "t-badlock/leader");
+    assert_eq!(doc["leader"]["invalid"]["raw"], "not json");
+    // --once refuses too, and says the lock is held.
+    let o = run(&["run", "-c", cfg.to_str().unwrap(), "--once"]);
+    assert_fails_with(&o, "t-badlock/leader");
+}
