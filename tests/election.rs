@@ -261,3 +261,37 @@ fn second_signal_exits_1() {
     assert_eq!(code, Some(1), "{}", l.log());
     assert!(l.log().contains("second signal"), "{}", l.log());
 }
+
+#[test]
+fn sigterm_standby_exits_0_and_removes_its_check() {
+    let mut p = Pair::start("e-sb");
+    let lid = p.roles().0.id.clone();
+    let checks = |agent: &ConsulAgent| -> Value {
+        let (st, body) = agent.http("GET", "/v1/agent/checks", b"");
+        assert_eq!(st, 200);
+        serde_json::from_slice(&body).unwrap()
+    };
+    let sid = if lid == "a" { "b" } else { "a" };
+    let check_id = format!("novaha-e-sb-{sid}");
+    assert!(
+        novaha_testkit::process::wait_until(Duration::from_secs(5), || checks(&p.agent)
+            .get(&check_id)
+            .is_some()),
+        "standby check {check_id} never registered: {}",
+        checks(&p.agent)
+    );
+    let standby = if sid == "a" { &mut p.a } else { &mut p.b };
+    standby.guard().signal("TERM");
+    assert_eq!(
+        standby.guard().wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        standby.log()
+    );
+    assert!(
+        checks(&p.agent).get(&check_id).is_none(),
+        "{}",
+        checks(&p.agent)
+    );
+    assert_eq!(p.leader().as_deref(), Some(lid.as_str()));
+}
