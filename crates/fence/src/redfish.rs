@@ -104,26 +104,8 @@ impl RedfishFencer {
             .ip
             .as_deref()
             .ok_or_else(|| config_err(node, "no BMC address (config/bmc/ip)"))?;
-        let base = if host.contains("://") {
-            host.trim_end_matches('/').to_owned()
-        } else {
-            let scheme = extra("scheme").unwrap_or(&self.settings.scheme).trim();
-            if scheme != "https" && scheme != "http" {
-                return Err(config_err(
-                    node,
-                    format!("config/bmc/scheme {scheme:?} is not http or https"),
-                ));
-            }
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host.to_owned()
-            };
-            match bmc.port {
-                Some(p) => format!("{scheme}://{host}:{p}"),
-                None => format!("{scheme}://{host}"),
-            }
-        };
+        let scheme = extra("scheme").unwrap_or(&self.settings.scheme);
+        let base = base_url(host, bmc.port, scheme).map_err(|e| config_err(node, e))?;
         let verify = match extra("verify_tls") {
             None => self.settings.verify_tls,
             Some(v) => parse_bool("config/bmc/verify_tls", Some(v.as_bytes())).map_err(|_| {
@@ -408,6 +390,28 @@ impl Conn<'_> {
     }
 }
 
+/// The BMC's base URL: `ip` itself when it is a URL, else
+/// `scheme://ip[:port]` (an IPv6 address gets its brackets).
+fn base_url(host: &str, port: Option<u16>, scheme: &str) -> Result<String, String> {
+    let host = host.trim();
+    if host.contains("://") {
+        return Ok(host.trim_end_matches('/').to_owned());
+    }
+    let scheme = scheme.trim();
+    if scheme != "https" && scheme != "http" {
+        return Err(format!("config/bmc/scheme {scheme:?} is not http or https"));
+    }
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
 /// An error with its sources (reqwest's top-level message hides the cause).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -458,5 +462,35 @@ impl Fencer for RedfishFencer {
         let (conn, _) = self.reset(target, "On").await?;
         conn.logout().await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls() {
+        assert_eq!(
+            base_url("10.0.0.5", None, "https").unwrap(),
+            "https://10.0.0.5"
+        );
+        assert_eq!(
+            base_url("bmc1", Some(8443), "https").unwrap(),
+            "https://bmc1:8443"
+        );
+        assert_eq!(
+            base_url("fd00::5", Some(443), "https").unwrap(),
+            "https://[fd00::5]:443"
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8000/", Some(1), "https").unwrap(),
+            "http://127.0.0.1:8000"
+        );
+        assert!(
+            base_url("bmc1", None, "ftp")
+                .unwrap_err()
+                .contains("scheme")
+        );
     }
 }
