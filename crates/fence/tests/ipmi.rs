@@ -226,3 +226,14 @@ async fn a_refused_off_command_counts_only_if_power_reads_off() {
     let fenced = fencer.fence(&t).await.unwrap();
     assert_eq!(fenced.node().as_str(), "compute-5");
 }
+
+#[tokio::test]
+async fn an_empty_password_still_never_prompts() {
+    let bmc = IpmiBmc::start("admin", "");
+    let reg = FenceRegistry::new(&settings()).unwrap();
+    let t = target("compute-6", &bmc, "admin", "");
+    let fencer = reg.fencer_for(&t).unwrap();
+    assert_eq!(fencer.power_state(&t).await.unwrap(), PowerState::On);
+    fencer.fence(&t).await.unwrap();
+    assert!(!bmc.power_is_on());
+}
