@@ -12,4 +12,4 @@ while kill -0 "$owner" 2>/dev/null; do
     sleep 1
 done
 bash "$here/down.sh" "$S" --from-reaper
-[ -n "${NOVAHA_OPENSTACK_KEEP:-}" ] || rm -rf "$S" "$S.lock"
+[ -n "${NOVAHA_OPENSTACK_KEEP:-}" ] || rm -rf "$S" "$S.lock" "$S.lease"
