@@ -1,49 +1,18 @@
-//! `[evacuate]`: where a failed node's instances go and how many move at once.
-
-use serde::Deserialize;
+//! `[evacuate]`: owned by the evacuate stage. The section is
+//! [`novaha_evacuate::EvacuateSettings`] embedded as is (`target` and
+//! `concurrency` are fixed keys; the opt-out/opt-in metadata keys, the
+//! landing timeout and the poll interval are the stage's); the daemon
+//! reports every problem its `validate` finds.
 
 use super::Problems;
 
-/// Where evacuated instances are sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvacuateTarget {
-    /// A claimed HA (spare) node; none free = wait and alert.
-    #[default]
-    HaNode,
-    /// Let Nova's scheduler pick.
-    Scheduler,
-    /// An HA node when one is free, else the scheduler.
-    HaNodeThenScheduler,
-}
+pub use novaha_core::recovery::TargetPolicy as EvacuateTarget;
+pub use novaha_evacuate::EvacuateSettings as EvacuateConfig;
 
-/// `[evacuate]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EvacuateConfig {
-    /// `ha_node` | `scheduler` | `ha_node_then_scheduler`.
-    pub target: EvacuateTarget,
-    /// How many evacuate calls may be in flight per recovery.
-    pub concurrency: u32,
-}
-
-impl Default for EvacuateConfig {
-    fn default() -> Self {
-        Self {
-            target: EvacuateTarget::HaNode,
-            concurrency: 8,
-        }
-    }
-}
-
-impl EvacuateConfig {
-    /// Checks the ranges.
-    pub fn validate(&self, problems: &mut Problems) {
-        if !(1..=256).contains(&self.concurrency) {
-            problems.push(
-                "evacuate.concurrency",
-                format!("must be between 1 and 256, got {}", self.concurrency),
-            );
-        }
+/// Records every problem of the section.
+pub fn validate(cfg: &EvacuateConfig, problems: &mut Problems) {
+    for e in cfg.validate() {
+        let novaha_evacuate::SettingsError::Invalid { key, problem } = e;
+        problems.push(format!("evacuate.{key}"), problem);
     }
 }

@@ -235,7 +235,7 @@ impl Config {
             fence::validate(f, &mut problems);
         }
         if let Some(e) = &evacuate {
-            e.validate(&mut problems);
+            evacuate::validate(e, &mut problems);
         }
         if let Some(n) = &notify {
             notify::validate(n, &mut problems);
@@ -407,6 +407,8 @@ mod tests {
         assert_eq!(c.monitor.threshold, d.monitor.threshold);
         assert_eq!(c.evacuate.concurrency, d.evacuate.concurrency);
         assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(c.evacuate, d.evacuate);
+        assert_eq!(c.monitor.signals(), d.monitor.signals());
         assert_eq!(c.fence, d.fence);
         assert_eq!(c.openstack.timeout, d.openstack.timeout);
         assert_eq!(c.openstack.retry, d.openstack.retry);

@@ -1,8 +1,12 @@
 //! `[monitor]`: how often nodes are checked and when one is judged failed
-//! (DESIGN.md section 6).
+//! (DESIGN.md section 6). The daemon owns `interval`, `threshold` and the
+//! mass-failure guard; the monitor stage owns `signals`, `[monitor.consul]`
+//! and `[monitor.tcp]` (its types, embedded as fields: `deny_unknown_fields`
+//! does not combine with `flatten`), handed over by [`MonitorConfig::signals`].
 
 use std::time::Duration;
 
+use novaha_monitor::{ConsulSignalSettings, MonitorSettings, Signal, TcpSignalSettings};
 use serde::Deserialize;
 
 use super::Problems;
@@ -21,6 +25,12 @@ pub struct MonitorConfig {
     pub max_failed_fraction: f64,
     /// Mass-failure guard by count; unset = only the fraction applies.
     pub max_failed_nodes: Option<u32>,
+    /// The detection signals (`nova` always; `consul`, `tcp` confirm it).
+    pub signals: Vec<Signal>,
+    /// `[monitor.consul]`: the `consul` signal.
+    pub consul: ConsulSignalSettings,
+    /// `[monitor.tcp]`: the `tcp` signal.
+    pub tcp: TcpSignalSettings,
 }
 
 impl Default for MonitorConfig {
@@ -30,13 +40,31 @@ impl Default for MonitorConfig {
             threshold: 3,
             max_failed_fraction: 0.5,
             max_failed_nodes: None,
+            signals: MonitorSettings::default().signals,
+            consul: ConsulSignalSettings::default(),
+            tcp: TcpSignalSettings::default(),
         }
     }
 }
 
 impl MonitorConfig {
-    /// Checks the ranges.
+    /// The monitor stage's settings.
+    pub fn signals(&self) -> MonitorSettings {
+        MonitorSettings {
+            signals: self.signals.clone(),
+            consul: self.consul.clone(),
+            tcp: self.tcp.clone(),
+        }
+    }
+
+    /// Checks the ranges, and the monitor stage's keys.
     pub fn validate(&self, problems: &mut Problems) {
+        for p in self.signals().validate() {
+            match p.split_once(": ") {
+                Some((at, msg)) => problems.push(at, msg),
+                None => problems.push("monitor", p),
+            }
+        }
         if self.interval < Duration::from_millis(500) {
             problems.push(
                 "monitor.interval",
