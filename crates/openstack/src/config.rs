@@ -796,6 +796,181 @@ mod tests {
         assert!(e.contains("not both"), "{e}");
     }
 
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const CLOUD: &str = "clouds:\n  c:\n    auth:\n      auth_url: https://k.example:5000\n      \
+        username: nova\n      user_domain_id: default\n      project_id: p1\n    \
+        verify: false\n    region_name: R2\n    interface: internal\n    \
+        cacert: /etc/ca.pem\n";
+
+    #[test]
+    fn clouds_yaml_search_path_and_secure_merge() {
+        let home = tempfile::tempdir().unwrap();
+        let cwd = tempfile::tempdir().unwrap();
+        write(home.path(), ".config/openstack/clouds.yaml", CLOUD);
+        write(
+            home.path(),
+            ".config/openstack/secure.yaml",
+            "clouds:\n  c:\n    auth:\n      password: from-secure-yaml\n",
+        );
+        let env = Env::from_vars(
+            [("HOME", home.path().to_str().unwrap()), ("OS_CLOUD", "c")],
+            Some(cwd.path().to_path_buf()),
+        );
+        let c = OpenStackConfig::default().resolve(&env).unwrap();
+        assert_eq!(c.auth_url, "https://k.example:5000/v3");
+        assert_eq!(c.region.as_deref(), Some("R2"));
+        assert_eq!(c.interface, Interface::Internal);
+        assert_eq!(c.tls, TlsConfig::Insecure, "verify: false wins over cacert");
+        match &c.credentials {
+            Credentials::Password {
+                user,
+                password,
+                project,
+            } => {
+                assert_eq!(
+                    user,
+                    &UserRef::Name {
+                        name: "nova".into(),
+                        domain: DomainRef::Id("default".into())
+                    }
+                );
+                assert_eq!(password.expose(), "from-secure-yaml");
+                assert_eq!(project, &ProjectRef::Id("p1".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("from-secure-yaml"));
+
+        // ./clouds.yaml comes before ~/.config/openstack.
+        write(
+            cwd.path(),
+            "clouds.yaml",
+            "clouds:\n  c:\n    auth: {auth_url: http://local/v3, \
+            application_credential_id: a, application_credential_secret: s}\n",
+        );
+        let c = OpenStackConfig::default().resolve(&env).unwrap();
+        assert_eq!(c.auth_url, "http://local/v3");
+        assert!(
+            c.source.contains(cwd.path().to_str().unwrap()),
+            "{}",
+            c.source
+        );
+
+        // OS_CLIENT_CONFIG_FILE before both; novaha's own keys override the entry.
+        let explicit = write(home.path(), "x/other.yaml", CLOUD);
+        let env = Env::from_vars(
+            [
+                ("HOME", home.path().to_str().unwrap()),
+                ("OS_CLOUD", "c"),
+                ("OS_CLIENT_CONFIG_FILE", explicit.to_str().unwrap()),
+            ],
+            Some(cwd.path().to_path_buf()),
+        );
+        let cfg = OpenStackConfig {
+            region_name: Some("R9".into()),
+            insecure: Some(false),
+            interface: Some(Interface::Admin),
+            ..OpenStackConfig::default()
+        };
+        let c = cfg.resolve(&env).unwrap();
+        assert!(c.source.contains("other.yaml"), "{}", c.source);
+        assert_eq!(c.region.as_deref(), Some("R9"));
+        assert_eq!(c.interface, Interface::Admin);
+        assert_eq!(c.tls, TlsConfig::CaFile("/etc/ca.pem".into()));
+    }
+
+    #[test]
+    fn bad_clouds_yaml_is_named_and_unsupported_auth_type_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::from_vars([("OS_CLOUD", "c")], Some(dir.path().to_path_buf()));
+        let err = OpenStackConfig::default()
+            .resolve(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not found") && err.contains("clouds.yaml"),
+            "{err}"
+        );
+        write(dir.path(), "clouds.yaml", "clouds: [unterminated\n");
+        let err = OpenStackConfig::default()
+            .resolve(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not valid yaml") && err.contains("clouds.yaml"),
+            "{err}"
+        );
+        write(
+            dir.path(),
+            "clouds.yaml",
+            "clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: http://k/v3, token: tok-Secret-1}\n",
+        );
+        let err = OpenStackConfig::default()
+            .resolve(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth_type \"token\""), "{err}");
+        assert!(!err.contains("tok-Secret-1"), "{err}");
+    }
+
+    #[test]
+    fn os_environment_resolves() {
+        let env = Env::from_vars(
+            [
+                ("OS_AUTH_URL", "https://k:5000/v3"),
+                ("OS_APPLICATION_CREDENTIAL_ID", "ac1"),
+                ("OS_APPLICATION_CREDENTIAL_SECRET", "ac-secret-9"),
+                ("OS_INTERFACE", "internalURL"),
+                ("OS_CACERT", "/etc/ca.pem"),
+                ("OS_REGION_NAME", ""),
+            ],
+            None,
+        );
+        let c = OpenStackConfig::default().resolve(&env).unwrap();
+        assert_eq!(c.source, "OS_* environment");
+        assert_eq!(c.interface, Interface::Internal);
+        assert_eq!(c.region, None, "an empty variable counts as unset");
+        assert_eq!(c.tls, TlsConfig::CaFile("/etc/ca.pem".into()));
+        assert_eq!(
+            c.credentials,
+            Credentials::ApplicationCredential {
+                id: "ac1".into(),
+                secret: Secret::new("ac-secret-9")
+            }
+        );
+        assert!(!format!("{c:?}").contains("ac-secret-9"));
+        let env = Env::from_vars(
+            [("OS_AUTH_URL", "https://k/v3"), ("OS_INSECURE", "maybe")],
+            None,
+        );
+        let err = OpenStackConfig::default()
+            .resolve(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OS_INSECURE"), "{err}");
+        let env = Env::from_vars(
+            [
+                ("OS_AUTH_URL", "https://k/v3"),
+                ("OS_USERNAME", "u"),
+                ("OS_PASSWORD", "pw-Secret-7"),
+                ("OS_INSECURE", "true"),
+            ],
+            None,
+        );
+        let err = OpenStackConfig::default()
+            .resolve(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("user_domain"), "{err}");
+        assert!(!err.contains("pw-Secret-7"), "{err}");
+    }
+
     #[test]
     fn deep_merge_overrides_leaves() {
         let mut a: Value =

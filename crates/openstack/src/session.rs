@@ -676,6 +676,37 @@ mod tests {
         assert!(backoff(&r, 200) <= Duration::from_secs(1));
     }
 
+    fn cloud(tls: TlsConfig) -> CloudConfig {
+        CloudConfig {
+            auth_url: "https://k/v3".into(),
+            credentials: Credentials::ApplicationCredential {
+                id: "a".into(),
+                secret: Secret::new("s"),
+            },
+            region: None,
+            interface: crate::config::Interface::Public,
+            tls,
+            timeout: Duration::from_secs(1),
+            retry: RetryConfig::default(),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn tls_ca_file_problems_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let err = Session::new(cloud(TlsConfig::CaFile(missing))).unwrap_err();
+        assert!(matches!(err, OpenStackError::Tls(_)), "{err:?}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Session::new(cloud(TlsConfig::CaFile(empty))).unwrap_err();
+        assert!(err.to_string().contains("empty.pem"), "{err}");
+        assert!(Session::new(cloud(TlsConfig::Insecure)).is_ok());
+        assert!(Session::new(cloud(TlsConfig::System)).is_ok());
+    }
+
     #[test]
     fn url_path_keeps_query() {
         assert_eq!(
