@@ -14,6 +14,7 @@ pub mod config;
 pub mod counters;
 pub mod leader;
 pub mod logging;
+pub mod metrics;
 pub mod run;
 pub mod status;
 pub mod systemd;

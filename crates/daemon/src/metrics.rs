@@ -1,0 +1,476 @@
+//! The daemon's Prometheus series: the only place their names are spelled
+//! (docs/metrics.md lists them). One [`Metrics`] is created in `run` and
+//! shared; every method is cheap and safe from any task.
+//!
+//! Exposed in the classic text format (`text/plain; version=0.0.4`) that
+//! both the Prometheus server and `promtool check metrics` read.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The node states `novaha_nodes{state}` reports, always all of them.
+pub const NODE_STATES: [&str; 6] = [
+    "healthy",
+    "failing",
+    "failed",
+    "recovering",
+    "maintenance",
+    "invalid",
+];
+
+/// Every series novaha exports.
+pub struct Metrics {
+    registry: Registry,
+    leader_flag: AtomicBool,
+    guard_flag: AtomicBool,
+    leader: Gauge,
+    leader_acquisitions: Counter,
+    nodes: Family<Labels, Gauge>,
+    node_fails: Family<Labels, Gauge>,
+    node_failed: Family<Labels, Gauge>,
+    poll_duration: Histogram,
+    state_invalid: Gauge,
+    state_invalid_total: Counter,
+    guard: Gauge,
+    guard_trips: Counter,
+    recoveries: Family<Labels, Counter>,
+    recovery_duration: Histogram,
+    recovery_age: Family<Labels, Gauge<f64, AtomicU64>>,
+    recovery_stuck: Family<Labels, Gauge>,
+    fence: Family<Labels, Counter>,
+    fence_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    bmc_up: Family<Labels, Gauge>,
+    evacuations: Family<Labels, Counter>,
+    evacuation_duration: Histogram,
+    notifications: Family<Labels, Counter>,
+    api_errors: Family<Labels, Counter>,
+    admin_resets: Counter,
+}
+
+fn node(node: &str) -> Labels {
+    vec![("node", node.to_owned())]
+}
+
+fn seconds_buckets() -> Histogram {
+    // 0.1 s .. ~1.7 h: a fence or an evacuation of one instance.
+    Histogram::new(exponential_buckets(0.1, 2.0, 16))
+}
+
+impl Metrics {
+    /// Registers every series (all present from the start, at zero).
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            leader_flag: AtomicBool::new(false),
+            guard_flag: AtomicBool::new(false),
+            leader: Gauge::default(),
+            leader_acquisitions: Counter::default(),
+            nodes: Family::default(),
+            node_fails: Family::default(),
+            node_failed: Family::default(),
+            poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            state_invalid: Gauge::default(),
+            state_invalid_total: Counter::default(),
+            guard: Gauge::default(),
+            guard_trips: Counter::default(),
+            recoveries: Family::default(),
+            recovery_duration: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
+            recovery_age: Family::default(),
+            recovery_stuck: Family::default(),
+            fence: Family::default(),
+            fence_duration: Family::new_with_constructor(seconds_buckets),
+            bmc_up: Family::default(),
+            evacuations: Family::default(),
+            evacuation_duration: seconds_buckets(),
+            notifications: Family::default(),
+            api_errors: Family::default(),
+            admin_resets: Counter::default(),
+        };
+        let build_info: Family<Labels, Gauge> = Family::default();
+        build_info
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register(
+            "novaha_build_info",
+            "Always 1; the version label names the build",
+            build_info,
+        );
+        registry.register(
+            "novaha_leader",
+            "1 while this process holds the leader lock",
+            m.leader.clone(),
+        );
+        registry.register(
+            "novaha_leader_acquisitions",
+            "Times this process became leader",
+            m.leader_acquisitions.clone(),
+        );
+        registry.register(
+            "novaha_nodes",
+            "Compute nodes by state, last cycle",
+            m.nodes.clone(),
+        );
+        registry.register(
+            "novaha_node_fails",
+            "The node's number_fails",
+            m.node_fails.clone(),
+        );
+        registry.register(
+            "novaha_node_failed",
+            "1 while the node's failed flag is True",
+            m.node_failed.clone(),
+        );
+        registry.register(
+            "novaha_poll_duration_seconds",
+            "Duration of one detection cycle",
+            m.poll_duration.clone(),
+        );
+        registry.register(
+            "novaha_state_invalid",
+            "K/V values that do not parse, last cycle",
+            m.state_invalid.clone(),
+        );
+        registry.register(
+            "novaha_state_invalid",
+            "Invalid K/V values seen, each key and value once",
+            m.state_invalid_total.clone(),
+        );
+        registry.register(
+            "novaha_mass_failure_guard",
+            "1 while the mass-failure guard holds fencing back",
+            m.guard.clone(),
+        );
+        registry.register(
+            "novaha_mass_failure_guard_trips",
+            "Times the mass-failure guard tripped",
+            m.guard_trips.clone(),
+        );
+        registry.register(
+            "novaha_recoveries",
+            "Finished recoveries by result",
+            m.recoveries.clone(),
+        );
+        registry.register(
+            "novaha_recovery_duration_seconds",
+            "From detection to every instance landed",
+            m.recovery_duration.clone(),
+        );
+        registry.register(
+            "novaha_recovery_age_seconds",
+            "Age of a recovery in progress",
+            m.recovery_age.clone(),
+        );
+        registry.register(
+            "novaha_recovery_stuck",
+            "1 while a recovery needs an operator",
+            m.recovery_stuck.clone(),
+        );
+        registry.register(
+            "novaha_fence",
+            "Fence attempts by driver and result",
+            m.fence.clone(),
+        );
+        registry.register(
+            "novaha_fence_duration_seconds",
+            "One fence attempt, power-off to verified off",
+            m.fence_duration.clone(),
+        );
+        registry.register(
+            "novaha_bmc_up",
+            "1 when the fence-path health check read the node's power",
+            m.bmc_up.clone(),
+        );
+        registry.register(
+            "novaha_evacuations",
+            "Instances by outcome",
+            m.evacuations.clone(),
+        );
+        registry.register(
+            "novaha_evacuation_duration_seconds",
+            "One instance, evacuate call to landed",
+            m.evacuation_duration.clone(),
+        );
+        registry.register(
+            "novaha_notifications",
+            "Notification messages by driver and result",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "novaha_api_errors",
+            "Failed calls to peers by service",
+            m.api_errors.clone(),
+        );
+        registry.register(
+            "novaha_admin_resets",
+            "Administrator resets handled",
+            m.admin_resets.clone(),
+        );
+        for state in NODE_STATES {
+            m.nodes
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(0);
+        }
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// The exposition in the classic Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut open = String::new();
+        prometheus_client::encoding::text::encode(&mut open, &self.registry)
+            .expect("writing to a String cannot fail");
+        to_classic_text(&open)
+    }
+
+    /// Records whether this process holds the lock; counts each acquisition.
+    pub fn set_leader(&self, leader: bool) {
+        if leader && !self.leader_flag.swap(true, Ordering::Relaxed) {
+            self.leader_acquisitions.inc();
+        } else if !leader {
+            self.leader_flag.store(false, Ordering::Relaxed);
+        }
+        self.leader.set(i64::from(leader));
+    }
+
+    /// One detection cycle took `seconds`.
+    pub fn observe_poll(&self, seconds: f64) {
+        self.poll_duration.observe(seconds);
+    }
+
+    /// Sets `novaha_nodes{state}`; states not given are set to 0.
+    pub fn set_nodes(&self, by_state: &[(&'static str, i64)]) {
+        for state in NODE_STATES {
+            let n = by_state
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| *n)
+                .sum();
+            self.nodes
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(n);
+        }
+    }
+
+    /// Sets a node's `number_fails` and failed flag.
+    pub fn set_node(&self, name: &str, number_fails: u32, failed: bool) {
+        self.node_fails
+            .get_or_create(&node(name))
+            .set(i64::from(number_fails));
+        self.node_failed
+            .get_or_create(&node(name))
+            .set(i64::from(failed));
+    }
+
+    /// Drops every per-node series of a node that no longer exists.
+    pub fn forget_node(&self, name: &str) {
+        let labels = node(name);
+        self.node_fails.remove(&labels);
+        self.node_failed.remove(&labels);
+        self.recovery_age.remove(&labels);
+        self.recovery_stuck.remove(&labels);
+        self.bmc_up.remove(&labels);
+    }
+
+    /// How many K/V values do not parse right now.
+    pub fn set_state_invalid(&self, current: usize) {
+        self.state_invalid
+            .set(i64::try_from(current).unwrap_or(i64::MAX));
+    }
+
+    /// Counts invalid values seen for the first time.
+    pub fn state_invalid_seen(&self, newly_seen: u64) {
+        self.state_invalid_total.inc_by(newly_seen);
+    }
+
+    /// Records the guard's state; counts each trip.
+    pub fn set_mass_failure_guard(&self, tripped: bool) {
+        if tripped && !self.guard_flag.swap(true, Ordering::Relaxed) {
+            self.guard_trips.inc();
+        } else if !tripped {
+            self.guard_flag.store(false, Ordering::Relaxed);
+        }
+        self.guard.set(i64::from(tripped));
+    }
+
+    /// A recovery finished (`done` or `stuck`), with its detected-to-landed
+    /// time when every instance landed.
+    pub fn recovery_finished(&self, result: &str, detected_to_landed_seconds: Option<f64>) {
+        self.recoveries
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        if let Some(s) = detected_to_landed_seconds {
+            self.recovery_duration.observe(s);
+        }
+    }
+
+    /// A node's recovery in progress (`None` age: none in progress).
+    pub fn set_recovery(&self, name: &str, age_seconds: Option<f64>, stuck: bool) {
+        self.recovery_age
+            .get_or_create(&node(name))
+            .set(age_seconds.unwrap_or(0.0));
+        self.recovery_stuck
+            .get_or_create(&node(name))
+            .set(i64::from(stuck));
+    }
+
+    /// One fence attempt.
+    pub fn fence_attempt(&self, driver: &str, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "failed" };
+        self.fence
+            .get_or_create(&vec![
+                ("driver", driver.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+        self.fence_duration
+            .get_or_create(&vec![("driver", driver.to_owned())])
+            .observe(seconds);
+    }
+
+    /// The fence-path health check's result for a node.
+    pub fn set_bmc_up(&self, name: &str, up: bool) {
+        self.bmc_up.get_or_create(&node(name)).set(i64::from(up));
+    }
+
+    /// One instance reached a final state, with its evacuate-to-landed time.
+    pub fn evacuation(&self, result: &str, seconds: Option<f64>) {
+        self.evacuations
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+        if let Some(s) = seconds {
+            self.evacuation_duration.observe(s);
+        }
+    }
+
+    /// One notification message's outcome.
+    pub fn notification(&self, driver: &str, result: &str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("driver", driver.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// A failed call to a peer.
+    pub fn api_error(&self, service: &str) {
+        self.api_errors
+            .get_or_create(&vec![("service", service.to_owned())])
+            .inc();
+    }
+
+    /// An administrator reset was handled.
+    pub fn admin_reset(&self) {
+        self.admin_resets.inc();
+    }
+}
+
+/// Rewrites prometheus-client's OpenMetrics text into the classic text
+/// format: counters' HELP/TYPE name the `_total` sample, no `# UNIT`, no
+/// `# EOF`.
+fn to_classic_text(open: &str) -> String {
+    let mut out = String::with_capacity(open.len());
+    let lines: Vec<&str> = open.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            i += 1;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            let is_counter = lines
+                .get(i + 1)
+                .is_some_and(|t| *t == format!("# TYPE {name} counter"));
+            if is_counter {
+                out.push_str(&format!("# HELP {name}_total{}\n", &rest[name.len()..]));
+                out.push_str(&format!("# TYPE {name}_total counter\n"));
+                i += 2;
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_is_classic_text_with_every_series() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        m.set_node("compute-1", 2, false);
+        m.fence_attempt("ipmi", true, 1.5);
+        m.evacuation("done", Some(3.0));
+        m.api_error("nova");
+        let text = m.encode();
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            text.contains("# TYPE novaha_leader_acquisitions_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_leader_acquisitions_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_leader 1"), "{text}");
+        assert!(
+            text.contains("novaha_node_fails{node=\"compute-1\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_nodes{state=\"failed\"} 0"), "{text}");
+        assert!(
+            text.contains("novaha_fence_total{driver=\"ipmi\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_evacuation_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_build_info{version="), "{text}");
+    }
+
+    #[test]
+    fn leader_and_guard_count_transitions_only() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        m.set_leader(true);
+        m.set_leader(false);
+        m.set_leader(true);
+        m.set_mass_failure_guard(true);
+        m.set_mass_failure_guard(true);
+        let text = m.encode();
+        assert!(
+            text.contains("novaha_leader_acquisitions_total 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_mass_failure_guard_trips_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_mass_failure_guard 1"), "{text}");
+    }
+
+    #[test]
+    fn forgotten_nodes_disappear() {
+        let m = Metrics::new();
+        m.set_node("c9", 1, true);
+        m.set_bmc_up("c9", false);
+        m.forget_node("c9");
+        assert!(!m.encode().contains("c9"));
+    }
+}
