@@ -52,6 +52,12 @@ PY="$VENV/bin/python"
 ok=
 trap '[ -n "$ok" ] || { oslog "bring-up failed: stopping what was started"; bash "$OS_HARNESS/down.sh" "$S" --locked || true; }' EXIT
 
+# The reaper starts first, so that even a bring-up killed half-way is
+# stopped once its owner has gone.
+if [ -n "$OWNER" ]; then
+    start_bg "$S" reaper bash "$OS_HARNESS/reaper.sh" "$S" "$OWNER"
+fi
+
 # Free loopback ports, all distinct (bound together, then released).
 read -r DB_PORT RABBIT_PORT EPMD_PORT DIST_PORT KEYSTONE_PORT PLACEMENT_PORT GLANCE_PORT \
     NOVA_PORT NEUTRON_PORT < <("$PY" - <<'PY'
@@ -302,7 +308,4 @@ YAML
 mv "$S/env.tmp" "$S/env"
 
 ok=1
-if [ -n "$OWNER" ]; then
-    start_bg "$S" reaper bash "$OS_HARNESS/reaper.sh" "$S" "$OWNER"
-fi
 oslog "stack up in $(( $(date +%s) - T0 ))s: keystone http://127.0.0.1:$KEYSTONE_PORT/v3, env in $S/env"
