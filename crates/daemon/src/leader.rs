@@ -5,23 +5,43 @@
 //! cycle under `<prefix>/novaha/last_cycle` through the lease-checked store,
 //! so a deposed leader's write is refused by Consul instead of landing.
 //!
-//! The seam for issue 4: [`LeaderCycle::cycle`] hands the parsed
-//! [`ClusterState`] and the lease to [`LeaderCycle::act`]; the monitor and
-//! the recovery runner plug in there, and nothing else changes.
+//! With the stages wired ([`LeaderCycle::with_recovery`]), each cycle
+//! also detects and recovers ([`LeaderCycle::act`]): the monitor observes
+//! once, core's `judge` decides the counters and `failed` flags (each
+//! node's writes one guarded transaction), and every node with recovery
+//! work gets its own task ([`crate::recovery::run_node`]) spawned through
+//! the tenure's `TaskTracker` with a child token of the lease. The tasks
+//! outlive a cycle; the tenure ends (token cancelled, in-flight units
+//! drained within a grace period) when the lease is lost or on shutdown.
+//! In `[recovery] mode = "dry-run"` nothing is written but the cycle
+//! record: counting happens in memory and each failed node's full plan is
+//! printed and logged instead.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use novaha_core::NodeName;
-use novaha_core::kv::{ClusterState, Schema};
+use novaha_core::detect::{DetectEvent, judge};
+use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
 
+use crate::config::Config;
 use crate::counters::Counters;
+use crate::recovery::plan::{Plan, plan};
+use crate::recovery::{Outcome, RunnerContext, View, needs_work, run_node};
+use crate::stages::Stages;
+
+/// How long a tenure's recovery tasks get to finish the unit in flight
+/// (a fence call, an evacuate batch) once the tenure ends.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(60);
 
 /// The bookkeeping key a leader rewrites every cycle (below the prefix's
 /// `novaha/` folder).
@@ -55,6 +75,45 @@ pub struct CycleReport {
     pub failed: Vec<NodeName>,
     /// Invalid values in the tree.
     pub invalid: usize,
+    /// Nodes judged failed this cycle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub judged_failed: Vec<NodeName>,
+    /// The mass-failure guard tripped this cycle.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mass_failure: bool,
+    /// Nova could not be read: nothing was judged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub nova_unreachable: bool,
+}
+
+/// The leader's recovery work of one tenure (one lease).
+struct Tenure {
+    epoch: String,
+    /// The lease with this tenure's token: cancelled when the lock is lost
+    /// or when the tenure ends (shutdown).
+    lease: LeaderLease,
+    tracker: TaskTracker,
+    tasks: BTreeMap<NodeName, JoinHandle<Outcome>>,
+}
+
+/// What the detection-and-recovery half of a cycle needs.
+struct Recovery {
+    cfg: Arc<Config>,
+    once: bool,
+    stages: Option<Arc<Stages>>,
+    connect_failures: u32,
+    view: watch::Sender<Arc<View>>,
+    tenure: Option<Tenure>,
+    /// Dry run: the counters and flags judged, kept in memory only, with
+    /// the real key's index when they were judged (a real write drops it).
+    shadow: BTreeMap<String, (Vec<u8>, u64)>,
+    /// Dry run: the nodes whose plan was printed (again when re-failed).
+    planned: BTreeSet<NodeName>,
+    /// Dry run: the plans of the last cycle (for `run --once`).
+    plans: Vec<Plan>,
+    /// Recovery tasks that ended, with how (for `run --once`).
+    outcomes: Vec<(NodeName, Outcome)>,
+    last: Option<(Vec<NodeName>, bool, bool)>,
 }
 
 /// The leader's state across cycles of one or more tenures.
@@ -67,6 +126,8 @@ pub struct LeaderCycle {
     /// Invalid values already logged, as (key, raw excerpt): each is logged
     /// once while it stays, and again if it comes back after being fixed.
     logged_invalid: BTreeSet<(String, String)>,
+    /// Detection and recovery; `None` = the leader only observes.
+    recovery: Option<Recovery>,
 }
 
 impl LeaderCycle {
@@ -85,7 +146,73 @@ impl LeaderCycle {
             interval,
             counters,
             logged_invalid: BTreeSet::new(),
+            recovery: None,
         }
+    }
+
+    /// Wires detection and recovery from `cfg` (the stages are built at the
+    /// first cycle that needs them). `once`: recovery tasks stop at their
+    /// first wait instead of waiting it out (`run --once`).
+    pub fn with_recovery(mut self, cfg: Arc<Config>, once: bool) -> Self {
+        let (view, _) = watch::channel(Arc::new(View::default()));
+        self.recovery = Some(Recovery {
+            cfg,
+            once,
+            stages: None,
+            connect_failures: 0,
+            view,
+            tenure: None,
+            shadow: BTreeMap::new(),
+            planned: BTreeSet::new(),
+            plans: Vec::new(),
+            outcomes: Vec::new(),
+            last: None,
+        });
+        self
+    }
+
+    /// Ends the current tenure: cancels its recovery tasks (each stops
+    /// after its unit in flight) and waits for them at most `grace`.
+    pub async fn end_tenure(&mut self, grace: Duration) {
+        let Some(t) = self.recovery.as_mut().and_then(|r| r.tenure.take()) else {
+            return;
+        };
+        t.lease.token().cancel();
+        t.tracker.close();
+        if tokio::time::timeout(grace, t.tracker.wait()).await.is_err() {
+            error!(epoch = %t.epoch, grace = ?grace, "recovery tasks did not stop within the grace period");
+        }
+    }
+
+    /// `run --once`: waits until every recovery task of this tenure ended
+    /// (each stops at its first wait), delivers the notifications due,
+    /// and returns the nodes' outcomes and the dry-run plans.
+    pub async fn drain(&mut self) -> (Vec<(NodeName, Outcome)>, Vec<Plan>) {
+        let Some(r) = self.recovery.as_mut() else {
+            return (Vec::new(), Vec::new());
+        };
+        if let Some(t) = r.tenure.take() {
+            for (node, handle) in t.tasks {
+                match handle.await {
+                    Ok(o) => r.outcomes.push((node, o)),
+                    Err(e) => error!(node = %node, error = %e, "recovery task failed"),
+                }
+            }
+            if let Some(outbox) = r.stages.as_ref().and_then(|s| s.outbox.clone()) {
+                match outbox.deliver_due(&t.lease, Utc::now()).await {
+                    Ok(s) => info!(sent = s.count("sent"), "notifications delivered"),
+                    Err(e) => {
+                        warn!(error = %e, "notification delivery failed; the next leader retries")
+                    }
+                }
+            }
+            t.tracker.close();
+            t.lease.token().cancel();
+        }
+        (
+            std::mem::take(&mut r.outcomes),
+            std::mem::take(&mut r.plans),
+        )
     }
 
     /// Runs cycles until the lease is lost or `shutdown` fires. The wait
@@ -96,6 +223,17 @@ impl LeaderCycle {
         info!(id = %self.id, epoch = lease.epoch(), role = "leader", "acting as leader");
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let exit = self.run_cycles(lease, shutdown, &mut tick).await;
+        self.end_tenure(DRAIN_GRACE).await;
+        exit
+    }
+
+    async fn run_cycles(
+        &mut self,
+        lease: &LeaderLease,
+        shutdown: &CancellationToken,
+        tick: &mut tokio::time::Interval,
+    ) -> LeaderExit {
         loop {
             tokio::select! {
                 biased;
@@ -149,7 +287,12 @@ impl LeaderCycle {
         };
         let state = ClusterState::parse(&self.schema, &snap);
         let invalid = self.note_invalid(&state);
-        self.act(&state, lease).await?;
+        self.act(&snap, &state, lease).await?;
+        let (judged_failed, mass_failure, nova_unreachable) = self
+            .recovery
+            .as_mut()
+            .and_then(|r| r.last.take())
+            .unwrap_or_default();
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
@@ -163,6 +306,9 @@ impl LeaderCycle {
                 .map(|n| n.name.clone())
                 .collect(),
             invalid,
+            judged_failed,
+            mass_failure,
+            nova_unreachable,
         };
         let key = self.schema.internal(LAST_CYCLE);
         let value = serde_json::to_vec(&report)
@@ -186,14 +332,255 @@ impl LeaderCycle {
         Ok(report)
     }
 
-    /// The seam where issue 4's monitor and recovery runner plug in: given
-    /// the parsed tree and the lease, decide and act. Contract: nodes with
-    /// invalid values are skipped and never written; every write goes
-    /// through `self.store.commit(lease, ..)`; waits race `lease.lost()`;
-    /// a destructive unit (one power-off, one evacuate call) is never
-    /// dropped mid-flight, cancellation is checked between units. Today the
-    /// leader only observes.
-    async fn act(&mut self, _state: &ClusterState, _lease: &LeaderLease) -> Result<(), StoreError> {
+    /// Detection and recovery, given the parsed tree and the lease.
+    /// Contract: nodes with invalid values are skipped and never written;
+    /// every write goes through `self.store.commit(lease, ..)`; waits race
+    /// `lease.lost()`; recovery units run in their own tasks, which stop
+    /// between units when the tenure ends, never mid-call.
+    async fn act(
+        &mut self,
+        snap: &Snapshot,
+        state: &ClusterState,
+        lease: &LeaderLease,
+    ) -> Result<(), StoreError> {
+        let Some(rec) = self.recovery.as_mut() else {
+            return Ok(());
+        };
+        if rec.stages.is_none() {
+            match Stages::connect(&rec.cfg, self.store.clone(), &self.schema).await {
+                Ok(s) => {
+                    info!(policy = ?s.policy.target, concurrency = s.policy.concurrency, restore_power_state = s.policy.restore_power_state, dry_run = s.policy.dry_run, "recovery stages ready");
+                    rec.stages = Some(Arc::new(s));
+                }
+                Err(e) => {
+                    rec.connect_failures += 1;
+                    // Blind: nothing is judged, no count moves (DESIGN 6).
+                    warn!(
+                        error = format!("{e:#}"),
+                        attempts = rec.connect_failures,
+                        "cannot reach the cloud yet: no judgement this cycle"
+                    );
+                    rec.last = Some((Vec::new(), false, true));
+                    return Ok(());
+                }
+            }
+        }
+        let stages = rec.stages.clone().expect("stages were just built");
+        let dry_run = stages.policy.dry_run;
+        // The judgement reads the real tree, or in a dry run the tree with
+        // the counts judged so far (kept in memory, never written).
+        let shadowed;
+        let (snap, state) = if dry_run {
+            let s = shadow(snap, &mut rec.shadow);
+            let st = ClusterState::parse(&self.schema, &s);
+            shadowed = (s, st);
+            (&shadowed.0, &shadowed.1)
+        } else {
+            (snap, state)
+        };
+        let started = Instant::now();
+        let observed = tokio::select! {
+            biased;
+            _ = lease.lost() => {
+                return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+            }
+            o = stages.monitor.observe() => o,
+        };
+        debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            "monitor observed"
+        );
+        let judgement = judge(
+            &self.schema,
+            state,
+            observed.nova.as_ref(),
+            &stages.thresholds,
+        );
+        let mut judged_failed = Vec::new();
+        let mut nova_unreachable = false;
+        for event in &judgement.events {
+            match event {
+                DetectEvent::NovaUnreachable => nova_unreachable = true,
+                DetectEvent::Discovered { node } => {
+                    info!(node = %node, "new compute node: keys created");
+                }
+                DetectEvent::Invalid { .. } => {} // logged by note_invalid
+                DetectEvent::Skipped { node, reason } => {
+                    debug!(node = %node, reason = ?reason, "node not judged");
+                }
+                DetectEvent::Failing { node, number_fails } => {
+                    info!(node = %node, number_fails, "node failed a check");
+                }
+                DetectEvent::Healthy {
+                    node,
+                    previous_fails,
+                } => {
+                    info!(node = %node, previous_fails, "node healthy again: count reset");
+                }
+                DetectEvent::Failed { node, number_fails } => {
+                    warn!(node = %node, number_fails, "node judged failed");
+                    judged_failed.push(node.clone());
+                }
+                DetectEvent::GuardTripped {
+                    failing,
+                    monitored,
+                    held_back,
+                } => {
+                    let failing: Vec<String> = failing.iter().map(ToString::to_string).collect();
+                    let held: Vec<String> = held_back.iter().map(ToString::to_string).collect();
+                    error!(failing = ?failing, monitored, held_back = ?held, "mass-failure guard tripped: fencing nothing, suspecting the network or the control plane");
+                }
+                DetectEvent::UnknownToNova { node } => {
+                    debug!(node = %node, "node in the tree unknown to nova: left alone");
+                }
+            }
+        }
+        if dry_run {
+            for w in &judgement.writes {
+                for op in &w.ops {
+                    if let KvOp::Set { key, value, .. } = op {
+                        let base = snap_real_index(&rec.shadow, key, snap);
+                        rec.shadow.insert(key.clone(), (value.clone(), base));
+                    }
+                }
+            }
+        } else {
+            for w in &judgement.writes {
+                match self.store.commit(lease, &w.ops).await {
+                    Ok(()) => {}
+                    Err(e @ StoreError::NotLeader { .. }) => return Err(e),
+                    Err(e) => {
+                        warn!(node = %w.node, error = %e, "detection write not applied; the node is judged again next cycle");
+                        judged_failed.retain(|n| n != &w.node);
+                    }
+                }
+            }
+        }
+        let mut view = rec.view.borrow().as_ref().clone();
+        if let Some(nova) = &observed.nova {
+            view.at = Some(started);
+            view.services = nova
+                .iter()
+                .map(|(n, s)| (n.clone(), s.nova.clone()))
+                .collect();
+            view.mass_failure = judgement.mass_failure;
+        }
+        let view = Arc::new(view);
+        rec.view.send_replace(view.clone());
+        rec.last = Some((
+            judged_failed.clone(),
+            judgement.mass_failure,
+            nova_unreachable,
+        ));
+
+        // The nodes with recovery work: as read, plus those judged failed now.
+        let mut work: BTreeSet<NodeName> = state
+            .compute_nodes
+            .values()
+            .filter(|cn| needs_work(cn))
+            .map(|cn| cn.name.clone())
+            .collect();
+        for n in &judged_failed {
+            if let Some(cn) = state.compute_nodes.get(n)
+                && !cn.has_invalid()
+                && cn.recovered.get() == Some(false)
+                && matches!(cn.recovery.value, Ok(None))
+            {
+                work.insert(n.clone());
+            }
+        }
+        if dry_run {
+            // Re-parse with this cycle's judgement folded in.
+            let s = shadow(snap, &mut rec.shadow);
+            let st = ClusterState::parse(&self.schema, &s);
+            rec.planned.retain(|n| work.contains(n));
+            for n in &work {
+                if rec.planned.contains(n) && !rec.once {
+                    continue;
+                }
+                let Some(cn) = st.compute_nodes.get(n) else {
+                    continue;
+                };
+                if !matches!(cn.recovery.value, Ok(None)) {
+                    continue;
+                }
+                let p = plan(&stages, &s, &st, cn, &view, lease.epoch()).await;
+                let evacuate: Vec<&str> = p
+                    .instances
+                    .iter()
+                    .filter(|i| i.action == "evacuate")
+                    .map(|i| i.id.as_str())
+                    .collect();
+                warn!(node = %n, fence_driver = %p.fence_driver, fence_address = ?p.fence_address, ha_node = ?p.ha_node.as_ref().map(ToString::to_string), blocked = ?p.blocked, evacuate = ?evacuate, "dry run: recovery plan (nothing done)");
+                if !rec.once {
+                    println!("{p}");
+                }
+                rec.planned.insert(n.clone());
+                rec.plans.push(p);
+            }
+            return Ok(());
+        }
+        if work.is_empty() {
+            return Ok(());
+        }
+        let tenure = match &mut rec.tenure {
+            Some(t) if t.epoch == lease.epoch() && !t.lease.is_lost() => t,
+            slot => {
+                if let Some(old) = slot.take() {
+                    old.lease.token().cancel();
+                    old.tracker.close();
+                }
+                let token = lease.token().child_token();
+                let tenure_lease =
+                    LeaderLease::new(lease.session().to_owned(), lease.epoch().to_owned(), token);
+                let tracker = TaskTracker::new();
+                if let Some(outbox) = stages.outbox.clone()
+                    && !rec.once
+                {
+                    let l = tenure_lease.clone();
+                    tracker.spawn(async move { outbox.run(&l).await });
+                }
+                slot.insert(Tenure {
+                    epoch: lease.epoch().to_owned(),
+                    lease: tenure_lease,
+                    tracker,
+                    tasks: BTreeMap::new(),
+                })
+            }
+        };
+        // Forget the tasks that ended (their outcome is logged by the task).
+        let ended: Vec<NodeName> = tenure
+            .tasks
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in ended {
+            if let Some(h) = tenure.tasks.remove(&n)
+                && let Ok(o) = h.await
+                && rec.once
+            {
+                rec.outcomes.push((n, o));
+            }
+        }
+        for node in work {
+            if tenure.tasks.contains_key(&node) {
+                continue;
+            }
+            let ctx = RunnerContext {
+                store: self.store.clone(),
+                schema: self.schema.clone(),
+                stages: stages.clone(),
+                view: rec.view.subscribe(),
+                once: rec.once,
+            };
+            let cancel = tenure.lease.token().child_token();
+            let handle =
+                tenure
+                    .tracker
+                    .spawn(run_node(ctx, node.clone(), tenure.lease.clone(), cancel));
+            tenure.tasks.insert(node, handle);
+        }
         Ok(())
     }
 
@@ -240,6 +627,32 @@ impl LeaderCycle {
             .store(count as u64, std::sync::atomic::Ordering::Relaxed);
         count
     }
+}
+
+/// The real snapshot with a dry run's in-memory writes laid over it. A
+/// shadowed key that was written for real since is dropped from the shadow.
+fn shadow(snap: &Snapshot, shadow: &mut BTreeMap<String, (Vec<u8>, u64)>) -> Snapshot {
+    shadow.retain(|k, (_, base)| snap.cas_index(k) == *base);
+    let mut out = snap.clone();
+    for (k, (v, _)) in shadow.iter() {
+        let index = out.cas_index(k).max(1);
+        out.entries.insert(
+            k.clone(),
+            KvEntry {
+                value: Some(v.clone()),
+                modify_index: index,
+            },
+        );
+    }
+    out
+}
+
+/// The real index of `key` under a shadow: the one recorded when first
+/// shadowed, else the snapshot's.
+fn snap_real_index(shadow: &BTreeMap<String, (Vec<u8>, u64)>, key: &str, snap: &Snapshot) -> u64 {
+    shadow
+        .get(key)
+        .map_or_else(|| snap.cas_index(key), |(_, base)| *base)
 }
 
 #[cfg(test)]

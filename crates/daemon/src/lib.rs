@@ -15,7 +15,9 @@ pub mod counters;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod recovery;
 pub mod run;
+pub mod stages;
 pub mod status;
 pub mod systemd;
 

@@ -133,7 +133,8 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         info.id.clone(),
         cfg.monitor.interval,
         counters.clone(),
-    );
+    )
+    .with_recovery(Arc::new(cfg.clone()), once);
     let mut election = Election::new(
         consul.clone(),
         schema.clone(),
@@ -296,19 +297,14 @@ async fn run_once(
         }
     };
     let result = cycle.cycle(&lease).await;
+    // Recoveries started by the cycle run as far as they can without
+    // waiting on something external, then the lock is released.
+    let (outcomes, plans) = cycle.drain().await;
     if let Err(e) = election.resign().await {
         warn!(error = %e, "resign failed; the session expires by itself");
     }
     let report = result.context("leader cycle")?;
-    if report.failed.is_empty() {
-        println!("No failed nodes");
-    } else {
-        let names: Vec<_> = report.failed.iter().map(ToString::to_string).collect();
-        println!("Failed nodes: {}", names.join(", "));
-    }
-    if report.invalid > 0 {
-        println!("Invalid values: {} (see the log)", report.invalid);
-    }
+    print!("{}", crate::recovery::once_summary(&report, &outcomes, &plans));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -17,6 +17,7 @@ pub mod log;
 pub mod monitor;
 pub mod notify;
 pub mod openstack;
+pub mod recovery;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,6 +34,7 @@ pub use self::log::{LogConfig, LogFormat};
 pub use self::monitor::MonitorConfig;
 pub use self::notify::NotifyConfig;
 pub use self::openstack::OpenStackConfig;
+pub use self::recovery::{Mode, RecoveryConfig};
 
 /// The prefix of environment overrides: `NOVAHA_MONITOR__INTERVAL=5s`
 /// overrides `[monitor] interval`. The double underscore separates the
@@ -50,6 +52,7 @@ const SECTIONS: &[&str] = &[
     "notify",
     "http",
     "log",
+    "recovery",
 ];
 
 /// The whole, validated configuration.
@@ -75,6 +78,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[recovery]` (the runner's mode, reset and retry policy).
+    pub recovery: RecoveryConfig,
 }
 
 /// One thing wrong with the configuration: where, and what.
@@ -220,6 +225,10 @@ impl Config {
         let notify: Option<Vec<NotifyConfig>> = section(&merged, "notify", &mut problems);
         let http: Option<HttpConfig> = section(&merged, "http", &mut problems);
         let log: Option<LogConfig> = section(&merged, "log", &mut problems);
+        let recovery: Option<RecoveryConfig> = section(&merged, "recovery", &mut problems);
+        if let Some(r) = &recovery {
+            r.validate(&mut problems);
+        }
 
         let mut consul = consul.map(|c| c.resolve(env, &mut problems));
         if let Some(c) = &mut consul {
@@ -244,7 +253,7 @@ impl Config {
             l.validate(&mut problems);
         }
         match (
-            consul, election, openstack, monitor, fence, evacuate, notify, http, log,
+            consul, election, openstack, monitor, fence, evacuate, notify, http, log, recovery,
         ) {
             (
                 Some(consul),
@@ -256,6 +265,7 @@ impl Config {
                 Some(notify),
                 Some(http),
                 Some(log),
+                Some(recovery),
             ) if problems.0.is_empty() => Ok(Self {
                 path: path.to_path_buf(),
                 consul,
@@ -267,6 +277,7 @@ impl Config {
                 notify,
                 http,
                 log,
+                recovery,
             }),
             _ => Err(problems.0),
         }

@@ -1,0 +1,610 @@
+//! The recovery runner: carries out core's pure recovery decisions
+//! (`novaha_core::recovery::decide`) for one failed node, against the real
+//! peers (Consul, the BMC, Nova, the outbox), as docs/recovery.md's runner
+//! contract says:
+//!
+//! 1. read the tree (one snapshot), build the [`Observation`] and fold in
+//!    the results of the last action;
+//! 2. decide;
+//! 3. commit the decision's ops as **one** lock-guarded transaction; on a
+//!    failed commit do not act: re-read and decide again;
+//! 4. carry out the action; its result goes into the next observation.
+//!
+//! Each failed node's recovery is one task ([`run_node`]) spawned by the
+//! leader through its tenure's `TaskTracker`, with a child token of the
+//! lease. Waits (backoff, polls) race that token. A destructive unit (one
+//! fence call, one evacuate call, one force-down) is never dropped
+//! mid-flight: the token is checked between units only. A batch of
+//! evacuate calls (at most `[evacuate] concurrency`, the decision's batch)
+//! is sent concurrently and always awaited in full.
+//!
+//! What this module must never do: decide anything itself (the decision
+//! does), write anything except through `StateStore::commit` with the lease,
+//! act on a decision whose commit failed, or send an evacuate call that the
+//! record does not already hold as `requested`.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use novaha_core::NodeName;
+use novaha_core::detect::NovaService;
+use novaha_core::drivers::{Fenced, Instance, InstanceProgress};
+use novaha_core::kv::{ClusterState, Schema};
+use novaha_core::record::Phase;
+use novaha_core::recovery::{
+    Action, Failure, HaNodeObs, NodeFlags, Observation, Step, WaitReason, decide,
+};
+use novaha_core::store::{LeaderLease, StateStore, StoreError};
+use novaha_fence::target_of;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::stages::Stages;
+
+/// The shortest wait between two decisions, so that a zero retry never
+/// spins.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// What the leader's latest monitor cycle saw, shared with every recovery
+/// task through a `watch` channel.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// When the monitor's read started; `None` = nothing read yet.
+    pub at: Option<Instant>,
+    /// Every nova-compute service Nova reported (HA nodes included).
+    pub services: BTreeMap<NodeName, NovaService>,
+    /// The mass-failure guard tripped in the latest judgement.
+    pub mass_failure: bool,
+}
+
+/// How a recovery task ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing (more) to do for the node: done, reset, or not ours.
+    Idle,
+    /// Needs an operator (logged at ERROR).
+    Stuck(String),
+    /// Stopped at a wait because the task runs once (`run --once`).
+    Waiting(String),
+    /// Leadership was lost or shutdown began.
+    Cancelled,
+}
+
+/// What a recovery task needs besides its node.
+#[derive(Clone)]
+pub struct RunnerContext {
+    /// The state store (Consul).
+    pub store: Arc<dyn StateStore>,
+    /// The key paths.
+    pub schema: Schema,
+    /// The stages and the policy.
+    pub stages: Arc<Stages>,
+    /// The latest monitor view.
+    pub view: watch::Receiver<Arc<View>>,
+    /// `run --once`: stop at the first wait instead of waiting it out
+    /// (polls of evacuations in flight are still waited for).
+    pub once: bool,
+}
+
+/// The results of the last action, folded into the next observation.
+#[derive(Default)]
+struct Results {
+    fenced: Option<Fenced>,
+    instances: Option<Vec<Instance>>,
+    progress: BTreeMap<String, InstanceProgress>,
+    evacuate_failures: BTreeMap<String, Failure>,
+    start_failures: BTreeMap<String, Failure>,
+    failure: Option<(Step, Failure)>,
+    notified: bool,
+}
+
+impl Results {
+    fn fold_into(&self, obs: &mut Observation) {
+        obs.fenced = self.fenced.clone();
+        obs.instances = self.instances.clone();
+        obs.progress = self.progress.clone();
+        obs.evacuate_failures = self.evacuate_failures.clone();
+        obs.start_failures = self.start_failures.clone();
+        obs.failure = self.failure.clone();
+        obs.notified = self.notified;
+    }
+}
+
+/// A service as a successful Nova call left it, used until the monitor
+/// reads the service again after the call.
+struct Patched {
+    at: Instant,
+    service: NovaService,
+}
+
+/// One node's recovery task state.
+struct NodeRunner {
+    ctx: RunnerContext,
+    node: NodeName,
+    lease: LeaderLease,
+    cancel: CancellationToken,
+    results: Results,
+    patched: BTreeMap<NodeName, Patched>,
+    last_wait: Option<String>,
+}
+
+/// Runs the recovery of `node` until there is nothing more to do, it is
+/// stuck, or `cancel` fires (a child of the lease's token: losing the lock
+/// or shutting down). Spawn it through the leader's tracker.
+pub async fn run_node(
+    ctx: RunnerContext,
+    node: NodeName,
+    lease: LeaderLease,
+    cancel: CancellationToken,
+) -> Outcome {
+    let mut r = NodeRunner {
+        ctx,
+        node,
+        lease,
+        cancel,
+        results: Results::default(),
+        patched: BTreeMap::new(),
+        last_wait: None,
+    };
+    info!(node = %r.node, epoch = r.lease.epoch(), "recovery task started");
+    let outcome = r.run().await;
+    info!(node = %r.node, outcome = ?outcome, "recovery task ended");
+    outcome
+}
+
+fn failure(message: String, retryable: bool) -> Failure {
+    Failure { message, retryable }
+}
+
+impl NodeRunner {
+    async fn run(&mut self) -> Outcome {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Outcome::Cancelled;
+            }
+            let snap = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                s = self.ctx.store.snapshot() => s,
+            };
+            let snap = match snap {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(node = %self.node, error = %e, "recovery: state read failed; retrying");
+                    if !self.sleep(self.ctx.stages.policy.poll_interval).await {
+                        return Outcome::Cancelled;
+                    }
+                    continue;
+                }
+            };
+            let state = ClusterState::parse(&self.ctx.schema, &snap);
+            let Some(cn) = state.compute_nodes.get(&self.node) else {
+                warn!(node = %self.node, "recovery: the node's keys are gone; nothing to do");
+                return Outcome::Idle;
+            };
+            let record = cn.recovery.value.clone().ok().flatten();
+            let mut obs = Observation::new(
+                self.node.clone(),
+                self.lease.epoch(),
+                NodeFlags::from_state(cn),
+            );
+            obs.ha_nodes = HaNodeObs::all(&self.ctx.schema, &snap, &state);
+            let view = self.ctx.view.borrow().clone();
+            obs.mass_failure = view.mass_failure;
+            obs.nova_service = self.service(&view, &self.node);
+            obs.ha_service = record
+                .as_ref()
+                .and_then(|r| r.ha_node.as_ref())
+                .and_then(|ha| self.service(&view, ha));
+            self.results.fold_into(&mut obs);
+            let policy = &self.ctx.stages.policy;
+            let d = decide(policy, record.as_ref(), &obs, Utc::now());
+            if !d.ops.is_empty() {
+                match self.ctx.store.commit(&self.lease, &d.ops).await {
+                    Ok(()) => {}
+                    Err(e @ StoreError::NotLeader { .. }) => {
+                        error!(node = %self.node, error = %e, "recovery: write refused, not the leader; stopping");
+                        return Outcome::Cancelled;
+                    }
+                    Err(e) => {
+                        // Do not act on an uncommitted decision: re-read and
+                        // decide again, keeping the results (they are facts
+                        // about the world, folding them twice is harmless).
+                        warn!(node = %self.node, error = %e, action = %d.action, "recovery: commit failed; re-reading before acting");
+                        if !self.sleep(MIN_WAIT * 4).await {
+                            return Outcome::Cancelled;
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.results = Results::default();
+            let phase = d.record.as_ref().map(|r| r.phase);
+            match self.act(d.action, phase).await {
+                Flow::Continue => {}
+                Flow::End(o) => return o,
+            }
+        }
+    }
+
+    /// The node's service: the monitor's view, unless a later call of ours
+    /// changed it since the view was read.
+    fn service(&self, view: &View, node: &NodeName) -> Option<NovaService> {
+        match (self.patched.get(node), view.at) {
+            (Some(p), Some(at)) if at < p.at => Some(p.service.clone()),
+            (Some(p), None) => Some(p.service.clone()),
+            _ => view.services.get(node).cloned(),
+        }
+    }
+
+    fn patch(&mut self, node: &NodeName, base: Option<NovaService>, f: impl Fn(&mut NovaService)) {
+        if let Some(mut s) = base {
+            f(&mut s);
+            self.patched.insert(
+                node.clone(),
+                Patched {
+                    at: Instant::now(),
+                    service: s,
+                },
+            );
+        }
+    }
+
+    /// Sleeps `d` unless cancelled first; false when cancelled.
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(d.max(MIN_WAIT)) => true,
+        }
+    }
+
+    async fn act(&mut self, action: Action, phase: Option<Phase>) -> Flow {
+        let node = self.node.clone();
+        let stages = self.ctx.stages.clone();
+        match action {
+            Action::Idle => return Flow::End(Outcome::Idle),
+            Action::Claim { ha_node } => {
+                let target = ha_node.as_ref().map_or("scheduler", |h| h.as_str());
+                warn!(node = %node, stage = "claim", target, epoch = self.lease.epoch(), "recovery claimed: recovered latched");
+            }
+            Action::Fence => {
+                let snap = self.ctx.store.snapshot().await;
+                let target = snap.ok().and_then(|s| {
+                    ClusterState::parse(&self.ctx.schema, &s)
+                        .compute_nodes
+                        .get(&node)
+                        .map(target_of)
+                });
+                let Some(target) = target else {
+                    // Could not read the BMC settings: nothing was done.
+                    return self.wait_step(Duration::ZERO).await;
+                };
+                let started = Instant::now();
+                let result = match stages.fences.fencer_for(&target) {
+                    Ok(fencer) => {
+                        info!(node = %node, stage = "fence", driver = fencer.driver(), "fencing: powering off");
+                        // A destructive unit: never raced against cancellation.
+                        fencer.fence(&target).await.map(|f| (f, fencer.driver()))
+                    }
+                    Err(e) => Err(e),
+                };
+                let seconds = started.elapsed().as_secs_f64();
+                match result {
+                    Ok((fenced, driver)) => {
+                        warn!(node = %node, stage = "fence", driver, seconds, "node fenced: power verified off");
+                        self.results.fenced = Some(fenced);
+                    }
+                    Err(e) => {
+                        error!(node = %node, stage = "fence", error = %e, retryable = e.is_retryable(), seconds, "fence failed: no evacuation until the power reads off");
+                        self.results.failure =
+                            Some((Step::Fence, failure(e.to_string(), e.is_retryable())));
+                    }
+                }
+            }
+            Action::ForceDown { service_id, reason } => {
+                match stages
+                    .evacuator
+                    .force_down(&node, &service_id, &reason)
+                    .await
+                {
+                    Ok(()) => {
+                        info!(node = %node, stage = "force-down", service_id, reason, "nova service forced down and disabled");
+                        let view = self.ctx.view.borrow().clone();
+                        let base = self.service(&view, &node);
+                        self.patch(&node, base, |s| {
+                            s.forced_down = true;
+                            s.enabled = false;
+                        });
+                    }
+                    Err(e) => {
+                        warn!(node = %node, stage = "force-down", error = %e, "force-down failed");
+                        self.results.failure =
+                            Some((Step::ForceDown, failure(e.to_string(), e.is_retryable())));
+                    }
+                }
+            }
+            Action::ListInstances => {
+                let listed = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
+                    l = stages.evacuator.instances_on(&node) => l,
+                };
+                match listed {
+                    Ok(list) => {
+                        info!(node = %node, stage = "list", instances = list.len(), "instances of the failed node listed");
+                        self.results.instances = Some(list);
+                    }
+                    Err(e) => {
+                        warn!(node = %node, stage = "list", error = %e, "listing the node's instances failed");
+                        self.results.failure = Some((
+                            Step::ListInstances,
+                            failure(e.to_string(), e.is_retryable()),
+                        ));
+                    }
+                }
+            }
+            Action::PrepareTarget {
+                ha_node,
+                service_id,
+            } => match stages.evacuator.prepare_target(&ha_node, &service_id).await {
+                Ok(()) => {
+                    info!(node = %node, stage = "prepare-target", ha_node = %ha_node, "HA node's nova service enabled");
+                    let view = self.ctx.view.borrow().clone();
+                    let base = self.service(&view, &ha_node);
+                    self.patch(&ha_node, base, |s| {
+                        s.enabled = true;
+                        s.forced_down = false;
+                    });
+                }
+                Err(e) => {
+                    warn!(node = %node, stage = "prepare-target", ha_node = %ha_node, error = %e, "enabling the HA node failed");
+                    self.results.failure = Some((
+                        Step::PrepareTarget,
+                        failure(e.to_string(), e.is_retryable()),
+                    ));
+                }
+            },
+            Action::Evacuate(order) => {
+                let fenced = order.fenced();
+                let target = order.target.clone();
+                let mut calls = tokio::task::JoinSet::new();
+                for inst in order.instances.clone() {
+                    let ev = stages.evacuator.clone();
+                    let fenced = fenced.clone();
+                    let target = target.clone();
+                    calls.spawn(async move {
+                        let r = ev.evacuate(&fenced, &inst, target.as_ref()).await;
+                        (inst.id, r)
+                    });
+                }
+                let target_name = target.as_ref().map_or("scheduler", |t| t.as_str());
+                // Every call of the batch runs to its end (destructive units).
+                while let Some(joined) = calls.join_next().await {
+                    match joined {
+                        Ok((id, Ok(()))) => {
+                            info!(node = %node, stage = "evacuate", instance = %id, target = target_name, "evacuate call accepted");
+                        }
+                        Ok((id, Err(e))) => {
+                            warn!(node = %node, stage = "evacuate", instance = %id, error = %e, retryable = e.is_retryable(), "evacuate call failed");
+                            self.results
+                                .evacuate_failures
+                                .insert(id, failure(e.to_string(), e.is_retryable()));
+                        }
+                        Err(e) => {
+                            // A panicked call task: its outcome is unknown, so
+                            // the instance is polled, never re-sent.
+                            error!(node = %node, stage = "evacuate", error = %e, "evacuate call task failed");
+                        }
+                    }
+                }
+            }
+            Action::Poll { instances, after } => {
+                if !after.is_zero() && !self.sleep(after).await {
+                    return Flow::End(Outcome::Cancelled);
+                }
+                for id in instances {
+                    let p = tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
+                        p = stages.evacuator.progress(&id) => p,
+                    };
+                    match p {
+                        Ok(p) => {
+                            debug!(node = %node, instance = %id, progress = ?p, "instance progress read");
+                            self.results.progress.insert(id, p);
+                        }
+                        Err(e) => {
+                            warn!(node = %node, instance = %id, error = %e, "reading an instance's progress failed");
+                        }
+                    }
+                }
+            }
+            Action::RestorePowerState { instances } => {
+                for id in instances {
+                    if self.cancel.is_cancelled() {
+                        return Flow::End(Outcome::Cancelled);
+                    }
+                    match stages.evacuator.start(&id).await {
+                        Ok(()) => {
+                            info!(node = %node, instance = %id, "evacuated instance started (was active)")
+                        }
+                        Err(e) => {
+                            warn!(node = %node, instance = %id, error = %e, "starting an evacuated instance failed");
+                            self.results
+                                .start_failures
+                                .insert(id, failure(e.to_string(), e.is_retryable()));
+                        }
+                    }
+                }
+            }
+            Action::Notify(report) => match &stages.outbox {
+                None => {
+                    info!(node = %node, incident = %report.incident, "no [[notify]] configured: nobody to tell");
+                    self.results.notified = true;
+                }
+                Some(outbox) => match outbox.enqueue(&self.lease, &report, Utc::now()).await {
+                    Ok(s) => {
+                        info!(node = %node, incident = %report.incident, queued = s.queued.len(), existing = s.existing, "notifications queued");
+                        outbox.wake();
+                        self.results.notified = true;
+                    }
+                    Err(e) if e.is_not_leader() => {
+                        error!(node = %node, error = %e, "recovery: write refused, not the leader; stopping");
+                        return Flow::End(Outcome::Cancelled);
+                    }
+                    Err(e) => {
+                        warn!(node = %node, incident = %report.incident, error = %e, "queueing the notifications failed");
+                        self.results.failure =
+                            Some((Step::Notify, failure(e.to_string(), e.is_retryable())));
+                    }
+                },
+            },
+            Action::Finish { incident } => {
+                warn!(node = %node, incident, stage = "done", "recovery done: record copied to incidents");
+            }
+            Action::RestoreService {
+                service_id,
+                unforce,
+                enable,
+            } => match stages.evacuator.restore_service(&node, &service_id).await {
+                Ok(()) => {
+                    info!(node = %node, service_id, unforce, enable, "admin reset: nova service restored");
+                    let view = self.ctx.view.borrow().clone();
+                    let base = self.service(&view, &node);
+                    self.patch(&node, base, |s| {
+                        s.forced_down = false;
+                        s.enabled = true;
+                    });
+                }
+                Err(e) => {
+                    warn!(node = %node, error = %e, "admin reset: restoring the nova service failed");
+                    self.results.failure = Some((
+                        Step::RestoreService,
+                        failure(e.to_string(), e.is_retryable()),
+                    ));
+                }
+            },
+            Action::Reset { incident, released } => {
+                let released = released.as_ref().map(|h| h.to_string());
+                warn!(node = %node, incident, released = ?released, "admin reset applied: number_fails cleared, record archived");
+            }
+            Action::Wait {
+                reason,
+                retry_after,
+                alert,
+            } => {
+                let text = reason.to_string();
+                if self.last_wait.as_deref() != Some(text.as_str()) {
+                    if alert {
+                        error!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting: an operator may need to act");
+                    } else {
+                        info!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting");
+                    }
+                }
+                self.last_wait = Some(text.clone());
+                if self.ctx.once && !matches!(reason, WaitReason::HaServiceUnknown) {
+                    return Flow::End(Outcome::Waiting(text));
+                }
+                return self.wait_step(retry_after).await;
+            }
+            Action::Stuck { reason } => {
+                error!(node = %node, reason, "recovery stuck: an operator must act (fix, then reset the node)");
+                return Flow::End(Outcome::Stuck(reason));
+            }
+            Action::DryRun(a) => {
+                // The leader plans dry runs itself; a task never gets here.
+                info!(node = %node, action = %a, "dry run: would act");
+                return Flow::End(Outcome::Idle);
+            }
+        }
+        self.last_wait = None;
+        Flow::Continue
+    }
+
+    async fn wait_step(&self, d: Duration) -> Flow {
+        if self.sleep(d).await {
+            Flow::Continue
+        } else {
+            Flow::End(Outcome::Cancelled)
+        }
+    }
+}
+
+/// Whether the loop goes on.
+enum Flow {
+    Continue,
+    End(Outcome),
+}
+
+/// True when `node` has recovery work for a leader: a claim to make, a
+/// recovery in progress, or an administrator's reset to apply. A node with
+/// an invalid value is never picked (rule 6: the decision would only wait).
+pub fn needs_work(cn: &novaha_core::kv::ComputeNodeState) -> bool {
+    if cn.has_invalid() {
+        return false;
+    }
+    let (Some(failed), Some(recovered)) = (cn.failed.get(), cn.recovered.get()) else {
+        return false;
+    };
+    match cn.recovery.value.as_ref() {
+        Ok(None) => failed && !recovered,
+        Ok(Some(rec)) if !failed && !recovered => {
+            // The administrator's reset, whatever the phase.
+            let _ = rec;
+            true
+        }
+        Ok(Some(rec)) => !matches!(rec.phase, Phase::Done | Phase::Stuck),
+        Err(_) => false,
+    }
+}
+
+/// What `run --once` prints: `No failed nodes` when none (as the original
+/// Osha does, so cron jobs and ad-hoc checks can grep it), else the failed
+/// nodes, what each recovery reached, and in a dry run each plan.
+pub fn once_summary(
+    report: &crate::leader::CycleReport,
+    outcomes: &[(NodeName, Outcome)],
+    plans: &[plan::Plan],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
+    for n in &report.judged_failed {
+        if !failed.contains(&n.to_string()) {
+            failed.push(n.to_string());
+        }
+    }
+    if report.nova_unreachable {
+        out.push_str("Nova could not be read: nothing was judged this cycle\n");
+    }
+    if failed.is_empty() && plans.is_empty() {
+        out.push_str("No failed nodes\n");
+    } else if !failed.is_empty() {
+        let _ = writeln!(out, "Failed nodes: {}", failed.join(", "));
+    }
+    if report.mass_failure {
+        out.push_str("Mass-failure guard tripped: nothing fenced\n");
+    }
+    for (node, o) in outcomes {
+        let text = match o {
+            Outcome::Idle => "recovery done (or nothing to do)".to_owned(),
+            Outcome::Stuck(r) => format!("recovery stuck: {r}"),
+            Outcome::Waiting(r) => format!("recovery waiting: {r} (the next run goes on)"),
+            Outcome::Cancelled => "recovery interrupted".to_owned(),
+        };
+        let _ = writeln!(out, "{node}: {text}");
+    }
+    for p in plans {
+        let _ = writeln!(out, "{p}");
+    }
+    if report.invalid > 0 {
+        let _ = writeln!(out, "Invalid values: {} (see the log)", report.invalid);
+    }
+    out
+}

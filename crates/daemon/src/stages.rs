@@ -1,0 +1,116 @@
+//! The recovery's stages, built from the config: the monitor (`[monitor]`),
+//! the fence registry (`[fence]`), the Nova evacuator (`[evacuate]`), the
+//! notification outbox (`[[notify]]`) and the decision policy they imply.
+//!
+//! Built once per process when the leader first needs them
+//! ([`Stages::connect`]): connecting negotiates Nova's microversion, which
+//! the policy depends on (`restore_power_state` from 2.95). A cloud that
+//! cannot be reached yet is retried at the next cycle; the daemon keeps
+//! running and holding the lock meanwhile (a blind monitor judges nothing).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use novaha_core::detect::Thresholds;
+use novaha_core::drivers::Evacuator;
+use novaha_core::kv::Schema;
+use novaha_core::recovery::Policy;
+use novaha_core::store::StateStore;
+use novaha_evacuate::NovaEvacuator;
+use novaha_fence::FenceRegistry;
+use novaha_monitor::Monitor;
+use novaha_notify::{Outbox, OutboxOptions};
+
+use crate::config::Config;
+use crate::run::consul_settings;
+
+/// Everything the leader's cycle and the recovery runner call.
+pub struct Stages {
+    /// The monitor: one `observe` per cycle.
+    pub monitor: Monitor,
+    /// The fence drivers, chosen per node.
+    pub fences: FenceRegistry,
+    /// The Nova side of a recovery.
+    pub evacuator: Arc<dyn Evacuator>,
+    /// The notification outbox; `None` when no `[[notify]]` is configured
+    /// (a recovery then counts as notified at once, and says so in the log).
+    pub outbox: Option<Arc<Outbox>>,
+    /// The decision policy (from `[evacuate]`, `[recovery]`, the schema and
+    /// the negotiated microversion).
+    pub policy: Policy,
+    /// The detection thresholds (from `[monitor]`).
+    pub thresholds: Thresholds,
+}
+
+impl std::fmt::Debug for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stages")
+            .field("fences", &self.fences)
+            .field("outbox", &self.outbox.is_some())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The detection thresholds of a config.
+pub fn thresholds(cfg: &Config) -> Thresholds {
+    Thresholds {
+        threshold: cfg.monitor.threshold,
+        max_failed_fraction: cfg.monitor.max_failed_fraction,
+        max_failed_nodes: cfg.monitor.max_failed_nodes.map(|n| n as usize),
+    }
+}
+
+/// The decision policy of a config, before the microversion is known.
+pub fn policy(cfg: &Config, schema: &Schema) -> Policy {
+    let mut p = Policy {
+        schema: schema.clone(),
+        ..Policy::default()
+    };
+    cfg.evacuate.apply(&mut p);
+    cfg.recovery.apply(&mut p);
+    p
+}
+
+impl Stages {
+    /// Connects to the cloud (Keystone, Nova's microversion) and builds
+    /// every stage. Fails with the reason (no secret in it) when the cloud
+    /// cannot be reached or a stage's settings are unusable.
+    pub async fn connect(
+        cfg: &Config,
+        store: Arc<dyn StateStore>,
+        schema: &Schema,
+    ) -> anyhow::Result<Self> {
+        let (_session, nova, keystone) = novaha_openstack::connect(&cfg.openstack)
+            .await
+            .context("connect to openstack")?;
+        let consul = consul_settings(cfg);
+        let monitor = Monitor::new(cfg.monitor.signals(), nova.clone(), Some(&consul))
+            .context("build the monitor")?;
+        let fences = FenceRegistry::new(&cfg.fence).context("build the fence drivers")?;
+        let evacuator = NovaEvacuator::new(nova);
+        let mut policy = policy(cfg, schema);
+        policy.restore_power_state = evacuator.lands_shutoff();
+        let outbox = if cfg.notify.is_empty() {
+            None
+        } else {
+            let outbox = Outbox::from_settings(
+                store,
+                schema,
+                &cfg.notify,
+                Arc::new(keystone),
+                OutboxOptions::default(),
+            )
+            .context("build the notification channels")?;
+            Some(Arc::new(outbox))
+        };
+        Ok(Self {
+            monitor,
+            fences,
+            evacuator: Arc::new(evacuator),
+            outbox,
+            policy,
+            thresholds: thresholds(cfg),
+        })
+    }
+}

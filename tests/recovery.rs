@@ -1,0 +1,641 @@
+//! Recovery end to end: real `novaha run` processes against a real Consul
+//! agent and the Keystone + Nova simulator, with the test-only fencer
+//! (`[fence] driver = "noop"`, `allow_noop = true`, DESIGN.md section 9).
+//! Each test kills hosts in the sim (or the leader itself) and checks from
+//! the outside what an operator would: `novaha status --json`, the K/V tree
+//! (recovery record, incidents), the sim's call log (each server evacuated
+//! exactly once) and where the instances are now.
+//!
+//! The sim runs in-process on the test's own tokio runtime rather than as
+//! the `novaha-sim` binary: `env!("CARGO_BIN_EXE_novaha-sim")` only exists
+//! for tests of the sim's own package, and the in-process handle gives the
+//! call log, kills and faults without a control-API client. The daemons
+//! reach it over HTTP like any cloud.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
+use novaha_testkit::consul::ConsulAgent;
+use novaha_testkit::daemon::{Daemon, novaha};
+use novaha_testkit::process::free_port;
+use serde_json::Value;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_novaha"))
+}
+
+/// What varies between the tests' daemon configs.
+#[derive(Clone)]
+struct Settings {
+    threshold: u32,
+    concurrency: usize,
+    /// Extra `[monitor]` keys.
+    monitor: String,
+    /// Extra `[recovery]` keys.
+    recovery: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            threshold: 1,
+            concurrency: 8,
+            monitor: String::new(),
+            recovery: String::new(),
+        }
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    prefix: String,
+    settings: Settings,
+    daemons: Vec<Daemon>,
+    agent: ConsulAgent,
+    /// Dropped before the runtime it serves on.
+    sim: Option<SimHandle>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+impl Cluster {
+    /// A Consul agent, a sim seeded with `sim`, the HA nodes registered,
+    /// and `daemons` novaha processes (ids a, b, ...).
+    fn start(prefix: &str, sim: SimConfig, settings: Settings, daemons: usize) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ha_nodes = sim.ha_nodes;
+        let handle = rt
+            .block_on(Sim::start("127.0.0.1:0", sim))
+            .expect("start the sim");
+        let agent = ConsulAgent::start();
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Self {
+            dir,
+            prefix: prefix.to_owned(),
+            settings,
+            daemons: Vec::new(),
+            agent,
+            sim: Some(handle),
+            rt,
+        };
+        let admin = c.config("admin");
+        for i in 1..=ha_nodes {
+            let o = novaha(
+                bin(),
+                &[
+                    "ha-node",
+                    "register",
+                    &format!("ha-{i}"),
+                    "-c",
+                    admin.to_str().unwrap(),
+                ],
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        for id in ["a", "b", "c"].into_iter().take(daemons) {
+            let cfg = c.config(id);
+            c.daemons
+                .push(Daemon::spawn(bin(), &cfg, id, c.dir.path(), &[]));
+        }
+        c
+    }
+
+    fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("sim running")
+    }
+
+    /// Writes `<dir>/<id>.toml`.
+    fn config(&self, id: &str) -> PathBuf {
+        let creds = self.sim().credentials();
+        let s = &self.settings;
+        let text = format!(
+            r#"[consul]
+address = "{consul}"
+prefix = "{prefix}"
+request_timeout = "5s"
+
+[election]
+session_ttl = "10s"
+lock_delay = "1s"
+check_ttl = "2s"
+id = "{id}"
+
+[openstack]
+timeout = "5s"
+
+[openstack.retry]
+attempts = 1
+
+[openstack.auth]
+auth_url = "{auth_url}"
+username = "{user}"
+password = "{password}"
+project_name = "{project}"
+user_domain_name = "Default"
+project_domain_name = "Default"
+
+[monitor]
+interval = "500ms"
+threshold = {threshold}
+{monitor}
+
+[fence]
+driver = "noop"
+allow_noop = true
+
+[evacuate]
+concurrency = {concurrency}
+poll_interval = "300ms"
+timeout = "60s"
+
+[recovery]
+backoff_initial = "500ms"
+backoff_max = "2s"
+{recovery}
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[log]
+format = "text"
+level = "info"
+"#,
+            consul = self.agent.http_addr(),
+            prefix = self.prefix,
+            auth_url = creds.auth_url,
+            user = creds.username,
+            password = creds.password,
+            project = creds.project_name,
+            threshold = s.threshold,
+            monitor = s.monitor,
+            concurrency = s.concurrency,
+            recovery = s.recovery,
+            port = free_port(),
+        );
+        let path = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn logs(&self) -> String {
+        self.daemons
+            .iter()
+            .map(|d| format!("--- {} ---\n{}", d.id, d.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn count_in_logs(&self, needle: &str) -> usize {
+        self.daemons.iter().map(|d| d.count(needle)).sum()
+    }
+
+    /// `novaha status --json`.
+    fn status(&self) -> Value {
+        let cfg = self.dir.path().join("admin.toml");
+        let o = novaha(bin(), &["status", "--json", "-c", cfg.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn node(&self, node: &str) -> Value {
+        self.status()["compute_nodes"][node].clone()
+    }
+
+    /// Polls the status until `check` holds; panics with every log if not.
+    fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if check(&s) {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what}: not within {timeout:?}\nstatus: {s:#}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kv_json(&self, rel: &str) -> Option<Value> {
+        self.agent
+            .kv_get(&format!("{}/{rel}", self.prefix))
+            .map(|raw| serde_json::from_slice(&raw).unwrap())
+    }
+
+    /// The node's live recovery record.
+    fn record(&self, node: &str) -> Option<Value> {
+        self.kv_json(&format!("compute_nodes/{node}/internal/recovery"))
+    }
+
+    /// Evacuate calls per server id, from the sim's call log.
+    fn evacuate_calls(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.sim().calls() {
+            if c.method == "POST" && c.path.ends_with("/action") && c.body.get("evacuate").is_some()
+            {
+                let id = c
+                    .path
+                    .trim_end_matches("/action")
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                *out.entry(id).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn server_ids_on(&self, host: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .sim()
+            .servers_on(host)
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits until some daemon holds the lock and finished a cycle.
+    fn wait_leader(&self) -> String {
+        let s = self.wait("a leader", Duration::from_secs(30), |s| {
+            s["leader"]["id"].is_string()
+        });
+        let id = s["leader"]["id"].as_str().unwrap().to_owned();
+        let d = self.daemons.iter().find(|d| d.id == id).unwrap();
+        assert!(
+            d.wait_log("leader cycle done", 1, Duration::from_secs(20)),
+            "{}",
+            self.logs()
+        );
+        id
+    }
+}
+
+fn sim_config(hosts: usize, per_host: usize, ha: usize, evacuate_delay: Duration) -> SimConfig {
+    SimConfig {
+        hosts,
+        instances_per_host: per_host,
+        ha_nodes: ha,
+        service_down_time: Duration::from_secs(1),
+        evacuate_delay,
+        ..SimConfig::default()
+    }
+}
+
+fn phase(node: &Value) -> Option<&str> {
+    node["phase"].as_str()
+}
+
+/// Checks a finished recovery from the outside: the record, its incident
+/// copy, the sim's call log and where the instances are.
+fn assert_recovered(c: &Cluster, node: &str, ha: &str, ids: &[String]) {
+    let st = c.node(node);
+    assert_eq!(st["failed"], true, "{st}");
+    assert_eq!(st["recovered"], true, "{st}");
+    assert_eq!(st["ha_node"], ha, "{st}");
+    let rec = c.record(node).expect("the record stays until the reset");
+    assert_eq!(rec["phase"], "done", "{rec:#}");
+    assert_eq!(rec["fence"]["driver"], "noop", "{rec:#}");
+    let mut recorded: Vec<String> = rec["instances"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded, ids,
+        "every instance listed at failure is in the record"
+    );
+    for (id, i) in rec["instances"].as_object().unwrap() {
+        assert_eq!(i["state"], "done", "{id}: {i}");
+        assert_eq!(i["target"], ha, "{id}: {i}");
+    }
+    for k in [
+        "detected",
+        "claimed",
+        "fenced",
+        "forced_down",
+        "evacuating",
+        "done",
+    ] {
+        assert!(
+            rec["timeline"][k].is_string(),
+            "timeline lacks {k}: {rec:#}"
+        );
+    }
+    let incident = rec["incident"].as_str().unwrap();
+    let copy = c
+        .kv_json(&format!("compute_nodes/{node}/incidents/{incident}"))
+        .expect("incident copy");
+    assert_eq!(copy, rec, "the incident copy is the final record");
+    // Every instance evacuated exactly once, and now on the HA node.
+    let calls = c.evacuate_calls();
+    for id in ids {
+        assert_eq!(calls.get(id), Some(&1), "evacuate calls of {id}: {calls:?}");
+    }
+    assert!(c.server_ids_on(node).is_empty(), "left on {node}");
+    let on_ha = c.sim().servers_on(ha);
+    for id in ids {
+        let s = on_ha
+            .iter()
+            .find(|s| &s.id.to_string() == id)
+            .unwrap_or_else(|| panic!("{id} not on {ha}"));
+        // 2.96 lands SHUTOFF; the runner starts what was ACTIVE.
+        assert_eq!(s.status, "ACTIVE", "{id} on {ha}");
+    }
+    let ha_status = &c.status()["ha_nodes"][ha];
+    assert_eq!(ha_status["in_use"], true, "{ha_status}");
+    assert_eq!(ha_status["serving"], node, "{ha_status}");
+    // The force-down came before the first evacuation and carries the epoch.
+    let calls = c.sim().calls();
+    let svc = c.sim().service(node).expect("service").0;
+    let force = calls
+        .iter()
+        .position(|x| x.method == "PUT" && x.path.contains(&svc.uuid.to_string()))
+        .expect("a force-down call");
+    let first_evac = calls
+        .iter()
+        .position(|x| x.body.get("evacuate").is_some())
+        .expect("an evacuate call");
+    assert!(force < first_evac, "force-down after an evacuation");
+    let reason = calls[force].body["disabled_reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&rec["epoch"].as_str().unwrap()[..8]) || reason.contains("epoch"),
+        "{reason}"
+    );
+    assert!(svc.forced_down && svc.disabled, "{svc:?}");
+}
+
+#[test]
+fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
+    let c = Cluster::start(
+        "r-happy",
+        sim_config(3, 3, 1, Duration::from_millis(500)),
+        Settings::default(),
+        2,
+    );
+    let leader = c.wait_leader();
+    let ids = c.server_ids_on("compute-1");
+    assert_eq!(ids.len(), 3);
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    let t0 = Instant::now();
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    eprintln!("kill -> done took {:?}", t0.elapsed());
+    assert_recovered(&c, "compute-1", "ha-1", &ids);
+    // Only the leader acted; the other nodes were left alone.
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+    let standby = c.daemons.iter().find(|d| d.id != leader).unwrap();
+    assert_eq!(
+        standby.count("recovery task started"),
+        0,
+        "{}",
+        standby.log()
+    );
+    for n in ["compute-2", "compute-3"] {
+        let st = c.node(n);
+        assert_eq!(st["failed"], false, "{st}");
+        assert!(st["phase"].is_null(), "{st}");
+        assert_eq!(c.server_ids_on(n).len(), 3);
+    }
+    // Nothing more happens on later cycles.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.evacuate_calls().values().sum::<usize>(), 3);
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+}
+
+#[test]
+fn kill_9_leader_mid_evacuation_the_other_finishes_exactly_once() {
+    let c = Cluster::start(
+        "r-kill9",
+        sim_config(3, 4, 1, Duration::from_secs(5)),
+        Settings {
+            concurrency: 2,
+            ..Settings::default()
+        },
+        2,
+    );
+    let leader = c.wait_leader();
+    let ids = c.server_ids_on("compute-1");
+    assert_eq!(ids.len(), 4);
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    // Mid-flight: at least one evacuate call sent (requested), none landed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let requested = c.record("compute-1").is_some_and(|r| {
+            r["instances"]
+                .as_object()
+                .is_some_and(|m| m.values().any(|i| i["state"] == "requested"))
+        });
+        if requested && !c.evacuate_calls().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never mid-evacuation\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = c;
+    let idx = c.daemons.iter().position(|d| d.id == leader).unwrap();
+    c.daemons[idx].guard().signal("KILL");
+    let killed_at = Instant::now();
+    let rec = c.record("compute-1").unwrap();
+    assert_eq!(rec["phase"], "evacuating", "{rec:#}");
+    let old_epoch = rec["epoch"].as_str().unwrap().to_owned();
+    c.wait(
+        "compute-1 recovered by the survivor",
+        Duration::from_secs(90),
+        |s| phase(&s["compute_nodes"]["compute-1"]) == Some("done"),
+    );
+    eprintln!("kill -9 -> done took {:?}", killed_at.elapsed());
+    assert_recovered(&c, "compute-1", "ha-1", &ids);
+    let rec = c.record("compute-1").unwrap();
+    assert_ne!(
+        rec["epoch"],
+        old_epoch.as_str(),
+        "the survivor adopted the record"
+    );
+    assert!(rec["timeline"]["resumed"].is_string(), "{rec:#}");
+    let survivor = c.daemons.iter().find(|d| d.id != leader).unwrap();
+    assert!(
+        survivor.count("recovery task started") >= 1,
+        "{}",
+        survivor.log()
+    );
+    assert_eq!(c.status()["leader"]["id"], survivor.id.as_str());
+}
+
+#[test]
+fn two_hosts_fail_with_one_ha_node_exactly_one_claims_it() {
+    let c = Cluster::start(
+        "r-two",
+        sim_config(5, 2, 1, Duration::from_millis(500)),
+        Settings::default(),
+        1,
+    );
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-2"]["failed"] == false
+    });
+    let before: BTreeMap<&str, Vec<String>> = ["compute-1", "compute-2"]
+        .into_iter()
+        .map(|n| (n, c.server_ids_on(n)))
+        .collect();
+    c.sim().kill("compute-1").unwrap();
+    c.sim().kill("compute-2").unwrap();
+    let s = c.wait("one recovery done", Duration::from_secs(60), |s| {
+        ["compute-1", "compute-2"]
+            .iter()
+            .any(|n| phase(&s["compute_nodes"][*n]) == Some("done"))
+    });
+    let (won, lost) = if phase(&s["compute_nodes"]["compute-1"]) == Some("done") {
+        ("compute-1", "compute-2")
+    } else {
+        ("compute-2", "compute-1")
+    };
+    assert_recovered(&c, won, "ha-1", &before[won]);
+    // The policy is ha_node: the other waits (alerting), unclaimed.
+    c.wait("the loser is failed", Duration::from_secs(10), |s| {
+        s["compute_nodes"][lost]["failed"] == true
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let st = c.node(lost);
+    assert_eq!(st["failed"], true, "{st}");
+    assert_eq!(st["recovered"], false, "{st}");
+    assert!(st["phase"].is_null(), "{st}");
+    assert_eq!(
+        c.server_ids_on(lost),
+        before[lost],
+        "nothing of {lost} moved"
+    );
+    let calls = c.evacuate_calls();
+    for id in &before[lost] {
+        assert!(
+            !calls.contains_key(id),
+            "{id} of {lost} evacuated: {calls:?}"
+        );
+    }
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+    assert!(c.count_in_logs("no-free-ha-node") >= 1, "{}", c.logs());
+    assert_eq!(c.status()["ha_nodes"]["ha-1"]["serving"], won);
+}
+
+#[test]
+fn more_than_half_the_hosts_killed_fences_nothing() {
+    let c = Cluster::start(
+        "r-mass",
+        sim_config(3, 2, 1, Duration::from_millis(500)),
+        Settings::default(),
+        1,
+    );
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-3"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    c.sim().kill("compute-2").unwrap();
+    // Counting goes on past the threshold, but nobody is judged failed.
+    c.wait("counts past the threshold", Duration::from_secs(30), |s| {
+        ["compute-1", "compute-2"]
+            .iter()
+            .all(|n| s["compute_nodes"][*n]["number_fails"].as_u64() >= Some(4))
+    });
+    let s = c.status();
+    for n in ["compute-1", "compute-2"] {
+        let st = &s["compute_nodes"][n];
+        assert_eq!(st["failed"], false, "{st}");
+        assert_eq!(st["recovered"], false, "{st}");
+        assert!(st["phase"].is_null(), "{st}");
+        assert_eq!(c.server_ids_on(n).len(), 2);
+    }
+    assert!(
+        c.count_in_logs("mass-failure guard tripped") >= 1,
+        "{}",
+        c.logs()
+    );
+    assert_eq!(c.count_in_logs("node fenced"), 0, "{}", c.logs());
+    let mutating: Vec<_> = c
+        .sim()
+        .calls()
+        .into_iter()
+        .filter(|x| x.path.contains("/os-services") || x.path.contains("/action"))
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    let cycle = c.kv_json("novaha/last_cycle").unwrap();
+    assert_eq!(cycle["mass_failure"], true, "{cycle}");
+}
+
+#[test]
+fn nova_down_for_several_cycles_leaves_number_fails_unchanged() {
+    let c = Cluster::start(
+        "r-blind",
+        sim_config(3, 1, 1, Duration::from_millis(500)),
+        Settings {
+            threshold: 100,
+            ..Settings::default()
+        },
+        1,
+    );
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    c.wait("compute-1 counting", Duration::from_secs(20), |s| {
+        s["compute_nodes"]["compute-1"]["number_fails"].as_u64() >= Some(2)
+    });
+    c.sim().add_fault(FaultRule::new(
+        "/os-services",
+        FaultKind::Status { status: 503 },
+    ));
+    // Let any cycle that read Nova before the fault finish its write.
+    std::thread::sleep(Duration::from_secs(1));
+    let held = c.node("compute-1")["number_fails"].as_u64().unwrap();
+    let daemon = &c.daemons[0];
+    let seen = daemon.count("nova unreachable");
+    assert!(
+        daemon.wait_log("nova unreachable", seen + 5, Duration::from_secs(20)),
+        "{}",
+        daemon.log()
+    );
+    let st = c.node("compute-1");
+    assert_eq!(st["number_fails"].as_u64(), Some(held), "{st}");
+    assert_eq!(c.node("compute-2")["number_fails"], 0);
+    let cycle = c.kv_json("novaha/last_cycle").unwrap();
+    assert_eq!(cycle["nova_unreachable"], true, "{cycle}");
+    // Nova back: counting resumes.
+    c.sim().clear_faults();
+    c.wait("counting resumes", Duration::from_secs(20), |s| {
+        s["compute_nodes"]["compute-1"]["number_fails"].as_u64() > Some(held)
+    });
+}
