@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::error::OpenStackError;
+use crate::microversion::Microversion;
 
 /// The `[openstack]` section of novaha's config file. Every field is
 /// optional: with none set, `OS_CLOUD` and then the `OS_*` variables are used.
@@ -50,6 +51,13 @@ pub struct OpenStackConfig {
     /// Retries of idempotent reads.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// The highest compute microversion to speak (a `"MAJOR.MINOR"`
+    /// string). Unset: [`Microversion::WANTED`], which is also the ceiling.
+    /// `"2.94"` keeps Nova's older evacuation, where a server lands in its
+    /// prior state instead of SHUTOFF (2.95+), for clouds or tests that
+    /// need it.
+    #[serde(default)]
+    pub max_microversion: Option<Microversion>,
 }
 
 impl Default for OpenStackConfig {
@@ -64,6 +72,7 @@ impl Default for OpenStackConfig {
             insecure: None,
             timeout: default_timeout(),
             retry: RetryConfig::default(),
+            max_microversion: None,
         }
     }
 }
@@ -335,6 +344,13 @@ impl Env {
 }
 
 impl OpenStackConfig {
+    /// The microversion to ask Nova for: `max_microversion` when set and
+    /// below novaha's own ceiling, else [`Microversion::WANTED`].
+    pub fn wanted_microversion(&self) -> Microversion {
+        self.max_microversion
+            .map_or(Microversion::WANTED, |m| m.min(Microversion::WANTED))
+    }
+
     /// Resolves this section against `env` into a usable cloud: inline
     /// `auth` first, else the clouds.yaml entry named by `cloud` or
     /// `OS_CLOUD`, else the `OS_*` variables. Every problem is a clear
@@ -708,6 +724,25 @@ fn load_cloud(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_microversion_caps_the_wanted_version() {
+        let cfg: OpenStackConfig = toml::from_str("max_microversion = \"2.94\"").unwrap();
+        assert_eq!(cfg.max_microversion, Some(Microversion(2, 94)));
+        assert_eq!(cfg.wanted_microversion(), Microversion(2, 94));
+        let cfg: OpenStackConfig = toml::from_str("max_microversion = \"2.200\"").unwrap();
+        assert_eq!(
+            cfg.wanted_microversion(),
+            Microversion::WANTED,
+            "never above ours"
+        );
+        assert_eq!(
+            OpenStackConfig::default().wanted_microversion(),
+            Microversion::WANTED
+        );
+        let e = toml::from_str::<OpenStackConfig>("max_microversion = \"latest\"").unwrap_err();
+        assert!(e.to_string().contains("max_microversion"), "{e}");
+    }
 
     #[test]
     fn auth_url_is_normalized() {

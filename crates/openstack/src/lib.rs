@@ -35,13 +35,14 @@ pub use session::{Identity, ServiceType, Session};
 use std::sync::Arc;
 
 /// Resolves `config` against the process environment, builds the session
-/// and connects to Nova: what the daemon calls once at start-up.
+/// and connects to Nova at the highest microversion both sides accept, up
+/// to `config.max_microversion`: what the daemon calls once at start-up.
 pub async fn connect(
     config: &OpenStackConfig,
 ) -> Result<(Arc<Session>, NovaClient, KeystoneClient), OpenStackError> {
     let cloud = config.resolve(&Env::from_process())?;
     let session = Arc::new(Session::new(cloud)?);
-    let nova = NovaClient::connect(session.clone()).await?;
+    let nova = NovaClient::connect_wanting(session.clone(), config.wanted_microversion()).await?;
     let keystone = KeystoneClient::new(session.clone());
     Ok((session, nova, keystone))
 }

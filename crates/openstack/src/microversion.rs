@@ -66,6 +66,15 @@ impl fmt::Display for Microversion {
     }
 }
 
+/// Read from config as a `"MAJOR.MINOR"` string (`max_microversion =
+/// "2.94"`): a TOML float would make 2.10 equal 2.1.
+impl<'de> serde::Deserialize<'de> for Microversion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Microversion {
     type Err = OpenStackError;
 
@@ -92,6 +101,19 @@ mod tests {
         assert!("2".parse::<Microversion>().is_err());
         assert!("x.y".parse::<Microversion>().is_err());
         assert_eq!(Microversion::parse_opt("").unwrap(), None);
+    }
+
+    #[test]
+    fn deserializes_from_a_string_only() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            v: Microversion,
+        }
+        let t: T = toml::from_str("v = \"2.94\"").unwrap();
+        assert_eq!(t.v, Microversion(2, 94));
+        let e = toml::from_str::<T>("v = \"2\"").err().unwrap();
+        assert!(e.to_string().contains("not MAJOR.MINOR"), "{e}");
+        assert!(toml::from_str::<T>("v = 2.94").is_err());
     }
 
     #[test]

@@ -78,6 +78,22 @@ async fn password_auth_lists_services_and_reuses_the_token() {
 }
 
 #[tokio::test]
+async fn connect_honours_max_microversion() {
+    let sim = start(SimConfig::default()).await;
+    let password = sim.credentials().password;
+    let cfg = OpenStackConfig {
+        max_microversion: Some(Microversion(2, 94)),
+        ..password_config(&sim, &password)
+    };
+    let (_session, nova, _keystone) = novaha_openstack::connect(&cfg).await.unwrap();
+    assert_eq!(nova.microversion(), Microversion(2, 94));
+    assert!(
+        !nova.evacuate_lands_shutoff(),
+        "2.94 lands in the prior state"
+    );
+}
+
+#[tokio::test]
 async fn application_credential_auth_works() {
     let sim = start(SimConfig::default()).await;
     let c = sim.credentials();
