@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod http;
 pub mod leader;
 pub mod logging;
 pub mod metrics;

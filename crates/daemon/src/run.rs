@@ -21,8 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::http::{Health, HttpServer};
 use crate::leader::{LeaderCycle, LeaderExit};
-use crate::systemd;
+use crate::metrics::Metrics;
+use crate::systemd::{self, Watchdog};
 
 /// Exit code of `run --once` when another process holds the lock.
 const EXIT_NOT_LEADER: u8 = 3;
@@ -110,14 +112,27 @@ async fn watch_signals(root: CancellationToken) {
     std::process::exit(1);
 }
 
-/// Pings systemd's watchdog while the process is alive.
-async fn watchdog(interval: Duration, root: CancellationToken) {
+/// How often the readiness check asks Consul whether it answers.
+const READINESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps `/readyz` true to Consul: asks it every [`READINESS_EVERY`]
+/// (bounded by the request timeout) and records whether it answered.
+async fn readiness(consul: Consul, health: Arc<Health>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(READINESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        systemd::notify("WATCHDOG=1");
         tokio::select! {
-            _ = root.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
         }
+        let answered = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = consul.ping() => r,
+        };
+        if let Err(e) = &answered {
+            warn!(error = %e, "readiness check: consul did not answer");
+        }
+        health.set_consul(answered.is_ok());
     }
 }
 
@@ -155,9 +170,21 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         tracker.close();
         return code;
     }
-    if let Some(every) = systemd::watchdog_interval() {
-        tracker.spawn(watchdog(every, root.clone()));
-    }
+    let metrics = Metrics::new();
+    let health = Health::new();
+    // Stopped last, after the resign: a standalone token, not a child of
+    // the root, so scrapes and probes still answer while the lock is
+    // released (the first signal cancels the root).
+    let http = HttpServer::start(
+        cfg.http.listen,
+        metrics.clone(),
+        health.clone(),
+        CancellationToken::new(),
+        &tracker,
+    )
+    .await?;
+    // Pinged by this loop only (see systemd::Watchdog).
+    let mut watchdog = Watchdog::from_env();
     info!(
         id = %info.id,
         host = %info.host,
@@ -169,33 +196,52 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     // READY once Consul answers (the unit's promise); until then keep trying.
     let mut backoff = BACKOFF_START;
     loop {
-        match consul.ping().await {
+        match watchdog.drive(consul.ping()).await {
             Ok(()) => break,
             Err(e) => {
                 warn!(error = %e, consul = %cfg.consul.address, retry_in = ?backoff, "consul not reachable yet");
-                tokio::select! {
-                    _ = root.cancelled() => {
-                        tracker.close();
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    _ = tokio::time::sleep(backoff) => {}
+                let stopped = watchdog
+                    .drive(async {
+                        tokio::select! {
+                            _ = root.cancelled() => true,
+                            _ = tokio::time::sleep(backoff) => false,
+                        }
+                    })
+                    .await;
+                if stopped {
+                    tracker.close();
+                    http.stop().await;
+                    return Ok(ExitCode::SUCCESS);
                 }
                 backoff = (backoff * 2).min(BACKOFF_CAP);
             }
         }
     }
+    health.set_consul(true);
+    tracker.spawn(readiness(
+        consul.clone(),
+        health.clone(),
+        root.child_token(),
+    ));
     systemd::notify("READY=1");
     backoff = BACKOFF_START;
     while !root.is_cancelled() {
         systemd::notify("STATUS=standby");
-        let lease = match election.acquire(&root).await {
+        let lease = match watchdog.drive(election.acquire(&root)).await {
             Ok(Some(lease)) => lease,
             Ok(None) => break,
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "leader election failed; retrying");
-                tokio::select! {
-                    _ = root.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                let stopped = watchdog
+                    .drive(async {
+                        tokio::select! {
+                            _ = root.cancelled() => true,
+                            _ = tokio::time::sleep(backoff) => false,
+                        }
+                    })
+                    .await;
+                if stopped {
+                    break;
                 }
                 backoff = (backoff * 2).min(BACKOFF_CAP);
                 continue;
@@ -203,6 +249,8 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         };
         backoff = BACKOFF_START;
         counters.leader.store(true, Ordering::Relaxed);
+        metrics.set_leader(true);
+        health.set_leader(true);
         Counters::inc(&counters.leader_acquired_total);
         info!(
             epoch = lease.epoch(),
@@ -211,8 +259,10 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         );
         systemd::notify("STATUS=leader");
         // All leader work races the lease: losing the lock stops it at once.
-        let exit = cycle.run(&lease, &root).await;
+        let exit = watchdog.drive(cycle.run(&lease, &root)).await;
         counters.leader.store(false, Ordering::Relaxed);
+        metrics.set_leader(false);
+        health.set_leader(false);
         match exit {
             LeaderExit::Shutdown => break,
             LeaderExit::LostLock => {
@@ -226,11 +276,12 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         }
     }
     info!("shutting down: resigning the leader lock");
-    match election.resign().await {
+    match watchdog.drive(election.resign()).await {
         Ok(()) => info!("resigned: lock released and session destroyed"),
         Err(e) => warn!(error = %e, "resign failed; the session expires by itself"),
     }
     tracker.close();
+    http.stop().await;
     info!("novaha stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -304,7 +355,10 @@ async fn run_once(
         warn!(error = %e, "resign failed; the session expires by itself");
     }
     let report = result.context("leader cycle")?;
-    print!("{}", crate::recovery::once_summary(&report, &outcomes, &plans));
+    print!(
+        "{}",
+        crate::recovery::once_summary(&report, &outcomes, &plans)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -100,18 +100,131 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// Renders the document as text for people.
+/// A terminal colour for one cell (SGR code), or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tone {
+    Plain,
+    Good,
+    Warn,
+    Bad,
+}
+
+impl Tone {
+    fn sgr(self) -> Option<&'static str> {
+        match self {
+            Tone::Plain => None,
+            Tone::Good => Some("32"),
+            Tone::Warn => Some("33"),
+            Tone::Bad => Some("1;31"),
+        }
+    }
+}
+
+/// Whether `status` colours its table: only when stdout is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn use_colour(stdout_is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stdout_is_tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// `text` in `tone`, with the escape codes only when `colour` is on.
+fn paint(text: &str, tone: Tone, colour: bool) -> String {
+    match tone.sgr() {
+        Some(code) if colour => format!("\x1b[{code}m{text}\x1b[0m"),
+        _ => text.to_owned(),
+    }
+}
+
+/// The tone of a value that is invalid, else `otherwise`.
+fn tone_of(v: &Value, otherwise: Tone) -> Tone {
+    if v.get("invalid").is_some() {
+        Tone::Bad
+    } else {
+        otherwise
+    }
+}
+
+/// A table whose columns are as wide as their widest cell (two spaces
+/// between columns); widths count characters, never escape codes.
+struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<(String, Tone)>>,
+    /// Lines printed under a row (last error, invalid values).
+    notes: Vec<Vec<(String, Tone)>>,
+}
+
+impl Table {
+    fn new(header: Vec<&'static str>) -> Self {
+        Self {
+            header,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<(String, Tone)>, notes: Vec<(String, Tone)>) {
+        self.rows.push(cells);
+        self.notes.push(notes);
+    }
+
+    fn render(&self, out: &mut String, colour: bool) {
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (w, (cell, _)) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<(String, Tone)>, out: &mut String| {
+            let last = cells.len().saturating_sub(1);
+            out.push_str("  ");
+            for (i, ((cell, tone), w)) in cells.into_iter().zip(&widths).enumerate() {
+                out.push_str(&paint(&cell, tone, colour));
+                if i < last {
+                    let pad = w.saturating_sub(cell.chars().count()) + 2;
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push('\n');
+        };
+        let header = self
+            .header
+            .iter()
+            .map(|h| ((*h).to_owned(), Tone::Plain))
+            .collect();
+        line(header, out);
+        for (row, notes) in self.rows.iter().zip(&self.notes) {
+            line(row.clone(), out);
+            for (note, tone) in notes {
+                out.push_str("    ");
+                out.push_str(&paint(note, *tone, colour));
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Renders the document as text for people, without colour.
 pub fn text(doc: &Value) -> String {
+    table(doc, false)
+}
+
+/// Renders the document as aligned tables for people: the leader, then one
+/// row per compute node and per HA node. With `colour`, failed, stuck and
+/// invalid cells are red, recoveries in progress and taken HA nodes yellow,
+/// finished recoveries green.
+pub fn table(doc: &Value, colour: bool) -> String {
     let mut out = String::new();
     let leader = &doc["leader"];
     match leader {
-        Value::Null => out.push_str("leader: none\n"),
+        Value::Null => out.push_str(&format!("leader: {}\n", paint("none", Tone::Bad, colour))),
         Value::Object(o) if o.contains_key("invalid") => {
-            out.push_str(&format!("leader: {}\n", show(leader)));
+            out.push_str(&format!(
+                "leader: {}\n",
+                paint(&show(leader), Tone::Bad, colour)
+            ));
         }
         l => out.push_str(&format!(
             "leader: id={} host={} pid={} version={}\n",
-            show(&l["id"]),
+            paint(&show(&l["id"]), Tone::Good, colour),
             show(&l["host"]),
             show(&l["pid"]),
             show(&l["version"])
@@ -121,45 +234,94 @@ pub fn text(doc: &Value) -> String {
     let compute = doc["compute_nodes"].as_object().unwrap_or(&empty);
     out.push_str(&format!("compute nodes: {}\n", compute.len()));
     if !compute.is_empty() {
-        out.push_str(&format!(
-            "  {:<24} {:<8} {:<10} {:<13} {:<12} {}\n",
-            "NODE", "FAILED", "RECOVERED", "NUMBER_FAILS", "PHASE", "HA_NODE"
-        ));
-    }
-    for (name, n) in compute {
-        out.push_str(&format!(
-            "  {:<24} {:<8} {:<10} {:<13} {:<12} {}\n",
-            name,
-            show(&n["failed"]),
-            show(&n["recovered"]),
-            show(&n["number_fails"]),
-            show(&n["phase"]),
-            show(&n["ha_node"])
-        ));
-        if !n["last_error"].is_null() {
-            out.push_str(&format!("    last error: {}\n", show(&n["last_error"])));
+        let mut t = Table::new(vec![
+            "NODE",
+            "FAILED",
+            "RECOVERED",
+            "NUMBER_FAILS",
+            "MAINTENANCE",
+            "PHASE",
+            "HA_NODE",
+        ]);
+        for (name, n) in compute {
+            let flag = |v: &Value, on: Tone| {
+                let tone = if v.as_bool() == Some(true) {
+                    on
+                } else {
+                    Tone::Plain
+                };
+                (show(v), tone_of(v, tone))
+            };
+            let fails = &n["number_fails"];
+            let fails_tone = if fails.as_u64().is_some_and(|f| f > 0) {
+                Tone::Warn
+            } else {
+                Tone::Plain
+            };
+            let phase = &n["phase"];
+            let phase_tone = match phase.as_str() {
+                Some("done") => Tone::Good,
+                Some("stuck") => Tone::Bad,
+                Some(_) => Tone::Warn,
+                None => Tone::Plain,
+            };
+            let failed = flag(&n["failed"], Tone::Bad);
+            let name_tone = if failed.1 == Tone::Bad {
+                Tone::Bad
+            } else {
+                Tone::Plain
+            };
+            let mut notes = Vec::new();
+            if !n["last_error"].is_null() {
+                notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
+            }
+            for bad in n["invalid"].as_array().into_iter().flatten() {
+                notes.push((
+                    format!(
+                        "invalid: {} = {} ({})",
+                        show(&bad["key"]),
+                        bad["raw"],
+                        show(&bad["reason"])
+                    ),
+                    Tone::Bad,
+                ));
+            }
+            t.row(
+                vec![
+                    (name.clone(), name_tone),
+                    failed,
+                    flag(&n["recovered"], Tone::Warn),
+                    (show(fails), tone_of(fails, fails_tone)),
+                    flag(&n["maintenance"], Tone::Warn),
+                    (show(phase), tone_of(phase, phase_tone)),
+                    (show(&n["ha_node"]), Tone::Plain),
+                ],
+                notes,
+            );
         }
-        for bad in n["invalid"].as_array().into_iter().flatten() {
-            out.push_str(&format!(
-                "    invalid: {} = {} ({})\n",
-                show(&bad["key"]),
-                bad["raw"],
-                show(&bad["reason"])
-            ));
-        }
+        t.render(&mut out, colour);
     }
     let ha = doc["ha_nodes"].as_object().unwrap_or(&empty);
     out.push_str(&format!("ha nodes: {}\n", ha.len()));
     if !ha.is_empty() {
-        out.push_str(&format!("  {:<24} {:<8} {}\n", "NODE", "IN_USE", "SERVING"));
-    }
-    for (name, h) in ha {
-        out.push_str(&format!(
-            "  {:<24} {:<8} {}\n",
-            name,
-            show(&h["in_use"]),
-            show(&h["serving"])
-        ));
+        let mut t = Table::new(vec!["NODE", "IN_USE", "SERVING"]);
+        for (name, h) in ha {
+            let in_use = &h["in_use"];
+            let tone = if in_use.as_bool() == Some(true) {
+                Tone::Warn
+            } else {
+                Tone::Good
+            };
+            t.row(
+                vec![
+                    (name.clone(), Tone::Plain),
+                    (show(in_use), tone_of(in_use, tone)),
+                    (show(&h["serving"]), Tone::Plain),
+                ],
+                Vec::new(),
+            );
+        }
+        t.render(&mut out, colour);
     }
     out
 }
@@ -196,7 +358,101 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&doc).context("encode the status as JSON")?
         );
     } else {
-        print!("{}", text(&doc));
+        use std::io::IsTerminal;
+        let colour = use_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        );
+        print!("{}", table(&doc, colour));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        json!({
+            "prefix": "p",
+            "leader": {"id": "controller-1", "host": "h1", "pid": 42, "version": "0.1.0"},
+            "compute_nodes": {
+                "compute-1": {"failed": true, "recovered": true, "number_fails": 4,
+                              "maintenance": false, "phase": "evacuating", "ha_node": "ha-1",
+                              "last_error": null, "invalid": []},
+                "c2": {"failed": {"invalid": {"key": "p/compute_nodes/c2/status/failed",
+                                              "raw": "garbage", "reason": "not a boolean"}},
+                       "recovered": false, "number_fails": 0, "maintenance": false,
+                       "phase": null, "ha_node": null, "last_error": "fence timed out",
+                       "invalid": [{"key": "p/compute_nodes/c2/status/failed",
+                                    "raw": "garbage", "reason": "not a boolean"}]},
+            },
+            "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
+        })
+    }
+
+    #[test]
+    fn columns_line_up_whatever_the_cell_widths() {
+        let out = table(&doc(), false);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "leader: id=controller-1 host=h1 pid=42 version=0.1.0"
+        );
+        let header = lines.iter().position(|l| l.contains("NODE")).unwrap();
+        let head = lines[header];
+        let row = lines[header + 1];
+        assert!(row.starts_with("  c2"), "{out}");
+        // Every column starts at the same offset in the header and the rows.
+        for col in ["FAILED", "RECOVERED", "NUMBER_FAILS", "PHASE", "HA_NODE"] {
+            let at = head.find(col).unwrap();
+            for r in [lines[header + 1], lines[header + 4]] {
+                assert_ne!(&r[at..=at], " ", "{col} misaligned in {r:?}\n{out}");
+                assert_eq!(&r[at - 1..at], " ", "{col} misaligned in {r:?}\n{out}");
+            }
+        }
+        assert!(out.contains("INVALID(p/compute_nodes/c2/status/failed=\"garbage\")"));
+        assert!(out.contains("    last error: fence timed out"), "{out}");
+        assert!(out.contains("  compute-1  True"), "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
+    }
+
+    #[test]
+    fn colour_marks_failed_invalid_and_busy_cells_only_when_asked() {
+        let plain = table(&doc(), false);
+        let coloured = table(&doc(), true);
+        assert!(coloured.contains("\x1b[1;31mTrue\x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[33mevacuating\x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[1;31mINVALID("), "{coloured}");
+        // Stripping the escapes gives the plain table back: padding is
+        // computed on the visible text.
+        let mut stripped = String::new();
+        let mut chars = coloured.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                stripped.push(c);
+            }
+        }
+        assert_eq!(stripped, plain);
+        let none = json!({"leader": null, "compute_nodes": {}, "ha_nodes": {}});
+        assert_eq!(
+            table(&none, false),
+            "leader: none\ncompute nodes: 0\nha nodes: 0\n"
+        );
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(use_colour(true, None));
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None));
+    }
 }

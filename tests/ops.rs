@@ -1,0 +1,763 @@
+//! Operations, end to end: the HTTP endpoints of a running daemon checked by
+//! Debian's `promtool` and scraped by a real Prometheus server; the deploy/
+//! files checked by their own tools (`promtool check rules|config`,
+//! `promtool test rules`, `systemd-analyze verify`); the Consul ACL policy
+//! on an ACL-enabled agent; the .deb built, installed and run; the
+//! `novaha status` table on a terminal and off it.
+//!
+//! Every test has its own temp dir, free ports and Consul agent, and stops
+//! what it started (guards kill on drop, also on panic). The tools come from
+//! `scripts/deps/ops.sh`; a missing one fails the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use novaha_testkit::consul::{ConsulAgent, consul_bin};
+use novaha_testkit::daemon::{Daemon, DaemonConfig, novaha};
+use novaha_testkit::process::{ChildGuard, free_port, repo_root, tool, wait_until};
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_novaha"))
+}
+
+fn promtool() -> PathBuf {
+    tool("NOVAHA_PROMTOOL", &["/usr/bin/promtool"], "promtool")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A blocking HTTP/1.0 GET on 127.0.0.1: (status, lower-cased head, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)?;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+/// The `[http] listen` port written into a test daemon's config file.
+fn http_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("listen = \"127.0.0.1:"))
+        .expect("an [http] listen line");
+    line.trim_end_matches('"')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until `/readyz` answers `want`; returns the last answer on timeout.
+fn wait_ready(port: u16, want: &str, timeout: Duration) -> Result<(), String> {
+    let mut last = String::new();
+    let ok = wait_until(timeout, || match http_get(port, "/readyz") {
+        Ok((code, _, body)) => {
+            last = format!("{code} {body:?}");
+            code == 200 && body.trim() == want
+        }
+        Err(e) => {
+            last = e.to_string();
+            false
+        }
+    });
+    if ok { Ok(()) } else { Err(last) }
+}
+
+/// Runs `cmd` with `stdin` piped in; returns its output.
+fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// /metrics, /healthz, /readyz
+
+/// A leader and a standby: probes answer their role, and the leader's
+/// /metrics passes `promtool check metrics` without a single lint problem.
+#[test]
+fn metrics_of_a_running_leader_pass_promtool_and_probes_report_roles() {
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "t-ops-metrics";
+    let cfg_a = DaemonConfig::fast(&agent.http_addr(), prefix, "a").write(dir.path());
+    let a = Daemon::spawn(bin(), &cfg_a, "a", dir.path(), &[]);
+    let port_a = http_port(&cfg_a);
+    assert!(
+        a.wait_log("acquired the leader lock", 1, Duration::from_secs(30)),
+        "{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains(&format!("listen=127.0.0.1:{port_a}")),
+        "the bound address is logged:\n{}",
+        a.log()
+    );
+    wait_ready(port_a, "leader", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let cfg_b = DaemonConfig::fast(&agent.http_addr(), prefix, "b").write(dir.path());
+    let b = Daemon::spawn(bin(), &cfg_b, "b", dir.path(), &[]);
+    let port_b = http_port(&cfg_b);
+    wait_ready(port_b, "standby", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+
+    let (code, _, body) = http_get(port_a, "/healthz").unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, head, metrics) = http_get(port_a, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(metrics.contains("\nnovaha_leader 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nnovaha_leader_acquisitions_total 1\n"),
+        "{metrics}"
+    );
+    let o = run_with_stdin(
+        Command::new(promtool()).args(["check", "metrics"]),
+        metrics.as_bytes(),
+    );
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {:?}\nstdout: {}\nstderr: {}\n{metrics}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    let (_, _, standby) = http_get(port_b, "/metrics").unwrap();
+    assert!(standby.contains("\nnovaha_leader 0\n"), "{standby}");
+    let o = run_with_stdin(
+        Command::new(promtool()).args(["check", "metrics"]),
+        standby.as_bytes(),
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    drop(b);
+    drop(a);
+    drop(agent);
+}
+
+/// Consul unreachable: the daemon is alive (/healthz 200) but not ready
+/// (/readyz 503), and it says why.
+#[test]
+fn readyz_is_503_while_consul_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cfg = DaemonConfig::fast(&dead, "t-ops-noconsul", "a").write(dir.path());
+    let d = Daemon::spawn(bin(), &cfg, "a", dir.path(), &[]);
+    let port = http_port(&cfg);
+    assert!(
+        wait_until(Duration::from_secs(20), || http_get(port, "/healthz")
+            .is_ok_and(|(c, _, _)| c == 200)),
+        "{}",
+        d.log()
+    );
+    let (code, _, body) = http_get(port, "/readyz").unwrap();
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "consul not reachable\n"),
+        "{}",
+        d.log()
+    );
+}
+
+/// A real Prometheus server scrapes a running leader; its query API
+/// reports `up` and `novaha_leader` 1.
+#[test]
+fn prometheus_server_scrapes_the_leader() {
+    let prometheus = tool("NOVAHA_PROMETHEUS", &["/usr/bin/prometheus"], "prometheus");
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = DaemonConfig::fast(&agent.http_addr(), "t-ops-scrape", "a").write(dir.path());
+    let d = Daemon::spawn(bin(), &cfg, "a", dir.path(), &[]);
+    let target = http_port(&cfg);
+    assert!(
+        d.wait_log("acquired the leader lock", 1, Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
+    let prom_cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: novaha\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{target}']\n"
+        ),
+    )
+    .unwrap();
+    let web = free_port();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let mut server = ChildGuard::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", prom_cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    let query = |q: &str| -> Option<String> {
+        let (code, _, body) = http_get(web, &format!("/api/v1/query?query={q}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let prom_log =
+        || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    // The first scrape comes ~5 s after start (NOTES.md): poll, never sleep.
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            query("up%7Bjob%3D%22novaha%22%7D").as_deref() == Some("1")
+        }),
+        "prometheus never scraped the daemon\n{}",
+        prom_log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || query("novaha_leader")
+            .as_deref()
+            == Some("1")),
+        "novaha_leader is not 1 in prometheus: {:?}\n{}",
+        query("novaha_leader"),
+        prom_log()
+    );
+    assert_eq!(
+        query("novaha_nodes%7Bstate%3D%22failed%22%7D").as_deref(),
+        Some("0")
+    );
+    assert!(server.is_running(), "{}", prom_log());
+}
+
+// ---------------------------------------------------------------------------
+// deploy/: Prometheus rules and config, systemd unit
+
+#[test]
+fn deploy_prometheus_rules_and_config_pass_promtool() {
+    let dir = repo_root().join("deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "novaha-alerts.yml"],
+        vec!["test", "rules", "novaha-alerts.test.yml"],
+        vec!["check", "config", "prometheus.yml"],
+    ] {
+        let o = Command::new(promtool())
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "promtool {}: {:?}\n{}{}",
+            args.join(" "),
+            o.status,
+            stdout(&o),
+            stderr(&o)
+        );
+        assert!(stdout(&o).contains("SUCCESS"), "{}", stdout(&o));
+    }
+    // Every alert the issue asks for is there.
+    let rules = std::fs::read_to_string(dir.join("novaha-alerts.yml")).unwrap();
+    for alert in [
+        "NovahaNoLeader",
+        "NovahaNodeFailed",
+        "NovahaRecoveryStuck",
+        "NovahaBmcUnreachable",
+        "NovahaMassFailureGuard",
+    ] {
+        assert!(
+            rules.contains(&format!("alert: {alert}")),
+            "{alert} missing"
+        );
+    }
+}
+
+/// Every series populated (each method of `Metrics` called once), so that
+/// labelled families show up: the whole exposition passes `promtool check
+/// metrics`, and the alert rules and the dashboard name only series that
+/// exist.
+#[test]
+fn alert_rules_and_dashboard_name_only_exported_series() {
+    let m = novaha::metrics::Metrics::new();
+    m.set_leader(true);
+    m.observe_poll(0.02);
+    m.set_nodes(&[("healthy", 3), ("failed", 1)]);
+    m.set_node("compute-1", 4, true);
+    m.set_state_invalid(1);
+    m.state_invalid_seen(1);
+    m.set_mass_failure_guard(true);
+    m.recovery_finished("done", Some(95.0));
+    m.set_recovery("compute-1", Some(30.0), false);
+    m.fence_attempt("ipmi", true, 4.2);
+    m.set_bmc_up("compute-1", true);
+    m.evacuation("done", Some(12.0));
+    m.notification("email", "sent");
+    m.api_error("nova");
+    m.admin_reset();
+    let metrics = m.encode();
+    let o = run_with_stdin(
+        Command::new(promtool()).args(["check", "metrics"]),
+        metrics.as_bytes(),
+    );
+    assert!(
+        o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{metrics}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let names_in = |text: &str| -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("novaha_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            out.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        out
+    };
+    let base = |n: &str| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| n.strip_suffix(s))
+            .unwrap_or(n)
+            .to_owned()
+    };
+    for file in [
+        "deploy/prometheus/novaha-alerts.yml",
+        "deploy/grafana/novaha.json",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        for name in names_in(&text) {
+            assert!(
+                exported.contains(name.as_str()) || exported.contains(base(&name).as_str()),
+                "{file} uses {name}, which /metrics does not export:\n{metrics}"
+            );
+        }
+    }
+}
+
+/// `systemd-analyze verify` checks that ExecStart's binary exists and is
+/// executable, so the unit is copied with /usr/bin/novaha rewritten to the
+/// binary cargo built; nothing else changes. Any warning fails the test.
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let analyze = tool(
+        "NOVAHA_SYSTEMD_ANALYZE",
+        &["/usr/bin/systemd-analyze"],
+        "systemd-analyze",
+    );
+    let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/novaha.service")).unwrap();
+    for needed in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "ExecStart=/usr/bin/novaha run -c /etc/novaha/novaha.toml",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks {needed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("novaha.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/novaha", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let o = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .env("SYSTEMD_LOG_COLOR", "0")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && o.stderr.is_empty() && o.stdout.is_empty(),
+        "systemd-analyze verify: {:?}\n{}{}",
+        o.status,
+        stdout(&o),
+        stderr(&o)
+    );
+    // And it does fail on a broken unit (the check can fail).
+    std::fs::write(&path, unit.replace("Type=notify", "Type=notyfy")).unwrap();
+    let o = Command::new(tool(
+        "NOVAHA_SYSTEMD_ANALYZE",
+        &["/usr/bin/systemd-analyze"],
+        "systemd-analyze",
+    ))
+    .arg("verify")
+    .arg(&path)
+    .output()
+    .unwrap();
+    assert!(!o.stderr.is_empty(), "a bad Type= went unnoticed");
+}
+
+// ---------------------------------------------------------------------------
+// `novaha status` on and off a terminal
+
+#[test]
+fn status_table_is_coloured_only_on_a_terminal_without_no_color() {
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = "t-ops-status";
+    for (k, v) in [
+        ("compute_nodes/compute-1/status/failed", "True"),
+        ("compute_nodes/compute-1/status/recovered", "True"),
+        ("compute_nodes/compute-1/internal/number_fails", "4"),
+        ("compute_nodes/compute-22/status/failed", "False"),
+        ("compute_nodes/compute-22/status/recovered", "False"),
+        ("compute_nodes/compute-22/internal/number_fails", "0"),
+        ("ha_nodes/ha-1/status/in_use", "False"),
+    ] {
+        agent.kv_put(&format!("{p}/{k}"), v.as_bytes());
+    }
+    let cfg = DaemonConfig::fast(&agent.http_addr(), p, "a").write(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    // Off a terminal (a pipe): no escape codes at all.
+    let o = novaha(bin(), &["status", "-c", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain = stdout(&o);
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    let lines: Vec<&str> = plain.lines().collect();
+    let head = lines
+        .iter()
+        .find(|l| l.contains("NODE") && l.contains("FAILED"))
+        .unwrap();
+    let row = lines.iter().find(|l| l.contains("compute-1 ")).unwrap();
+    let row22 = lines.iter().find(|l| l.contains("compute-22")).unwrap();
+    for col in ["FAILED", "RECOVERED", "NUMBER_FAILS"] {
+        let at = head.find(col).unwrap();
+        assert_ne!(row.as_bytes()[at], b' ', "{col} misaligned\n{plain}");
+        assert_ne!(row22.as_bytes()[at], b' ', "{col} misaligned\n{plain}");
+    }
+    // On a terminal (script(1) gives it a pty): coloured.
+    let on_tty = |no_color: Option<&str>| {
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c"])
+            .arg(format!("{} status -c {cfg}", bin().display()))
+            .arg("/dev/null")
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null());
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let o = cmd.output().expect("run script(1)");
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        stdout(&o)
+    };
+    let tty = on_tty(None);
+    assert!(tty.contains("\x1b[1;31mTrue\x1b[0m"), "{tty:?}");
+    assert!(tty.contains("compute-1"), "{tty:?}");
+    let tty_no_color = on_tty(Some("1"));
+    assert!(tty_no_color.contains("compute-22"), "{tty_no_color:?}");
+    assert!(!tty_no_color.contains('\x1b'), "{tty_no_color:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Consul ACLs: the daemon works with deploy/consul/novaha-policy.hcl alone
+
+/// A dev agent with ACLs on (1.8 syntax: `tokens { master, agent }`),
+/// default deny, killed on drop.
+struct AclAgent {
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+    port: u16,
+    master: String,
+}
+
+impl AclAgent {
+    fn start() -> Self {
+        let master = "4b1c0e3e-0000-4000-8000-00000000a11c".to_owned();
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+            let mut sorted = ports.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != 4 {
+                continue;
+            }
+            let hcl = format!(
+                "acl {{ enabled = true, default_policy = \"deny\", down_policy = \"deny\", \
+                 tokens {{ master = \"{master}\", agent = \"{master}\" }} }}"
+            );
+            let log = std::fs::File::create(dir.path().join("consul.log")).unwrap();
+            let mut guard = ChildGuard::spawn(
+                "consul acl agent",
+                Command::new(consul_bin())
+                    .args([
+                        "agent",
+                        "-dev",
+                        "-bind",
+                        "127.0.0.1",
+                        "-client",
+                        "127.0.0.1",
+                    ])
+                    .args(["-node", &format!("novaha-acl-{}", ports[0])])
+                    .arg(format!("-http-port={}", ports[0]))
+                    .arg("-dns-port=-1")
+                    .arg("-grpc-port=-1")
+                    .arg(format!("-serf-lan-port={}", ports[1]))
+                    .arg(format!("-serf-wan-port={}", ports[2]))
+                    .arg(format!("-server-port={}", ports[3]))
+                    .args(["-hcl", &hcl])
+                    .env_remove("CONSUL_HTTP_ADDR")
+                    .env_remove("CONSUL_HTTP_TOKEN")
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log),
+            );
+            // Ready once the ACL system answers the master token and the
+            // agent's node is in the catalog with serfHealth passing.
+            let health = format!("/v1/health/node/novaha-acl-{}", ports[0]);
+            let ready = wait_until(Duration::from_secs(30), || {
+                guard.is_running()
+                    && consul_call(ports[0], "GET", &health, "", &master).is_ok_and(|(c, b)| {
+                        c == 200 && b.contains("serfHealth") && b.contains("passing")
+                    })
+            });
+            if ready {
+                return Self {
+                    _guard: guard,
+                    _dir: dir,
+                    port: ports[0],
+                    master,
+                };
+            }
+            guard.kill();
+            eprintln!(
+                "acl agent did not start:\n{}",
+                std::fs::read_to_string(dir.path().join("consul.log")).unwrap_or_default()
+            );
+        }
+        panic!("the ACL-enabled consul agent never got ready");
+    }
+
+    fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// One request with `token` as X-Consul-Token: (status, body).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: &str,
+    ) -> std::io::Result<(u16, String)> {
+        consul_call(self.port, method, path, body, token)
+    }
+
+    /// Creates a policy from HCL rules and a token holding only it; returns
+    /// the token's secret.
+    fn token_with_policy(&self, name: &str, rules: &str) -> String {
+        let body = serde_json::json!({"Name": name, "Rules": rules}).to_string();
+        let (code, resp) = self
+            .call("PUT", "/v1/acl/policy", &body, &self.master)
+            .unwrap();
+        assert_eq!(code, 200, "create policy {name}: {resp}");
+        let body =
+            serde_json::json!({"Description": name, "Policies": [{"Name": name}]}).to_string();
+        let (code, resp) = self
+            .call("PUT", "/v1/acl/token", &body, &self.master)
+            .unwrap();
+        assert_eq!(code, 200, "create token: {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        v["SecretID"].as_str().unwrap().to_owned()
+    }
+}
+
+/// One HTTP/1.0 request to a Consul agent with `token` as X-Consul-Token
+/// (the header, never the URL): (status, body).
+fn consul_call(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: &str,
+) -> std::io::Result<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nX-Consul-Token: {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// A daemon config on the real `ha_cluster` prefix (the policy is written
+/// for it) whose token comes from a file, never the command line.
+fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
+    let token_file = dir.join(format!("{id}.token"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[consul]\naddress = \"{consul}\"\ntoken_file = \"{}\"\nrequest_timeout = \"5s\"\n\n\
+             [election]\nsession_ttl = \"10s\"\nlock_delay = \"1s\"\ncheck_ttl = \"2s\"\nid = \"{id}\"\n\n\
+             [monitor]\ninterval = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
+             [log]\nformat = \"text\"\nlevel = \"info\"\n",
+            token_file.display(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
+    let agent = AclAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rules =
+        std::fs::read_to_string(repo_root().join("deploy/consul/novaha-policy.hcl")).unwrap();
+    let token = agent.token_with_policy("novaha", &rules);
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token);
+    let c = cfg.to_str().unwrap();
+
+    // check-config reaches the agent with this token alone.
+    let o = novaha(bin(), &["check-config", "-c", c]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    let d = Daemon::spawn(bin(), &cfg, "acl-a", dir.path(), &[]);
+    assert!(
+        d.wait_log("acquired the leader lock", 1, Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
+    // It writes its state (the lease-checked transaction succeeds).
+    assert!(
+        wait_until(Duration::from_secs(15), || agent
+            .call(
+                "GET",
+                "/v1/kv/ha_cluster/novaha/last_cycle?raw",
+                "",
+                &agent.master
+            )
+            .is_ok_and(
+                |(code, body)| code == 200 && body.contains("\"id\":\"acl-a\"")
+            )),
+        "no cycle record written\n{}",
+        d.log()
+    );
+    wait_ready(http_port(&cfg), "leader", Duration::from_secs(10)).unwrap();
+    // `status` reads the tree and the lock with the same token.
+    let o = novaha(bin(), &["status", "--json", "-c", c]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["leader"]["id"], "acl-a");
+    assert!(!d.log().contains("Permission denied"), "{}", d.log());
+    assert!(!d.log().contains(&token), "the token leaked into the log");
+
+    // Least privilege: nothing outside what the daemon needs.
+    for (method, path, body) in [
+        ("PUT", "/v1/kv/other/key", "x"),
+        ("GET", "/v1/kv/other/key", ""),
+        ("GET", "/v1/acl/tokens", ""),
+        (
+            "PUT",
+            "/v1/agent/service/register",
+            r#"{"Name":"evil","Port":1}"#,
+        ),
+        ("DELETE", "/v1/operator/raft/peer?address=127.0.0.1:1", ""),
+        ("PUT", "/v1/agent/leave", ""),
+    ] {
+        let (code, resp) = agent.call(method, path, body, &token).unwrap();
+        assert_eq!(
+            code, 403,
+            "{method} {path} allowed to the novaha token: {resp}"
+        );
+    }
+}
+
+#[test]
+fn a_token_without_the_policy_is_refused_with_a_clear_error() {
+    let agent = AclAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let token =
+        agent.token_with_policy("unrelated", "key_prefix \"other/\" { policy = \"write\" }");
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-b", &token);
+    let c = cfg.to_str().unwrap();
+    let o = novaha(bin(), &["run", "--once", "-c", c]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{}{err}", stdout(&o));
+    assert!(
+        err.contains("403") || err.to_lowercase().contains("permission denied"),
+        "{err}"
+    );
+    assert!(!err.contains(&token), "the token leaked: {err}");
+    // The daemon keeps running as standby, says why, and never leads.
+    let d = Daemon::spawn(bin(), &cfg, "acl-b", dir.path(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || d
+            .log()
+            .to_lowercase()
+            .contains("permission denied")),
+        "{}",
+        d.log()
+    );
+    assert!(!d.log().contains("acquired the leader lock"), "{}", d.log());
+    assert!(!d.log().contains(&token), "the token leaked into the log");
+    let (code, _) = agent
+        .call("GET", "/v1/kv/ha_cluster/leader", "", &agent.master)
+        .unwrap();
+    assert_eq!(code, 404, "the lock was taken with a refused token");
+}
