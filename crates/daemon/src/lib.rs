@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod fence_health;
 pub mod http;
 pub mod leader;
 pub mod logging;
