@@ -33,8 +33,10 @@ use novaha_fence::{FenceError, FenceRegistry, FenceSettings, PowerReport, target
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::config::Config;
+use crate::config::recovery::Mode;
 use crate::metrics::Metrics;
 
 /// The name of the report's key below the prefix's `novaha/` folder
@@ -326,6 +328,35 @@ async fn read_all(
     out.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Starts the fence-path health check of a leader tenure from the daemon's
+/// config (the leader calls this when it takes the lock and stops the
+/// returned task when its tenure ends). In `[recovery] mode = "dry-run"` it
+/// reads and logs but publishes nothing. `None` (logged at ERROR) when the
+/// `[fence]` section cannot build its drivers, which `check-config` and
+/// start-up already refuse.
+pub fn start(
+    cfg: &Config,
+    store: Arc<dyn StateStore>,
+    schema: &Schema,
+    metrics: Option<Arc<Metrics>>,
+    lease: &LeaderLease,
+) -> Option<HealthTask> {
+    match FenceHealth::new(store, schema.clone(), &cfg.fence, metrics) {
+        Ok(h) => {
+            let h = if cfg.recovery.mode == Mode::DryRun {
+                h.without_publishing()
+            } else {
+                h
+            };
+            Some(Arc::new(h).spawn(lease))
+        }
+        Err(e) => {
+            error!(error = %e, "fence-path health check not started: the fence drivers cannot be built");
+            None
+        }
+    }
+}
+
 /// The leader's fence-path health check: what a round needs.
 pub struct FenceHealth {
     store: Arc<dyn StateStore>,
@@ -424,21 +455,18 @@ impl FenceHealth {
     }
 
     /// Starts the check under `lease`: a child token of the lease, spawned
-    /// through `tracker` (the leader's). The first round runs at once.
-    pub fn spawn(self: &Arc<Self>, tracker: &TaskTracker, lease: &LeaderLease) -> HealthTask {
+    /// through the returned task's own `TaskTracker`. The first round runs
+    /// at once; [`HealthTask::stop`] ends it (so does losing the lease).
+    pub fn spawn(self: &Arc<Self>, lease: &LeaderLease) -> HealthTask {
         let token = lease.token().child_token();
-        let own = TaskTracker::new();
+        let tracker = TaskTracker::new();
         let lease = LeaderLease::new(
             lease.session().to_owned(),
             lease.epoch().to_owned(),
             token.clone(),
         );
-        let task = own.track_future(self.clone().run(lease));
-        tracker.spawn(task);
-        HealthTask {
-            token,
-            tracker: own,
-        }
+        tracker.spawn(self.clone().run(lease));
+        HealthTask { token, tracker }
     }
 
     /// Runs rounds every interval until `lease` is lost (or its token
@@ -761,8 +789,7 @@ mod tests {
         );
         let token = CancellationToken::new();
         let lease = LeaderLease::new("s1".into(), "s1:1".into(), token.clone());
-        let tracker = TaskTracker::new();
-        let task = health.spawn(&tracker, &lease);
+        let task = health.spawn(&lease);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while mem.commits.lock().expect("lock").len() < 3 {
             assert!(std::time::Instant::now() < deadline, "fewer than 3 rounds");
@@ -788,8 +815,6 @@ mod tests {
         // Losing the lease stops it; nothing more is written.
         token.cancel();
         task.stop().await;
-        tracker.close();
-        tracker.wait().await;
         let n = mem.commits.lock().expect("lock").len();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(mem.commits.lock().expect("lock").len(), n);
