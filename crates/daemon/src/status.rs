@@ -351,7 +351,9 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             reason: e.to_string(),
         }),
     };
-    let doc = document(&state, leader, schema.prefix());
+    let mut doc = document(&state, leader, schema.prefix());
+    // The leader's last fence-path health report (crate::fence_health).
+    doc["fence_health"] = crate::fence_health::status_json(&schema, &snap);
     if as_json {
         println!(
             "{}",
@@ -364,6 +366,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             std::env::var_os("NO_COLOR").as_deref(),
         );
         print!("{}", table(&doc, colour));
+        print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
     }
     Ok(ExitCode::SUCCESS)
 }
