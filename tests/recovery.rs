@@ -381,6 +381,10 @@ fn assert_recovered(c: &Cluster, node: &str, ha: &str, ids: &[String]) {
     assert!(force < first_evac, "force-down after an evacuation");
     let reason = calls[force].body["disabled_reason"].as_str().unwrap_or("");
     assert!(
+        reason.contains(rec["incident"].as_str().unwrap()) && reason.contains("epoch "),
+        "the disabled reason names the incident and the epoch: {reason}"
+    );
+    assert!(
         reason.contains(&rec["epoch"].as_str().unwrap()[..8]) || reason.contains("epoch"),
         "{reason}"
     );
@@ -426,6 +430,41 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
     // Nothing more happens on later cycles.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(c.evacuate_calls().values().sum::<usize>(), 3);
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+
+    // The operator repairs the host and resets the flags.
+    let incident = c.record("compute-1").unwrap()["incident"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.sim().revive("compute-1").unwrap();
+    let admin = c.dir.path().join("admin.toml");
+    let o = novaha(
+        bin(),
+        &["node", "reset", "compute-1", "-c", admin.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = c.wait("reset applied", Duration::from_secs(20), |s| {
+        let n = &s["compute_nodes"]["compute-1"];
+        n["phase"].is_null() && s["ha_nodes"]["ha-1"]["in_use"] == false
+    });
+    let n = &s["compute_nodes"]["compute-1"];
+    assert_eq!(n["failed"], false, "{n}");
+    assert_eq!(n["recovered"], false, "{n}");
+    assert_eq!(n["number_fails"], 0, "{n}");
+    assert!(s["ha_nodes"]["ha-1"]["serving"].is_null(), "{s:#}");
+    assert!(c.record("compute-1").is_none());
+    assert!(
+        c.kv_json(&format!("compute_nodes/compute-1/incidents/{incident}"))
+            .is_some(),
+        "the incident stays"
+    );
+    let (svc, _) = c.sim().service("compute-1").unwrap();
+    assert!(!svc.forced_down && !svc.disabled, "{svc:?}");
+    assert_eq!(c.count_in_logs("admin reset applied"), 1, "{}", c.logs());
+    // Healthy again: no second recovery.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.node("compute-1")["failed"], false);
     assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
 }
 
@@ -638,4 +677,105 @@ fn nova_down_for_several_cycles_leaves_number_fails_unchanged() {
     c.wait("counting resumes", Duration::from_secs(20), |s| {
         s["compute_nodes"]["compute-1"]["number_fails"].as_u64() > Some(held)
     });
+}
+
+#[test]
+fn run_once_reports_no_failed_nodes_then_recovers_a_killed_host() {
+    let c = Cluster::start(
+        "r-once",
+        sim_config(3, 2, 1, Duration::from_millis(300)),
+        Settings::default(),
+        0,
+    );
+    let cfg = c.config("once");
+    let once = || {
+        let o = novaha(bin(), &["run", "--once", "-c", cfg.to_str().unwrap()]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let out = once();
+    assert_eq!(out, "No failed nodes\n");
+    let ids = c.server_ids_on("compute-1");
+    c.sim().kill("compute-1").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Each run is one cycle: the count passes the threshold, then the
+    // recovery runs to its end inside one run.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut outputs = Vec::new();
+    loop {
+        let out = once();
+        outputs.push(out.clone());
+        if out.contains("compute-1: recovery done") {
+            assert!(out.starts_with("Failed nodes: compute-1\n"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{outputs:#?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_recovered(&c, "compute-1", "ha-1", &ids);
+    // Done stays done: the next run reports the failed node, acts no more.
+    let out = once();
+    assert_eq!(out, "Failed nodes: compute-1\n", "{out}");
+    assert_eq!(c.evacuate_calls().values().sum::<usize>(), ids.len());
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_changes_nothing() {
+    let c = Cluster::start(
+        "r-dry",
+        sim_config(3, 3, 1, Duration::from_millis(300)),
+        Settings {
+            recovery: "mode = \"dry-run\"".to_owned(),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.wait_leader();
+    let ids = c.server_ids_on("compute-1");
+    c.sim().kill("compute-1").unwrap();
+    let d = &c.daemons[0];
+    assert!(
+        d.wait_log("Dry-run plan for compute-1:", 1, Duration::from_secs(30)),
+        "{}",
+        d.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let log = d.log();
+    assert_eq!(
+        d.count("Dry-run plan for compute-1:"),
+        1,
+        "printed once: {log}"
+    );
+    assert!(log.contains("dry run: recovery plan"), "{log}");
+    assert!(log.contains("1. fence: driver noop"), "{log}");
+    assert!(log.contains("evacuate to HA node ha-1"), "{log}");
+    for id in &ids {
+        assert!(
+            log.contains(&format!("{id} vm-")),
+            "{id} in the plan: {log}"
+        );
+        assert!(log.contains("-> ha-1"), "{log}");
+    }
+    // No side effect: nothing written to the tree but the cycle record,
+    // no mutating Nova call, nothing moved.
+    let s = c.status();
+    assert!(
+        s["compute_nodes"].as_object().is_none_or(|m| m.is_empty()),
+        "{s:#}"
+    );
+    assert_eq!(s["ha_nodes"]["ha-1"]["in_use"], false);
+    let mutating: Vec<_> = c
+        .sim()
+        .calls()
+        .into_iter()
+        .filter(|x| !x.path.contains("/auth/tokens"))
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+    assert_eq!(c.server_ids_on("compute-1"), ids);
+    assert_eq!(d.count("node fenced"), 0);
 }

@@ -35,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::metrics::Metrics;
 use crate::recovery::plan::{Plan, plan};
 use crate::recovery::{Outcome, RunnerContext, View, needs_work, run_node};
 use crate::stages::Stages;
@@ -128,6 +129,10 @@ pub struct LeaderCycle {
     logged_invalid: BTreeSet<(String, String)>,
     /// Detection and recovery; `None` = the leader only observes.
     recovery: Option<Recovery>,
+    /// The exposed metrics, when the HTTP endpoint runs.
+    metrics: Option<Arc<Metrics>>,
+    /// Nodes with per-node series, to drop the series of a removed node.
+    metric_nodes: BTreeSet<NodeName>,
 }
 
 impl LeaderCycle {
@@ -147,7 +152,63 @@ impl LeaderCycle {
             counters,
             logged_invalid: BTreeSet::new(),
             recovery: None,
+            metrics: None,
+            metric_nodes: BTreeSet::new(),
         }
+    }
+
+    /// Reports detection and recovery through `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// The per-node and per-state series of one parsed tree.
+    fn node_metrics(&mut self, state: &ClusterState) {
+        use novaha_core::record::Phase;
+        let Some(m) = &self.metrics else { return };
+        let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let now = Utc::now();
+        for cn in state.compute_nodes.values() {
+            let name = cn.name.as_str();
+            let record = cn.recovery.value.as_ref().ok().and_then(|r| r.as_ref());
+            let st = if cn.has_invalid() {
+                "invalid"
+            } else if cn.maintenance.get() == Some(true) {
+                "maintenance"
+            } else if record.is_some_and(|r| r.phase != Phase::Done) {
+                "recovering"
+            } else if cn.failed.get() == Some(true) {
+                "failed"
+            } else if cn.number_fails.get().unwrap_or(0) > 0 {
+                "failing"
+            } else {
+                "healthy"
+            };
+            *by_state.entry(st).or_default() += 1;
+            m.set_node(
+                name,
+                cn.number_fails.get().unwrap_or(0),
+                cn.failed.get() == Some(true),
+            );
+            match record {
+                Some(r) if r.phase != Phase::Done => {
+                    let age = r
+                        .timeline
+                        .get("detected")
+                        .and_then(|d| (now - *d).to_std().ok())
+                        .map(|d| d.as_secs_f64());
+                    m.set_recovery(name, age, r.phase == Phase::Stuck);
+                }
+                _ => m.set_recovery(name, None, false),
+            }
+        }
+        let by_state: Vec<(&'static str, i64)> = by_state.into_iter().collect();
+        m.set_nodes(&by_state);
+        let now_nodes: BTreeSet<NodeName> = state.compute_nodes.keys().cloned().collect();
+        for gone in self.metric_nodes.difference(&now_nodes) {
+            m.forget_node(gone.as_str());
+        }
+        self.metric_nodes = now_nodes;
     }
 
     /// Wires detection and recovery from `cfg` (the stages are built at the
@@ -287,6 +348,7 @@ impl LeaderCycle {
         };
         let state = ClusterState::parse(&self.schema, &snap);
         let invalid = self.note_invalid(&state);
+        self.node_metrics(&state);
         self.act(&snap, &state, lease).await?;
         let (judged_failed, mass_failure, nova_unreachable) = self
             .recovery
@@ -369,6 +431,7 @@ impl LeaderCycle {
         let dry_run = stages.policy.dry_run;
         // The judgement reads the real tree, or in a dry run the tree with
         // the counts judged so far (kept in memory, never written).
+        let real = snap;
         let shadowed;
         let (snap, state) = if dry_run {
             let s = shadow(snap, &mut rec.shadow);
@@ -390,6 +453,15 @@ impl LeaderCycle {
             seconds = started.elapsed().as_secs_f64(),
             "monitor observed"
         );
+        if let Some(m) = &self.metrics {
+            for p in &observed.problems {
+                match p {
+                    novaha_monitor::Problem::NovaUnreachable { .. } => m.api_error("nova"),
+                    novaha_monitor::Problem::ConsulUnreachable { .. } => m.api_error("consul"),
+                    _ => {}
+                }
+            }
+        }
         let judgement = judge(
             &self.schema,
             state,
@@ -456,6 +528,12 @@ impl LeaderCycle {
                 }
             }
         }
+        if let Some(m) = &self.metrics {
+            m.observe_poll(started.elapsed().as_secs_f64());
+            if observed.nova.is_some() {
+                m.set_mass_failure_guard(judgement.mass_failure);
+            }
+        }
         let mut view = rec.view.borrow().as_ref().clone();
         if let Some(nova) = &observed.nova {
             view.at = Some(started);
@@ -491,7 +569,7 @@ impl LeaderCycle {
         }
         if dry_run {
             // Re-parse with this cycle's judgement folded in.
-            let s = shadow(snap, &mut rec.shadow);
+            let s = shadow(real, &mut rec.shadow);
             let st = ClusterState::parse(&self.schema, &s);
             rec.planned.retain(|n| work.contains(n));
             for n in &work {
@@ -573,6 +651,7 @@ impl LeaderCycle {
                 stages: stages.clone(),
                 view: rec.view.subscribe(),
                 once: rec.once,
+                metrics: self.metrics.clone(),
             };
             let cancel = tenure.lease.token().child_token();
             let handle =
@@ -621,6 +700,11 @@ impl LeaderCycle {
             }
         }
         let count = present.len();
+        if let Some(m) = &self.metrics {
+            let newly = present.difference(&self.logged_invalid).count();
+            m.state_invalid_seen(newly as u64);
+            m.set_state_invalid(count);
+        }
         self.logged_invalid = present;
         self.counters
             .state_invalid_current

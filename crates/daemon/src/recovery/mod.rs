@@ -34,7 +34,7 @@ use novaha_core::NodeName;
 use novaha_core::detect::NovaService;
 use novaha_core::drivers::{Fenced, Instance, InstanceProgress};
 use novaha_core::kv::{ClusterState, Schema};
-use novaha_core::record::Phase;
+use novaha_core::record::{InstanceState, Phase, RecoveryRecord};
 use novaha_core::recovery::{
     Action, Failure, HaNodeObs, NodeFlags, Observation, Step, WaitReason, decide,
 };
@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::metrics::Metrics;
 use crate::stages::Stages;
 
 /// The shortest wait between two decisions, so that a zero retry never
@@ -89,6 +90,8 @@ pub struct RunnerContext {
     /// `run --once`: stop at the first wait instead of waiting it out
     /// (polls of evacuations in flight are still waited for).
     pub once: bool,
+    /// Where the outcomes are counted (`None` in `run --once`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// The results of the last action, folded into the next observation.
@@ -161,6 +164,43 @@ fn failure(message: String, retryable: bool) -> Failure {
     Failure { message, retryable }
 }
 
+/// Counts what a landed commit changed: instances that reached a final
+/// state, a recovery that finished or got stuck.
+fn count_transitions(m: &Metrics, before: Option<&RecoveryRecord>, after: Option<&RecoveryRecord>) {
+    let now = Utc::now();
+    let Some(after) = after else { return };
+    for (id, i) in &after.instances {
+        let was_final = before
+            .and_then(|b| b.instances.get(id))
+            .is_some_and(|b| b.state.is_final());
+        if i.state.is_final() && !was_final {
+            let result = match i.state {
+                InstanceState::Done => "done",
+                InstanceState::Error => "error",
+                _ => "skipped",
+            };
+            let seconds = i
+                .requested_at
+                .and_then(|at| (now - at).to_std().ok())
+                .map(|d| d.as_secs_f64());
+            m.evacuation(result, seconds);
+        }
+    }
+    let was = before.map(|b| b.phase);
+    if after.phase == Phase::Done && was != Some(Phase::Done) {
+        let landed = after
+            .timeline
+            .get("detected")
+            .zip(after.timeline.get("evacuated"))
+            .and_then(|(d, e)| (*e - *d).to_std().ok())
+            .map(|d| d.as_secs_f64());
+        m.recovery_finished("done", landed);
+    }
+    if after.phase == Phase::Stuck && was != Some(Phase::Stuck) {
+        m.recovery_finished("stuck", None);
+    }
+}
+
 impl NodeRunner {
     async fn run(&mut self) -> Outcome {
         loop {
@@ -206,12 +246,19 @@ impl NodeRunner {
             let d = decide(policy, record.as_ref(), &obs, Utc::now());
             if !d.ops.is_empty() {
                 match self.ctx.store.commit(&self.lease, &d.ops).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        if let Some(m) = &self.ctx.metrics {
+                            count_transitions(m, record.as_ref(), d.record.as_ref());
+                        }
+                    }
                     Err(e @ StoreError::NotLeader { .. }) => {
                         error!(node = %self.node, error = %e, "recovery: write refused, not the leader; stopping");
                         return Outcome::Cancelled;
                     }
                     Err(e) => {
+                        if matches!(e, StoreError::Unavailable(_)) {
+                            self.api_error("consul");
+                        }
                         // Do not act on an uncommitted decision: re-read and
                         // decide again, keeping the results (they are facts
                         // about the world, folding them twice is harmless).
@@ -255,6 +302,19 @@ impl NodeRunner {
         }
     }
 
+    fn api_error(&self, service: &str) {
+        if let Some(m) = &self.ctx.metrics {
+            m.api_error(service);
+        }
+    }
+
+    /// Counts a failed Nova call (a refusal is not an API error).
+    fn nova_error(&self, e: &novaha_core::drivers::EvacuateError) {
+        if e.is_retryable() {
+            self.api_error("nova");
+        }
+    }
+
     /// Sleeps `d` unless cancelled first; false when cancelled.
     async fn sleep(&self, d: Duration) -> bool {
         tokio::select! {
@@ -286,15 +346,23 @@ impl NodeRunner {
                     return self.wait_step(Duration::ZERO).await;
                 };
                 let started = Instant::now();
+                let mut driver = "none";
                 let result = match stages.fences.fencer_for(&target) {
                     Ok(fencer) => {
-                        info!(node = %node, stage = "fence", driver = fencer.driver(), "fencing: powering off");
+                        driver = fencer.driver();
+                        info!(node = %node, stage = "fence", driver, "fencing: powering off");
                         // A destructive unit: never raced against cancellation.
                         fencer.fence(&target).await.map(|f| (f, fencer.driver()))
                     }
                     Err(e) => Err(e),
                 };
                 let seconds = started.elapsed().as_secs_f64();
+                if let Some(m) = &self.ctx.metrics {
+                    m.fence_attempt(driver, result.is_ok(), seconds);
+                    if result.as_ref().is_err_and(|e| e.is_retryable()) {
+                        m.api_error("bmc");
+                    }
+                }
                 match result {
                     Ok((fenced, driver)) => {
                         warn!(node = %node, stage = "fence", driver, seconds, "node fenced: power verified off");
@@ -323,6 +391,7 @@ impl NodeRunner {
                         });
                     }
                     Err(e) => {
+                        self.nova_error(&e);
                         warn!(node = %node, stage = "force-down", error = %e, "force-down failed");
                         self.results.failure =
                             Some((Step::ForceDown, failure(e.to_string(), e.is_retryable())));
@@ -341,6 +410,7 @@ impl NodeRunner {
                         self.results.instances = Some(list);
                     }
                     Err(e) => {
+                        self.nova_error(&e);
                         warn!(node = %node, stage = "list", error = %e, "listing the node's instances failed");
                         self.results.failure = Some((
                             Step::ListInstances,
@@ -363,6 +433,7 @@ impl NodeRunner {
                     });
                 }
                 Err(e) => {
+                    self.nova_error(&e);
                     warn!(node = %node, stage = "prepare-target", ha_node = %ha_node, error = %e, "enabling the HA node failed");
                     self.results.failure = Some((
                         Step::PrepareTarget,
@@ -391,6 +462,7 @@ impl NodeRunner {
                             info!(node = %node, stage = "evacuate", instance = %id, target = target_name, "evacuate call accepted");
                         }
                         Ok((id, Err(e))) => {
+                            self.nova_error(&e);
                             warn!(node = %node, stage = "evacuate", instance = %id, error = %e, retryable = e.is_retryable(), "evacuate call failed");
                             self.results
                                 .evacuate_failures
@@ -420,6 +492,7 @@ impl NodeRunner {
                             self.results.progress.insert(id, p);
                         }
                         Err(e) => {
+                            self.nova_error(&e);
                             warn!(node = %node, instance = %id, error = %e, "reading an instance's progress failed");
                         }
                     }
@@ -435,6 +508,7 @@ impl NodeRunner {
                             info!(node = %node, instance = %id, "evacuated instance started (was active)")
                         }
                         Err(e) => {
+                            self.nova_error(&e);
                             warn!(node = %node, instance = %id, error = %e, "starting an evacuated instance failed");
                             self.results
                                 .start_failures
@@ -483,6 +557,7 @@ impl NodeRunner {
                     });
                 }
                 Err(e) => {
+                    self.nova_error(&e);
                     warn!(node = %node, error = %e, "admin reset: restoring the nova service failed");
                     self.results.failure = Some((
                         Step::RestoreService,
@@ -492,6 +567,9 @@ impl NodeRunner {
             },
             Action::Reset { incident, released } => {
                 let released = released.as_ref().map(|h| h.to_string());
+                if let Some(m) = &self.ctx.metrics {
+                    m.admin_reset();
+                }
                 warn!(node = %node, incident, released = ?released, "admin reset applied: number_fails cleared, record archived");
             }
             Action::Wait {
