@@ -761,3 +761,228 @@ fn a_token_without_the_policy_is_refused_with_a_clear_error() {
         .unwrap();
     assert_eq!(code, 404, "the lock was taken with a refused token");
 }
+
+// ---------------------------------------------------------------------------
+// The .deb: built with cargo-deb, installed with dpkg, run
+
+/// Holds a machine-wide lock (flock(1) on a file in /tmp) while alive:
+/// the .deb test installs into the system, so two runs of it (two cargo
+/// invocations on one machine) must not overlap. `-o` keeps the lock in the
+/// flock process alone; killing it on drop releases the lock, and its
+/// `cat` child ends when the guard drops the stdin pipe.
+struct MachineLock {
+    _guard: ChildGuard,
+}
+
+impl MachineLock {
+    fn take(name: &str, dir: &Path) -> Self {
+        let marker = dir.join(format!("{name}.locked"));
+        let mut guard = ChildGuard::spawn(
+            "flock",
+            Command::new("flock")
+                .args(["-o", "-w", "900"])
+                .arg(format!("/tmp/{name}.lock"))
+                .arg("-c")
+                .arg(format!("echo locked > '{}'; exec cat", marker.display()))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null()),
+        );
+        assert!(
+            wait_until(Duration::from_secs(900), || marker.exists()
+                || !guard.is_running()),
+            "flock never took /tmp/{name}.lock"
+        );
+        assert!(guard.is_running(), "flock /tmp/{name}.lock failed");
+        Self { _guard: guard }
+    }
+}
+
+/// Purges the package when dropped (also when the test panics), so the
+/// machine is left as it was and a second run starts clean.
+struct Installed;
+
+impl Installed {
+    fn purge() {
+        let o = Command::new("dpkg")
+            .args(["--purge", "novaha"])
+            .output()
+            .expect("run dpkg --purge");
+        assert!(
+            o.status.success(),
+            "dpkg --purge novaha: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "novaha"]).output();
+    }
+}
+
+fn is_installed() -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "novaha"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// cargo-deb packages the binary this test run already built (no second
+/// compile): it is copied to `<tmp>/target/release/novaha` and cargo-deb
+/// runs with `--no-build` and `CARGO_TARGET_DIR=<tmp>/target`, which is
+/// where it looks for a release binary. The package is installed into the
+/// system with dpkg (this is a test machine; the test needs root), checked,
+/// run against a test Consul, and purged.
+#[test]
+fn deb_builds_installs_runs_and_purges() {
+    let cargo_deb = tool(
+        "NOVAHA_CARGO_DEB",
+        &["cargo-deb-3.8.0/bin/cargo-deb"],
+        "cargo-deb",
+    );
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    assert_eq!(
+        stdout(&uid).trim(),
+        "0",
+        "the .deb test installs a package: run the tests as root (CI does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = MachineLock::take("novaha-deb-test", dir.path());
+    let release = dir.path().join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::copy(bin(), release.join("novaha")).unwrap();
+    let out = dir.path().join("deb");
+    let o = Command::new(&cargo_deb)
+        .args([
+            "-p",
+            "novaha",
+            "--no-build",
+            "--offline",
+            "--strip",
+            "--fast",
+            "-o",
+        ])
+        .arg(&out)
+        .current_dir(repo_root())
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cargo deb: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let deb = stdout(&o).lines().last().unwrap().trim().to_owned();
+    assert!(deb.ends_with(".deb") && Path::new(&deb).is_file(), "{deb}");
+
+    if is_installed() {
+        Installed::purge();
+    }
+    let installed = Installed;
+    let o = Command::new("dpkg").arg("-i").arg(&deb).output().unwrap();
+    assert!(o.status.success(), "dpkg -i: {}{}", stdout(&o), stderr(&o));
+    assert!(is_installed());
+
+    // The files, where an operator expects them.
+    for f in [
+        "/usr/bin/novaha",
+        "/lib/systemd/system/novaha.service",
+        "/etc/novaha/novaha.toml",
+        "/usr/share/doc/novaha/README.md",
+        "/usr/share/doc/novaha/runbook.md",
+        "/usr/share/doc/novaha/configuration.md",
+        "/usr/share/doc/novaha/metrics.md",
+        "/usr/share/doc/novaha/packaging.md",
+        "/usr/share/doc/novaha/copyright",
+        "/usr/share/doc/novaha/examples/consul/novaha-policy.hcl",
+        "/usr/share/doc/novaha/examples/prometheus/novaha-alerts.yml",
+        "/usr/share/doc/novaha/examples/grafana/novaha.json",
+    ] {
+        assert!(Path::new(f).is_file(), "{f} not installed");
+    }
+    assert_eq!(
+        std::fs::read_to_string("/lib/systemd/system/novaha.service").unwrap(),
+        std::fs::read_to_string(repo_root().join("deploy/systemd/novaha.service")).unwrap()
+    );
+    let q = Command::new("dpkg-query")
+        .args(["-W", "-f=${Conffiles}", "novaha"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&q).contains("/etc/novaha/novaha.toml"),
+        "not a conffile: {}",
+        stdout(&q)
+    );
+    // The unit's User=novaha exists, and the config is readable by it only.
+    let o = Command::new("getent")
+        .args(["passwd", "novaha"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "postinst did not create the novaha user"
+    );
+    let o = Command::new("stat")
+        .args(["-c", "%U:%G %a", "/etc/novaha/novaha.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "root:novaha 640");
+
+    // The installed binary with the installed config, pointed at a test
+    // Consul through the environment (NOVAHA_<SECTION>__<KEY>).
+    let agent = ConsulAgent::start();
+    let port = free_port();
+    let env = [
+        ("NOVAHA_CONSUL__ADDRESS", agent.http_addr()),
+        ("NOVAHA_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ("NOVAHA_ELECTION__ID", "deb-test".to_owned()),
+    ];
+    let o = Command::new("/usr/bin/novaha")
+        .args(["check-config", "-c", "/etc/novaha/novaha.toml"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "check-config: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let log_path = dir.path().join("installed.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = ChildGuard::spawn(
+        "installed novaha",
+        Command::new("/usr/bin/novaha")
+            .args(["run", "-c", "/etc/novaha/novaha.toml"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || read_log()
+            .contains("acquired the leader lock")),
+        "{}",
+        read_log()
+    );
+    wait_ready(port, "leader", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", read_log()));
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        read_log()
+    );
+
+    drop(installed);
+    assert!(!is_installed());
+    assert!(!Path::new("/usr/bin/novaha").exists());
+    assert!(!Path::new("/etc/novaha").exists(), "purge left /etc/novaha");
+}
