@@ -1,0 +1,563 @@
+//! Fencing end to end: a real `novaha run` with `[fence] driver = "ipmi"`
+//! against a real Consul agent, the Keystone + Nova simulator (in-process)
+//! and real BMCs: OpenIPMI's `ipmi_sim` driven by the real `ipmitool`, one
+//! per node, and for Redfish a tiny local HTTP server answering malformed
+//! JSON. Nodes are registered the operator's way (`novaha node register
+//! NODE --bmc-driver ipmi --bmc-ip 127.0.0.1 --bmc-port P --bmc-user U
+//! --bmc-password-file F`).
+//!
+//! What an operator would check, from the outside:
+//! - a good BMC: the killed host's simulated chassis really is off, and only
+//!   then are its instances evacuated;
+//! - a wrong password, a dead BMC, a BMC that still reads "on" after the
+//!   off command, a malformed Redfish answer: a clear error in the daemon's
+//!   log and in the recovery record / `novaha status`, the node stays
+//!   failed, the recovery keeps retrying, and **no evacuate call** (nor a
+//!   force-down) reaches the simulator (DESIGN.md section 7, rule 1);
+//! - the fence-path health check: with a short `health_interval`, a node
+//!   whose BMC password is wrong shows unhealthy in `novaha status --json`
+//!   and as `novaha_bmc_up 0` on `/metrics` before anything fails.
+//!
+//! The sim runs in-process (see tests/recovery.rs for why). Timeouts are
+//! short (`confirm_timeout`, ipmitool's `-N 1 -R 1`) so each case takes
+//! seconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use novaha_sim::{Sim, SimConfig, SimHandle};
+use novaha_testkit::consul::ConsulAgent;
+use novaha_testkit::daemon::{Daemon, novaha};
+use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
+use novaha_testkit::process::free_port;
+use serde_json::Value;
+
+const USER: &str = "fenceadmin";
+/// The BMCs' password; 16 bytes, under IPMI's 20-byte limit.
+const PASSWORD: &str = "pw-Fence-Right-1";
+/// A wrong password, also distinctive so a leak is found by a search.
+const WRONG: &str = "pw-Fence-Wrong-2";
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_novaha"))
+}
+
+/// One test's world: a Consul agent, the sim (3 hosts, 2 instances each,
+/// 1 spare), one `novaha run` with the ipmi fencer.
+struct Cluster {
+    dir: tempfile::TempDir,
+    prefix: String,
+    health_interval: &'static str,
+    http_port: u16,
+    daemon: Option<Daemon>,
+    agent: ConsulAgent,
+    /// Dropped before the runtime it serves on.
+    sim: Option<SimHandle>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.daemon.take();
+        if let Some(sim) = self.sim.take() {
+            self.rt.block_on(sim.shutdown());
+        }
+    }
+}
+
+impl Cluster {
+    /// Everything but the daemon (register nodes first, then
+    /// [`Cluster::start_daemon`]).
+    fn new(prefix: &str, health_interval: &'static str) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let sim = rt
+            .block_on(Sim::start(
+                "127.0.0.1:0",
+                SimConfig {
+                    hosts: 3,
+                    instances_per_host: 2,
+                    ha_nodes: 1,
+                    service_down_time: Duration::from_secs(1),
+                    evacuate_delay: Duration::from_millis(300),
+                    ..SimConfig::default()
+                },
+            ))
+            .expect("start the sim");
+        let c = Self {
+            dir: tempfile::tempdir().unwrap(),
+            prefix: prefix.to_owned(),
+            health_interval,
+            http_port: free_port(),
+            daemon: None,
+            agent: ConsulAgent::start(),
+            sim: Some(sim),
+            rt,
+        };
+        let admin = c.config("admin");
+        let o = novaha(
+            bin(),
+            &["ha-node", "register", "ha-1", "-c", admin.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        c
+    }
+
+    fn sim(&self) -> &SimHandle {
+        self.sim.as_ref().expect("sim running")
+    }
+
+    /// Writes `<dir>/<id>.toml`.
+    fn config(&self, id: &str) -> PathBuf {
+        let creds = self.sim().credentials();
+        let text = format!(
+            r#"[consul]
+address = "{consul}"
+prefix = "{prefix}"
+request_timeout = "5s"
+
+[election]
+session_ttl = "10s"
+lock_delay = "1s"
+check_ttl = "2s"
+id = "{id}"
+
+[openstack]
+timeout = "5s"
+
+[openstack.retry]
+attempts = 1
+
+[openstack.auth]
+auth_url = "{auth_url}"
+username = "{user}"
+password = "{password}"
+project_name = "{project}"
+user_domain_name = "Default"
+project_domain_name = "Default"
+
+[monitor]
+interval = "500ms"
+threshold = 1
+
+[fence]
+driver = "ipmi"
+confirm_timeout = "3s"
+poll_interval = "250ms"
+health_interval = "{health}"
+
+[fence.ipmi]
+ipmitool = "{ipmitool}"
+session_timeout = "1s"
+retries = 1
+command_timeout = "10s"
+
+[fence.redfish]
+scheme = "http"
+request_timeout = "2s"
+
+[evacuate]
+poll_interval = "300ms"
+timeout = "60s"
+
+[recovery]
+backoff_initial = "500ms"
+backoff_max = "2s"
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[log]
+format = "text"
+level = "info"
+"#,
+            consul = self.agent.http_addr(),
+            prefix = self.prefix,
+            auth_url = creds.auth_url,
+            user = creds.username,
+            password = creds.password,
+            project = creds.project_name,
+            health = self.health_interval,
+            ipmitool = ipmitool().display(),
+            port = self.http_port,
+        );
+        let path = self.dir.path().join(format!("{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `novaha node register NODE --bmc-driver DRIVER --bmc-ip IP
+    /// [--bmc-port P] --bmc-user USER --bmc-password-file F`.
+    fn register(&self, node: &str, driver: &str, ip: &str, port: Option<u16>, password: &str) {
+        let file = self.dir.path().join(format!("{node}.password"));
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let admin = self.dir.path().join("admin.toml");
+        let port = port.map(|p| p.to_string());
+        let mut args = vec![
+            "node",
+            "register",
+            node,
+            "-c",
+            admin.to_str().unwrap(),
+            "--bmc-driver",
+            driver,
+            "--bmc-ip",
+            ip,
+            "--bmc-user",
+            USER,
+            "--bmc-password-file",
+            file.to_str().unwrap(),
+        ];
+        if let Some(p) = &port {
+            args.extend(["--bmc-port", p.as_str()]);
+        }
+        let o = novaha(bin(), &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Registers `node` against an `ipmi_sim` BMC.
+    fn register_ipmi(&self, node: &str, bmc: &IpmiBmc, password: &str) {
+        self.register(node, "ipmi", "127.0.0.1", Some(bmc.port()), password);
+    }
+
+    fn start_daemon(&mut self) {
+        let cfg = self.config("a");
+        self.daemon = Some(Daemon::spawn(bin(), &cfg, "a", self.dir.path(), &[]));
+        self.wait("a leader", Duration::from_secs(30), |s| {
+            s["leader"]["id"].is_string()
+        });
+        assert!(
+            self.daemon().wait_log("leader cycle done", 1, Duration::from_secs(20)),
+            "{}",
+            self.log()
+        );
+        self.wait("keys created", Duration::from_secs(10), |s| {
+            s["compute_nodes"]["compute-3"]["failed"] == false
+        });
+    }
+
+    fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon started")
+    }
+
+    fn log(&self) -> String {
+        self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    /// `novaha status --json`.
+    fn status(&self) -> Value {
+        let cfg = self.dir.path().join("admin.toml");
+        let o = novaha(bin(), &["status", "--json", "-c", cfg.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn node(&self, node: &str) -> Value {
+        self.status()["compute_nodes"][node].clone()
+    }
+
+    /// `novaha status` (text).
+    fn status_text(&self) -> String {
+        let cfg = self.dir.path().join("admin.toml");
+        let o = novaha(bin(), &["status", "-c", cfg.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Polls the status until `check` holds; panics with the log if not.
+    fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if check(&s) {
+                return s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{what}: not within {timeout:?}\nstatus: {s:#}\n--- daemon log ---\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The node's live recovery record.
+    fn record(&self, node: &str) -> Option<Value> {
+        self.agent
+            .kv_get(&format!(
+                "{}/compute_nodes/{node}/internal/recovery",
+                self.prefix
+            ))
+            .map(|raw| serde_json::from_slice(&raw).unwrap())
+    }
+
+    /// Evacuate calls that reached the sim.
+    fn evacuate_calls(&self) -> usize {
+        self.sim()
+            .calls()
+            .iter()
+            .filter(|c| c.method == "POST" && c.body.get("evacuate").is_some())
+            .count()
+    }
+
+    /// Force-down / disable calls on `host`'s nova-compute service.
+    fn service_calls(&self, host: &str) -> usize {
+        let svc = self.sim().service(host).expect("service").0;
+        let id = svc.uuid.to_string();
+        self.sim()
+            .calls()
+            .iter()
+            .filter(|c| c.method == "PUT" && c.path.contains(&id))
+            .count()
+    }
+
+    /// GET /metrics from the daemon.
+    fn metrics(&self) -> String {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn kill_host(&self, host: &str) {
+        self.sim().kill(host).unwrap();
+    }
+}
+
+/// After a fence failure: the error is clear in the log, the record and
+/// the status; the recovery retries (a second failure is logged); nothing
+/// reached Nova's evacuate or force-down; the node stays failed; no secret
+/// leaked. Returns the record's `last_error`.
+fn assert_fence_refused(c: &Cluster, node: &str, expect: &[&str]) -> String {
+    let st = c.wait(
+        &format!("{node}: fence failure recorded"),
+        Duration::from_secs(60),
+        |s| s["compute_nodes"][node]["last_error"].is_string(),
+    );
+    let last_error = st["compute_nodes"][node]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for e in expect {
+        assert!(
+            last_error.contains(e),
+            "{node}: last_error {last_error:?} lacks {e:?}\n{}",
+            c.log()
+        );
+    }
+    assert!(last_error.starts_with("fence"), "{last_error}");
+    assert!(
+        c.daemon()
+            .wait_log("fence failed: no evacuation", 2, Duration::from_secs(60)),
+        "the fence is retried\n{}",
+        c.log()
+    );
+    let st = c.node(node);
+    assert_eq!(st["failed"], true, "{st}");
+    assert_eq!(st["recovered"], true, "the latch is set: {st}");
+    assert_ne!(st["phase"], "fenced", "{st}");
+    assert_ne!(st["phase"], "done", "{st}");
+    let rec = c.record(node).expect("a recovery record");
+    assert!(rec["timeline"].get("fenced").is_none(), "{rec:#}");
+    assert!(rec["fence"]["verified_off_at"].is_null(), "{rec:#}");
+    assert_eq!(c.evacuate_calls(), 0, "an evacuate call reached nova\n{}", c.log());
+    assert_eq!(c.service_calls(node), 0, "nova was touched before the fence");
+    assert_eq!(c.sim().servers_on(node).len(), 2, "instances left in place");
+    let text = c.status_text();
+    assert!(text.contains(node), "{text}");
+    let log = c.log();
+    for secret in [PASSWORD, WRONG] {
+        assert!(!log.contains(secret), "a password in the daemon log");
+        assert!(!last_error.contains(secret), "a password in the record");
+        assert!(!text.contains(secret), "a password in novaha status");
+    }
+    assert!(
+        log.contains("fence failed: no evacuation until the power reads off"),
+        "{log}"
+    );
+    last_error
+}
+
+#[test]
+fn a_good_bmc_fences_the_killed_host_then_it_is_evacuated() {
+    let mut c = Cluster::new("f-good", "1s");
+    let bmc = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &bmc, PASSWORD);
+    c.start_daemon();
+    assert!(bmc.power_is_on());
+    let ids: Vec<String> = c
+        .sim()
+        .servers_on("compute-1")
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    c.kill_host("compute-1");
+    c.wait("compute-1 recovered", Duration::from_secs(90), |s| {
+        s["compute_nodes"]["compute-1"]["phase"] == "done"
+    });
+    // The chassis really went off, by an IPMI "chassis power off".
+    assert!(!bmc.power_is_on(), "the simulated chassis is still on");
+    let calls = bmc.calls();
+    assert!(
+        calls.iter().any(|l| l == "set power 0"),
+        "no power-off reached the BMC: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|l| l == "set power 1"),
+        "something powered it back on: {calls:?}"
+    );
+    let rec = c.record("compute-1").unwrap();
+    assert_eq!(rec["fence"]["driver"], "ipmi", "{rec:#}");
+    assert!(rec["fence"]["verified_off_at"].is_string(), "{rec:#}");
+    // Fenced before the evacuation started, and every instance evacuated
+    // exactly once to the spare.
+    let t = &rec["timeline"];
+    let fenced = t["fenced"].as_str().unwrap();
+    let evacuating = t["evacuating"].as_str().unwrap();
+    assert!(fenced <= evacuating, "{t}");
+    assert_eq!(c.evacuate_calls(), 2, "{:?}", c.sim().calls());
+    assert!(c.sim().servers_on("compute-1").is_empty());
+    let on_ha: Vec<String> = c
+        .sim()
+        .servers_on("ha-1")
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    for id in &ids {
+        assert!(on_ha.contains(id), "{id} not on ha-1: {on_ha:?}");
+    }
+    assert_eq!(c.daemon().count("node fenced: power verified off"), 1);
+    assert!(!c.log().contains(PASSWORD), "the password in the log");
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error_and_nothing_is_evacuated() {
+    let mut c = Cluster::new("f-auth", "1h");
+    let bmc = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &bmc, WRONG);
+    c.start_daemon();
+    c.kill_host("compute-1");
+    assert_fence_refused(&c, "compute-1", &["authentication failed"]);
+    assert!(bmc.power_is_on(), "a BMC that refused us powered off anyway");
+    assert!(
+        !bmc.calls().iter().any(|l| l.starts_with("set power")),
+        "{:?}",
+        bmc.calls()
+    );
+}
+
+#[test]
+fn a_dead_bmc_is_a_clear_error_and_nothing_is_evacuated() {
+    let mut c = Cluster::new("f-down", "1h");
+    let mut bmc = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &bmc, PASSWORD);
+    bmc.stop();
+    c.start_daemon();
+    c.kill_host("compute-1");
+    assert_fence_refused(&c, "compute-1", &["BMC unreachable"]);
+}
+
+#[test]
+fn a_bmc_still_reading_on_after_power_off_is_not_fenced() {
+    let mut c = Cluster::new("f-stubborn", "1h");
+    let bmc = IpmiBmc::start(USER, PASSWORD);
+    bmc.refuse_power_off(true);
+    c.register_ipmi("compute-1", &bmc, PASSWORD);
+    c.start_daemon();
+    c.kill_host("compute-1");
+    assert_fence_refused(&c, "compute-1", &["not confirmed off", "last read: on"]);
+    // The off command was sent (and accepted), the chassis stayed on.
+    assert!(bmc.calls().iter().any(|l| l == "set power 0"), "{:?}", bmc.calls());
+    assert!(bmc.power_is_on());
+}
+
+/// A Redfish BMC answering malformed JSON: a tiny HTTP server on a free
+/// port, counting what it was asked.
+struct BadRedfish {
+    url: String,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicUsize>,
+}
+
+impl BadRedfish {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicUsize::new(0));
+        let (seen, halt) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while halt.load(Ordering::Relaxed) == 0 {
+                let Ok((mut sock, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                sock.set_nonblocking(false).unwrap();
+                sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let line = head.lines().next().unwrap_or("").to_owned();
+                seen.lock().unwrap().push(line);
+                // Every answer is cut short: never a parseable system.
+                let body = r#"{"Members": [{"@odata.id": "/redfish/v1/Systems/a""#;
+                let _ = write!(
+                    sock,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            url,
+            requests,
+            stop,
+        }
+    }
+}
+
+impl Drop for BadRedfish {
+    fn drop(&mut self) {
+        self.stop.store(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_malformed_redfish_answer_is_not_a_fence() {
+    let mut c = Cluster::new("f-redfish", "1h");
+    let bmc = BadRedfish::start();
+    c.register("compute-1", "redfish", &bmc.url, None, PASSWORD);
+    c.start_daemon();
+    c.kill_host("compute-1");
+    assert_fence_refused(&c, "compute-1", &["bad BMC answer", "malformed JSON"]);
+    let seen = bmc.requests.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the daemon never asked the BMC");
+    assert!(
+        seen.iter().all(|l| l.starts_with("GET ")),
+        "something was posted to a BMC we cannot read: {seen:?}"
+    );
+}
