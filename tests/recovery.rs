@@ -275,6 +275,25 @@ level = "info"
         ids
     }
 
+    /// The `/metrics` text of daemon `id` (its `[http] listen` from its
+    /// config file), over a plain HTTP/1.0 GET.
+    fn metrics(&self, id: &str) -> String {
+        use std::io::{Read, Write};
+        let cfg = std::fs::read_to_string(self.dir.path().join(format!("{id}.toml"))).unwrap();
+        let listen = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned();
+        let mut conn = std::net::TcpStream::connect(&listen).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).unwrap();
+        out
+    }
+
     /// Waits until some daemon holds the lock and finished a cycle.
     fn wait_leader(&self) -> String {
         let s = self.wait("a leader", Duration::from_secs(30), |s| {
@@ -421,6 +440,15 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
         "{}",
         standby.log()
     );
+    let m = c.metrics(&leader);
+    for line in [
+        "novaha_recoveries_total{result=\"done\"} 1",
+        "novaha_evacuations_total{result=\"done\"} 3",
+        "novaha_mass_failure_guard 0",
+    ] {
+        assert!(m.contains(line), "{line} not in:\n{m}");
+    }
+    assert!(m.contains("novaha_fence_total{"), "{m}");
     for n in ["compute-2", "compute-3"] {
         let st = c.node(n);
         assert_eq!(st["failed"], false, "{st}");
@@ -632,6 +660,13 @@ fn more_than_half_the_hosts_killed_fences_nothing() {
     assert!(mutating.is_empty(), "{mutating:?}");
     let cycle = c.kv_json("novaha/last_cycle").unwrap();
     assert_eq!(cycle["mass_failure"], true, "{cycle}");
+    let m = c.metrics("a");
+    assert!(m.contains("\nnovaha_mass_failure_guard 1\n"), "{m}");
+    assert!(
+        m.contains("\nnovaha_mass_failure_guard_trips_total 1\n"),
+        "{m}"
+    );
+    assert!(!m.contains("novaha_fence_total{"), "{m}");
 }
 
 #[test]
