@@ -129,13 +129,8 @@ async fn readiness(consul: Consul, health: Arc<Health>, stop: CancellationToken)
             _ = stop.cancelled() => return,
             r = consul.ping() => r,
         };
-        // Logged on a change only: an outage is one line, not one per check.
-        match (&answered, health.consul_answered()) {
-            (Err(e), true) => {
-                warn!(error = %e, "readiness check: consul did not answer; /readyz says 503");
-            }
-            (Ok(()), false) => info!("readiness check: consul answers again"),
-            _ => {}
+        if let Err(e) = &answered {
+            warn!(error = %e, "readiness check: consul did not answer");
         }
         health.set_consul(answered.is_ok());
     }
