@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Operations tests (tests/ops.rs): Debian's Prometheus server and promtool,
 # systemd-analyze (from `systemd`), adduser and dpkg for installing the
-# .deb, and cargo-deb (pinned, compiled once into the cache).
+# .deb, flock (util-linux) and script (bsdutils), and cargo-deb (pinned,
+# compiled once into the cache).
 source "$(dirname "$0")/../lib.sh"
-apt_install prometheus systemd adduser dpkg
+apt_install prometheus systemd adduser dpkg util-linux bsdutils
 CARGO_DEB_VERSION=3.8.0
 DIR="$CACHE/cargo-deb-$CARGO_DEB_VERSION"
 if [ -x "$DIR/bin/cargo-deb" ]; then exit 0; fi

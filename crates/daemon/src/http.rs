@@ -93,6 +93,11 @@ impl Health {
         self.consul_ok.store(answered, Ordering::Relaxed);
     }
 
+    /// Whether Consul answered the last readiness check.
+    pub fn consul_answered(&self) -> bool {
+        self.consul_ok.load(Ordering::Relaxed)
+    }
+
     /// Records whether this process holds the leader lock.
     pub fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::Relaxed);

@@ -129,8 +129,13 @@ async fn readiness(consul: Consul, health: Arc<Health>, stop: CancellationToken)
             _ = stop.cancelled() => return,
             r = consul.ping() => r,
         };
-        if let Err(e) = &answered {
-            warn!(error = %e, "readiness check: consul did not answer");
+        // Logged on a change only: an outage is one line, not one per check.
+        match (&answered, health.consul_answered()) {
+            (Err(e), true) => {
+                warn!(error = %e, "readiness check: consul did not answer; /readyz says 503");
+            }
+            (Ok(()), false) => info!("readiness check: consul answers again"),
+            _ => {}
         }
         health.set_consul(answered.is_ok());
     }
@@ -171,7 +176,6 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         return code;
     }
     let metrics = Metrics::new();
-    cycle.set_metrics(metrics.clone());
     let health = Health::new();
     // Stopped last, after the resign: a standalone token, not a child of
     // the root, so scrapes and probes still answer while the lock is
