@@ -686,3 +686,98 @@ pub fn once_summary(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use novaha_core::kv::{KvEntry, Snapshot};
+
+    fn node(pairs: &[(&str, &str)]) -> novaha_core::kv::ComputeNodeState {
+        let s = Schema::new("p");
+        let snap = Snapshot {
+            index: 1,
+            entries: pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("p/compute_nodes/c1/{k}"),
+                        KvEntry {
+                            value: Some(v.as_bytes().to_vec()),
+                            modify_index: 3,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        ClusterState::parse(&s, &snap).compute_nodes[&NodeName::from("c1")].clone()
+    }
+
+    fn record(phase: &str) -> String {
+        format!(r#"{{"version":1,"incident":"i","epoch":"e","phase":"{phase}"}}"#)
+    }
+
+    #[test]
+    fn needs_work_picks_claims_live_recoveries_and_resets_only() {
+        let f = ("status/failed", "True");
+        let nf = ("status/failed", "False");
+        let r = ("status/recovered", "True");
+        let nr = ("status/recovered", "False");
+        let rec = |p: &str| ("internal/recovery", record(p));
+        assert!(needs_work(&node(&[f, nr])), "claim");
+        assert!(!needs_work(&node(&[nf, nr])), "healthy");
+        assert!(!needs_work(&node(&[f, r])), "latched by someone else");
+        let live = rec("evacuating");
+        assert!(needs_work(&node(&[f, r, (live.0, &live.1)])), "resume");
+        let done = rec("done");
+        assert!(!needs_work(&node(&[f, r, (done.0, &done.1)])), "done");
+        let stuck = rec("stuck");
+        assert!(!needs_work(&node(&[f, r, (stuck.0, &stuck.1)])), "stuck");
+        assert!(needs_work(&node(&[nf, nr, (done.0, &done.1)])), "reset");
+        assert!(needs_work(&node(&[nf, nr, (stuck.0, &stuck.1)])), "reset");
+        assert!(
+            !needs_work(&node(&[("status/failed", "maybe"), nr])),
+            "invalid"
+        );
+        let bad = ("internal/recovery", "{not json");
+        assert!(!needs_work(&node(&[f, r, bad])), "unparsable record");
+    }
+
+    fn report(failed: &[&str]) -> crate::leader::CycleReport {
+        crate::leader::CycleReport {
+            id: "a".into(),
+            epoch: "e".into(),
+            at: "t".into(),
+            compute_nodes: 3,
+            ha_nodes: 1,
+            failed: failed.iter().map(|n| NodeName::from(*n)).collect(),
+            invalid: 0,
+            judged_failed: Vec::new(),
+            mass_failure: false,
+            nova_unreachable: false,
+        }
+    }
+
+    #[test]
+    fn once_summary_says_no_failed_nodes_like_osha() {
+        assert_eq!(once_summary(&report(&[]), &[], &[]), "No failed nodes\n");
+        let out = once_summary(
+            &report(&["c1", "c2"]),
+            &[
+                (NodeName::from("c1"), Outcome::Idle),
+                (
+                    NodeName::from("c2"),
+                    Outcome::Waiting("no-free-ha-node".into()),
+                ),
+            ],
+            &[],
+        );
+        assert_eq!(
+            out,
+            "Failed nodes: c1, c2\nc1: recovery done (or nothing to do)\n\
+             c2: recovery waiting: no-free-ha-node (the next run goes on)\n"
+        );
+        let mut r = report(&[]);
+        r.nova_unreachable = true;
+        assert!(once_summary(&r, &[], &[]).starts_with("Nova could not be read"));
+    }
+}
