@@ -236,7 +236,8 @@ level = "info"
             s["leader"]["id"].is_string()
         });
         assert!(
-            self.daemon().wait_log("leader cycle done", 1, Duration::from_secs(20)),
+            self.daemon()
+                .wait_log("leader cycle done", 1, Duration::from_secs(20)),
             "{}",
             self.log()
         );
@@ -376,8 +377,17 @@ fn assert_fence_refused(c: &Cluster, node: &str, expect: &[&str]) -> String {
     let rec = c.record(node).expect("a recovery record");
     assert!(rec["timeline"].get("fenced").is_none(), "{rec:#}");
     assert!(rec["fence"]["verified_off_at"].is_null(), "{rec:#}");
-    assert_eq!(c.evacuate_calls(), 0, "an evacuate call reached nova\n{}", c.log());
-    assert_eq!(c.service_calls(node), 0, "nova was touched before the fence");
+    assert_eq!(
+        c.evacuate_calls(),
+        0,
+        "an evacuate call reached nova\n{}",
+        c.log()
+    );
+    assert_eq!(
+        c.service_calls(node),
+        0,
+        "nova was touched before the fence"
+    );
     assert_eq!(c.sim().servers_on(node).len(), 2, "instances left in place");
     let text = c.status_text();
     assert!(text.contains(node), "{text}");
@@ -455,7 +465,10 @@ fn a_wrong_password_is_a_clear_error_and_nothing_is_evacuated() {
     c.start_daemon();
     c.kill_host("compute-1");
     assert_fence_refused(&c, "compute-1", &["authentication failed"]);
-    assert!(bmc.power_is_on(), "a BMC that refused us powered off anyway");
+    assert!(
+        bmc.power_is_on(),
+        "a BMC that refused us powered off anyway"
+    );
     assert!(
         !bmc.calls().iter().any(|l| l.starts_with("set power")),
         "{:?}",
@@ -484,7 +497,11 @@ fn a_bmc_still_reading_on_after_power_off_is_not_fenced() {
     c.kill_host("compute-1");
     assert_fence_refused(&c, "compute-1", &["not confirmed off", "last read: on"]);
     // The off command was sent (and accepted), the chassis stayed on.
-    assert!(bmc.calls().iter().any(|l| l == "set power 0"), "{:?}", bmc.calls());
+    assert!(
+        bmc.calls().iter().any(|l| l == "set power 0"),
+        "{:?}",
+        bmc.calls()
+    );
     assert!(bmc.power_is_on());
 }
 
@@ -560,4 +577,79 @@ fn a_malformed_redfish_answer_is_not_a_fence() {
         seen.iter().all(|l| l.starts_with("GET ")),
         "something was posted to a BMC we cannot read: {seen:?}"
     );
+}
+
+#[test]
+fn the_health_check_finds_a_wrong_bmc_password_before_any_failure() {
+    let mut c = Cluster::new("f-health", "1s");
+    let good = IpmiBmc::start(USER, PASSWORD);
+    let bad = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &good, PASSWORD);
+    c.register_ipmi("compute-2", &bad, WRONG);
+    c.start_daemon();
+    let s = c.wait(
+        "a fence-path health report",
+        Duration::from_secs(60),
+        // Every node, including those whose keys the first cycle created.
+        |s| {
+            ["compute-1", "compute-2", "compute-3"]
+                .iter()
+                .all(|n| s["fence_health"]["nodes"][n].is_object())
+        },
+    );
+    let h = &s["fence_health"];
+    assert_eq!(h["version"], 1, "{h:#}");
+    assert_eq!(h["nodes"]["compute-1"]["healthy"], true, "{h:#}");
+    assert_eq!(h["nodes"]["compute-1"]["power"], "on", "{h:#}");
+    assert_eq!(h["nodes"]["compute-1"]["driver"], "ipmi", "{h:#}");
+    let bad_node = &h["nodes"]["compute-2"];
+    assert_eq!(bad_node["healthy"], false, "{h:#}");
+    let err = bad_node["error"].as_str().unwrap();
+    assert!(err.contains("authentication failed"), "{err}");
+    // compute-3 has no BMC settings: it could not be fenced either.
+    assert_eq!(h["nodes"]["compute-3"]["healthy"], false, "{h:#}");
+    // Nothing failed; nothing was powered.
+    for n in ["compute-1", "compute-2", "compute-3"] {
+        assert_eq!(s["compute_nodes"][n]["failed"], false, "{s:#}");
+    }
+    assert!(good.power_is_on() && bad.power_is_on());
+    for b in [&good, &bad] {
+        assert!(
+            !b.calls().iter().any(|l| l.starts_with("set")),
+            "the health check changed a power state: {:?}",
+            b.calls()
+        );
+    }
+    assert!(good.calls().iter().any(|l| l == "get power"));
+    // The gauge, the log and the text status say the same.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = c.metrics();
+        if m.contains("novaha_bmc_up{node=\"compute-2\"} 0")
+            && m.contains("novaha_bmc_up{node=\"compute-1\"} 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bmc gauges not set:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = c.log();
+    assert!(log.contains("fence path unhealthy"), "{log}");
+    assert!(
+        !log.contains(PASSWORD) && !log.contains(WRONG),
+        "a password in the log"
+    );
+    let text = c.status_text();
+    assert!(
+        text.contains("compute-2: fence path UNHEALTHY (ipmi)"),
+        "{text}"
+    );
+    assert_eq!(c.evacuate_calls(), 0);
+    // Rounds keep coming: the report is rewritten every interval.
+    let first = h["checked_at"].as_str().unwrap().to_owned();
+    c.wait("a later round", Duration::from_secs(20), |s| {
+        s["fence_health"]["checked_at"]
+            .as_str()
+            .is_some_and(|t| t > first.as_str())
+    });
 }

@@ -284,7 +284,25 @@ impl LeaderCycle {
         info!(id = %self.id, epoch = lease.epoch(), role = "leader", "acting as leader");
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The fence-path health check runs for the whole tenure, under a
+        // child token of the lease (crate::fence_health).
+        let health = self
+            .recovery
+            .as_ref()
+            .filter(|r| !r.once)
+            .and_then(|r| {
+                crate::fence_health::start(
+                    &r.cfg,
+                    self.store.clone(),
+                    &self.schema,
+                    self.metrics.clone(),
+                    lease,
+                )
+            });
         let exit = self.run_cycles(lease, shutdown, &mut tick).await;
+        if let Some(h) = health {
+            h.stop().await;
+        }
         self.end_tenure(DRAIN_GRACE).await;
         exit
     }
