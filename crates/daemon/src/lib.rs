@@ -12,6 +12,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod demo;
 pub mod fence_health;
 pub mod http;
 pub mod leader;
@@ -118,6 +119,10 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let cfg = config!(config);
             logging::init_default();
             admin::reset_node(&cfg, &node, by).await
+        }
+        Command::Demo { keep } => {
+            demo::init_logging();
+            demo::demo(demo::DemoOptions { keep }).await
         }
         Command::HaNode {
             command: HaNodeCommand::Register { node, config },

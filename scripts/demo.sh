@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's first command: a whole novaha failover on this machine.
+# Installs what the demo needs (a real Consul, via scripts/deps/consul.sh),
+# builds the `novaha` binary, and runs `novaha demo` (arguments are passed
+# on, e.g. `scripts/demo.sh --keep` to explore the Consul UI afterwards).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NOVAHA_CACHE="${NOVAHA_CACHE:-$PWD/.cache}"
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "demo: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+echo "[demo] installing Consul if missing (scripts/deps/consul.sh)" >&2
+bash scripts/deps/consul.sh
+echo "[demo] building novaha (cargo build --release -p novaha)" >&2
+cargo build --release -p novaha
+NOVAHA_CONSUL_BIN="${NOVAHA_CONSUL_BIN:-$NOVAHA_CACHE/consul-1.8.7/usr/bin/consul}" \
+    exec target/release/novaha demo "$@"
