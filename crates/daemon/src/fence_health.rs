@@ -234,8 +234,8 @@ pub fn read(schema: &Schema, snap: &Snapshot) -> Result<Option<FenceHealthDoc>, 
 }
 
 /// The `fence_health` part of `novaha status --json`: the report as
-/// published, `null` when there is none yet, or `{"invalid": {key, raw,
-/// reason}}` when it does not parse.
+/// published, `null` when there is none yet (status then leaves the key
+/// out), or `{"invalid": {key, raw, reason}}` when it does not parse.
 pub fn status_json(schema: &Schema, snap: &Snapshot) -> serde_json::Value {
     match read(schema, snap) {
         Ok(Some(doc)) => serde_json::to_value(doc).unwrap_or(serde_json::Value::Null),

@@ -352,8 +352,12 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         }),
     };
     let mut doc = document(&state, leader, schema.prefix());
-    // The leader's last fence-path health report (crate::fence_health).
-    doc["fence_health"] = crate::fence_health::status_json(&schema, &snap);
+    // The leader's last fence-path health report (crate::fence_health),
+    // once a leader has published one.
+    let health = crate::fence_health::status_json(&schema, &snap);
+    if !health.is_null() {
+        doc["fence_health"] = health;
+    }
     if as_json {
         println!(
             "{}",
