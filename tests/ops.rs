@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use novaha_testkit::consul::{ConsulAgent, consul_bin};
 use novaha_testkit::daemon::{Daemon, DaemonConfig, novaha};
@@ -985,4 +985,86 @@ fn deb_builds_installs_runs_and_purges() {
     assert!(!is_installed());
     assert!(!Path::new("/usr/bin/novaha").exists());
     assert!(!Path::new("/etc/novaha").exists(), "purge left /etc/novaha");
+}
+
+// ---------------------------------------------------------------------------
+// systemd's notify protocol, spoken to a real datagram socket
+
+/// Notify lines received so far, with when they came.
+type Received = [(Instant, String)];
+
+/// What systemd would see: READY=1 only once Consul answers, then
+/// STATUS=standby/leader, WATCHDOG=1 at half of WATCHDOG_USEC from the main
+/// loop, and STOPPING=1 on SIGTERM.
+#[test]
+fn notify_socket_gets_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let cfg = DaemonConfig::fast(&agent.http_addr(), "t-ops-notify", "a").write(dir.path());
+    let log_path = dir.path().join("a.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut d = ChildGuard::spawn(
+        "novaha a",
+        Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "400000")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    let mut got: Vec<(Instant, String)> = Vec::new();
+    let recv_until =
+        |got: &mut Vec<(Instant, String)>, timeout: Duration, done: &dyn Fn(&Received) -> bool| {
+            let deadline = Instant::now() + timeout;
+            let mut buf = [0u8; 256];
+            while Instant::now() < deadline && !done(got) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    got.push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    ));
+                }
+            }
+            done(got)
+        };
+    let has = |m: &'static str| move |g: &Received| g.iter().any(|(_, s)| s == m);
+    assert!(
+        recv_until(&mut got, Duration::from_secs(30), &has("STATUS=leader")),
+        "{got:?}\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let order: Vec<&str> = got
+        .iter()
+        .map(|(_, s)| s.as_str())
+        .filter(|s| !s.starts_with("WATCHDOG"))
+        .collect();
+    assert_eq!(
+        order,
+        ["READY=1", "STATUS=standby", "STATUS=leader"],
+        "{got:?}"
+    );
+    // Pings keep coming while it leads: at least 5 more within 2 s (one
+    // every 200 ms expected).
+    let before = got.iter().filter(|(_, s)| s == "WATCHDOG=1").count();
+    let pings =
+        move |g: &Received| g.iter().filter(|(_, s)| s == "WATCHDOG=1").count() >= before + 5;
+    assert!(
+        recv_until(&mut got, Duration::from_secs(2), &pings),
+        "{got:?}"
+    );
+    d.signal("TERM");
+    assert!(
+        recv_until(&mut got, Duration::from_secs(10), &has("STOPPING=1")),
+        "{got:?}"
+    );
+    assert_eq!(d.wait_exit(Duration::from_secs(20)), Some(0));
 }
