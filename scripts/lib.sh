@@ -21,11 +21,11 @@ apt_install() {
     # One `apt-get update` per test-deps run (it exports NOVAHA_APT_MARK).
     if [ ! -e "${NOVAHA_APT_MARK:-/nonexistent}" ]; then
         log "apt-get update"
-        apt-get update -qq >&2
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
         if [ -n "${NOVAHA_APT_MARK:-}" ]; then touch "$NOVAHA_APT_MARK"; fi
     fi
     log "apt-get install ${missing[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 # venv DIR REQUIREMENT...: a Python venv at DIR with the given pip
