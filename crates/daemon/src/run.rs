@@ -176,6 +176,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         return code;
     }
     let metrics = Metrics::new();
+    cycle.set_metrics(metrics.clone());
     let health = Health::new();
     // Stopped last, after the resign: a standalone token, not a child of
     // the root, so scrapes and probes still answer while the lock is
