@@ -630,7 +630,11 @@ fn the_health_check_finds_a_wrong_bmc_password_before_any_failure() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "bmc gauges not set:\n{m}");
+        assert!(
+            Instant::now() < deadline,
+            "bmc gauges not set:\n{m}\n--- daemon log ---\n{}",
+            c.log()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = c.log();
