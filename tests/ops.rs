@@ -159,6 +159,15 @@ fn metrics_of_a_running_leader_pass_promtool_and_probes_report_roles() {
     );
     let (_, _, standby) = http_get(port_b, "/metrics").unwrap();
     assert!(standby.contains("\nnovaha_leader 0\n"), "{standby}");
+    // The cycle series exist from the start, so an alert on their rate
+    // works before the first error.
+    for series in [
+        "\nnovaha_cycles_total{result=\"ok\"} 0\n",
+        "\nnovaha_cycles_total{result=\"error\"} 0\n",
+        "\nnovaha_leader_lost_total 0\n",
+    ] {
+        assert!(standby.contains(series), "{series}: {standby}");
+    }
     let o = run_with_stdin(
         Command::new(promtool()).args(["check", "metrics"]),
         standby.as_bytes(),

@@ -34,7 +34,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::counters::Counters;
 use crate::metrics::Metrics;
 use crate::recovery::plan::{Plan, plan};
 use crate::recovery::{Outcome, RunnerContext, View, needs_work, run_node};
@@ -123,49 +122,45 @@ pub struct LeaderCycle {
     schema: Schema,
     id: String,
     interval: Duration,
-    counters: Arc<Counters>,
     /// Invalid values already logged, as (key, raw excerpt): each is logged
     /// once while it stays, and again if it comes back after being fixed.
     logged_invalid: BTreeSet<(String, String)>,
     /// Detection and recovery; `None` = the leader only observes.
     recovery: Option<Recovery>,
-    /// The exposed metrics, when the HTTP endpoint runs.
-    metrics: Option<Arc<Metrics>>,
+    /// Where the cycle reports (exposed at /metrics when the HTTP
+    /// endpoint runs; `run --once` keeps its own, unexposed).
+    metrics: Arc<Metrics>,
     /// Nodes with per-node series, to drop the series of a removed node.
     metric_nodes: BTreeSet<NodeName>,
 }
 
 impl LeaderCycle {
-    /// A leader cycle over `store`, run every `interval`.
+    /// A leader cycle over `store`, run every `interval`, reporting
+    /// cycles, detection and recovery through `metrics` (a constructor
+    /// argument so that no caller can forget to wire it).
     pub fn new(
         store: Arc<dyn StateStore>,
         schema: Schema,
         id: String,
         interval: Duration,
-        counters: Arc<Counters>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             schema,
             id,
             interval,
-            counters,
             logged_invalid: BTreeSet::new(),
             recovery: None,
-            metrics: None,
+            metrics,
             metric_nodes: BTreeSet::new(),
         }
-    }
-
-    /// Reports detection and recovery through `metrics` from now on.
-    pub fn set_metrics(&mut self, metrics: Arc<Metrics>) {
-        self.metrics = Some(metrics);
     }
 
     /// The per-node and per-state series of one parsed tree.
     fn node_metrics(&mut self, state: &ClusterState) {
         use novaha_core::record::Phase;
-        let Some(m) = &self.metrics else { return };
+        let m = &self.metrics;
         let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
         let now = Utc::now();
         for cn in state.compute_nodes.values() {
@@ -286,19 +281,15 @@ impl LeaderCycle {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The fence-path health check runs for the whole tenure, under a
         // child token of the lease (crate::fence_health).
-        let health = self
-            .recovery
-            .as_ref()
-            .filter(|r| !r.once)
-            .and_then(|r| {
-                crate::fence_health::start(
-                    &r.cfg,
-                    self.store.clone(),
-                    &self.schema,
-                    self.metrics.clone(),
-                    lease,
-                )
-            });
+        let health = self.recovery.as_ref().filter(|r| !r.once).and_then(|r| {
+            crate::fence_health::start(
+                &r.cfg,
+                self.store.clone(),
+                &self.schema,
+                Some(self.metrics.clone()),
+                lease,
+            )
+        });
         let exit = self.run_cycles(lease, shutdown, &mut tick).await;
         if let Some(h) = health {
             h.stop().await;
@@ -333,7 +324,7 @@ impl LeaderCycle {
                     // election has not said so yet. Act no more; wait for
                     // the lease to be revoked (or retry after an interval,
                     // still refused if the lock really is gone).
-                    Counters::inc(&self.counters.cycle_errors_total);
+                    self.metrics.cycle(false);
                     error!(
                         session,
                         epoch = lease.epoch(),
@@ -347,7 +338,7 @@ impl LeaderCycle {
                     }
                 }
                 Err(e) => {
-                    Counters::inc(&self.counters.cycle_errors_total);
+                    self.metrics.cycle(false);
                     warn!(error = %e, retryable = e.is_retryable(), "leader cycle failed; retrying next interval");
                 }
             }
@@ -399,7 +390,7 @@ impl LeaderCycle {
                 &[KvOp::set(key.clone(), value, snap.cas_index(&key))],
             )
             .await?;
-        Counters::inc(&self.counters.cycles_total);
+        self.metrics.cycle(true);
         info!(
             role = "leader",
             epoch = lease.epoch(),
@@ -471,13 +462,13 @@ impl LeaderCycle {
             seconds = started.elapsed().as_secs_f64(),
             "monitor observed"
         );
-        if let Some(m) = &self.metrics {
-            for p in &observed.problems {
-                match p {
-                    novaha_monitor::Problem::NovaUnreachable { .. } => m.api_error("nova"),
-                    novaha_monitor::Problem::ConsulUnreachable { .. } => m.api_error("consul"),
-                    _ => {}
+        for p in &observed.problems {
+            match p {
+                novaha_monitor::Problem::NovaUnreachable { .. } => self.metrics.api_error("nova"),
+                novaha_monitor::Problem::ConsulUnreachable { .. } => {
+                    self.metrics.api_error("consul")
                 }
+                _ => {}
             }
         }
         let judgement = judge(
@@ -546,11 +537,9 @@ impl LeaderCycle {
                 }
             }
         }
-        if let Some(m) = &self.metrics {
-            m.observe_poll(started.elapsed().as_secs_f64());
-            if observed.nova.is_some() {
-                m.set_mass_failure_guard(judgement.mass_failure);
-            }
+        self.metrics.observe_poll(started.elapsed().as_secs_f64());
+        if observed.nova.is_some() {
+            self.metrics.set_mass_failure_guard(judgement.mass_failure);
         }
         let mut view = rec.view.borrow().as_ref().clone();
         if let Some(nova) = &observed.nova {
@@ -669,7 +658,7 @@ impl LeaderCycle {
                 stages: stages.clone(),
                 view: rec.view.subscribe(),
                 once: rec.once,
-                metrics: self.metrics.clone(),
+                metrics: Some(self.metrics.clone()),
             };
             let cancel = tenure.lease.token().child_token();
             let handle =
@@ -689,7 +678,6 @@ impl LeaderCycle {
             for bad in &node.invalid {
                 let id = (bad.key.clone(), bad.raw.clone());
                 if !self.logged_invalid.contains(&id) {
-                    Counters::inc(&self.counters.state_invalid_total);
                     error!(
                         node = %node.name,
                         key = %bad.key,
@@ -705,7 +693,6 @@ impl LeaderCycle {
             if let Err(bad) = &ha.in_use.value {
                 let id = (bad.key.clone(), bad.raw.clone());
                 if !self.logged_invalid.contains(&id) {
-                    Counters::inc(&self.counters.state_invalid_total);
                     error!(
                         node = %ha.name,
                         key = %bad.key,
@@ -718,15 +705,10 @@ impl LeaderCycle {
             }
         }
         let count = present.len();
-        if let Some(m) = &self.metrics {
-            let newly = present.difference(&self.logged_invalid).count();
-            m.state_invalid_seen(newly as u64);
-            m.set_state_invalid(count);
-        }
+        let newly = present.difference(&self.logged_invalid).count();
+        self.metrics.state_invalid_seen(newly as u64);
+        self.metrics.set_state_invalid(count);
         self.logged_invalid = present;
-        self.counters
-            .state_invalid_current
-            .store(count as u64, std::sync::atomic::Ordering::Relaxed);
         count
     }
 }
@@ -823,27 +805,27 @@ mod tests {
             ],
             false,
         );
-        let counters = Arc::new(Counters::default());
+        let metrics = Metrics::new();
         let mut cycle = LeaderCycle::new(
             mem.clone(),
             Schema::new("p"),
             "me".into(),
             Duration::from_secs(1),
-            counters.clone(),
+            metrics.clone(),
         );
         let l = lease();
         let r = cycle.cycle(&l).await.expect("cycle");
         assert_eq!(r.invalid, 2);
         assert_eq!(r.failed, vec![NodeName::from("c1")]);
         cycle.cycle(&l).await.expect("cycle");
-        assert_eq!(Counters::get(&counters.state_invalid_total), 2);
+        assert_eq!(metrics.state_invalid_total(), 2);
         mem.snap
             .lock()
             .expect("lock")
             .entries
             .remove("p/compute_nodes/c2/status/failed");
         cycle.cycle(&l).await.expect("cycle");
-        assert_eq!(Counters::get(&counters.state_invalid_current), 1);
+        assert_eq!(metrics.state_invalid_current(), 1);
         mem.snap.lock().expect("lock").entries.insert(
             "p/compute_nodes/c2/status/failed".into(),
             KvEntry {
@@ -852,7 +834,7 @@ mod tests {
             },
         );
         cycle.cycle(&l).await.expect("cycle");
-        assert_eq!(Counters::get(&counters.state_invalid_total), 3);
+        assert_eq!(metrics.state_invalid_total(), 3);
         let commits = mem.commits.lock().expect("lock");
         assert_eq!(commits.len(), 4);
         assert!(
@@ -865,13 +847,13 @@ mod tests {
     #[tokio::test]
     async fn a_refused_write_acts_no_more_until_the_lease_is_revoked() {
         let mem = store(&[], true);
-        let counters = Arc::new(Counters::default());
+        let metrics = Metrics::new();
         let mut cycle = LeaderCycle::new(
             mem.clone(),
             Schema::new("p"),
             "me".into(),
             Duration::from_millis(10),
-            counters.clone(),
+            metrics.clone(),
         );
         let l = lease();
         let token = l.token().clone();
@@ -883,8 +865,8 @@ mod tests {
         let (exit, ()) = tokio::join!(cycle.run(&l, &never), revoke);
         assert_eq!(exit, LeaderExit::LostLock);
         assert!(mem.commits.lock().expect("lock").is_empty());
-        assert_eq!(Counters::get(&counters.cycles_total), 0);
-        assert!(Counters::get(&counters.cycle_errors_total) >= 1);
+        assert_eq!(metrics.cycles_total(true), 0);
+        assert!(metrics.cycles_total(false) >= 1);
     }
 
     #[tokio::test]
@@ -895,7 +877,7 @@ mod tests {
             Schema::new("p"),
             "me".into(),
             Duration::from_millis(10),
-            Arc::new(Counters::default()),
+            Metrics::new(),
         );
         let l = lease();
         let token = l.token().clone();

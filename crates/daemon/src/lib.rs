@@ -11,7 +11,6 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod counters;
 pub mod demo;
 pub mod fence_health;
 pub mod http;

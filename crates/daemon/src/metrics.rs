@@ -33,6 +33,8 @@ pub struct Metrics {
     guard_flag: AtomicBool,
     leader: Gauge,
     leader_acquisitions: Counter,
+    leader_losses: Counter,
+    cycles: Family<Labels, Counter>,
     nodes: Family<Labels, Gauge>,
     node_fails: Family<Labels, Gauge>,
     node_failed: Family<Labels, Gauge>,
@@ -59,6 +61,10 @@ fn node(node: &str) -> Labels {
     vec![("node", node.to_owned())]
 }
 
+fn cycle_result(ok: bool) -> Labels {
+    vec![("result", if ok { "ok" } else { "error" }.to_owned())]
+}
+
 fn seconds_buckets() -> Histogram {
     // 0.1 s .. ~1.7 h: a fence or an evacuation of one instance.
     Histogram::new(exponential_buckets(0.1, 2.0, 16))
@@ -74,6 +80,8 @@ impl Metrics {
             guard_flag: AtomicBool::new(false),
             leader: Gauge::default(),
             leader_acquisitions: Counter::default(),
+            leader_losses: Counter::default(),
+            cycles: Family::default(),
             nodes: Family::default(),
             node_fails: Family::default(),
             node_failed: Family::default(),
@@ -113,6 +121,16 @@ impl Metrics {
             "novaha_leader_acquisitions",
             "Times this process became leader",
             m.leader_acquisitions.clone(),
+        );
+        registry.register(
+            "novaha_leader_lost",
+            "Times this process lost the lock without resigning",
+            m.leader_losses.clone(),
+        );
+        registry.register(
+            "novaha_cycles",
+            "Leader cycles by result (error: consul unreachable, write refused)",
+            m.cycles.clone(),
         );
         registry.register(
             "novaha_nodes",
@@ -219,6 +237,9 @@ impl Metrics {
                 .get_or_create(&vec![("state", state.to_owned())])
                 .set(0);
         }
+        for ok in [true, false] {
+            m.cycles.get_or_create(&cycle_result(ok)).inc_by(0);
+        }
         Arc::new(Self { registry, ..m })
     }
 
@@ -238,6 +259,33 @@ impl Metrics {
             self.leader_flag.store(false, Ordering::Relaxed);
         }
         self.leader.set(i64::from(leader));
+    }
+
+    /// The lock was lost without this process asking to (a standby again).
+    pub fn leader_lost(&self) {
+        self.leader_losses.inc();
+    }
+
+    /// One leader cycle ended: recorded (`ok`) or failed (consul
+    /// unreachable, a write refused).
+    pub fn cycle(&self, ok: bool) {
+        self.cycles.get_or_create(&cycle_result(ok)).inc();
+    }
+
+    /// Leader cycles so far that ended `ok` (or failed): the value of
+    /// `novaha_cycles_total{result}` (read by tests).
+    pub fn cycles_total(&self, ok: bool) -> u64 {
+        self.cycles.get_or_create(&cycle_result(ok)).get()
+    }
+
+    /// Invalid values seen so far (`novaha_state_invalid_total`).
+    pub fn state_invalid_total(&self) -> u64 {
+        self.state_invalid_total.get()
+    }
+
+    /// Invalid values in the last cycle (`novaha_state_invalid`).
+    pub fn state_invalid_current(&self) -> i64 {
+        self.state_invalid.get()
     }
 
     /// One detection cycle took `seconds`.
@@ -442,6 +490,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("novaha_build_info{version="), "{text}");
+        assert!(
+            text.contains("novaha_cycles_total{result=\"error\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_leader_lost_total 0"), "{text}");
     }
 
     #[test]
@@ -463,6 +516,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("novaha_mass_failure_guard 1"), "{text}");
+    }
+
+    #[test]
+    fn cycles_and_losses_are_counted() {
+        let m = Metrics::new();
+        m.cycle(true);
+        m.cycle(true);
+        m.cycle(false);
+        m.leader_lost();
+        assert_eq!((m.cycles_total(true), m.cycles_total(false)), (2, 1));
+        let text = m.encode();
+        assert!(
+            text.contains("novaha_cycles_total{result=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_cycles_total{result=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("novaha_leader_lost_total 1"), "{text}");
+        m.state_invalid_seen(3);
+        m.set_state_invalid(2);
+        assert_eq!((m.state_invalid_total(), m.state_invalid_current()), (3, 2));
     }
 
     #[test]

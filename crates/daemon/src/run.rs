@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,7 +19,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::counters::Counters;
 use crate::http::{Health, HttpServer};
 use crate::leader::{LeaderCycle, LeaderExit};
 use crate::metrics::Metrics;
@@ -145,14 +143,15 @@ async fn readiness(consul: Consul, health: Arc<Health>, stop: CancellationToken)
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     let (consul, schema) = connect(&cfg)?;
     let (info, check_id) = identity(&cfg);
-    let counters = Arc::new(Counters::default());
+    // `run --once` reports into a registry nobody scrapes.
+    let metrics = Metrics::new();
     let store = Arc::new(ConsulStore::new(consul.clone(), schema.clone()));
     let mut cycle = LeaderCycle::new(
         store,
         schema.clone(),
         info.id.clone(),
         cfg.monitor.interval,
-        counters.clone(),
+        metrics.clone(),
     )
     .with_recovery(Arc::new(cfg.clone()), once);
     let mut election = Election::new(
@@ -175,8 +174,6 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         tracker.close();
         return code;
     }
-    let metrics = Metrics::new();
-    cycle.set_metrics(metrics.clone());
     let health = Health::new();
     // Stopped last, after the resign: a standalone token, not a child of
     // the root, so scrapes and probes still answer while the lock is
@@ -254,10 +251,8 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             }
         };
         backoff = BACKOFF_START;
-        counters.leader.store(true, Ordering::Relaxed);
         metrics.set_leader(true);
         health.set_leader(true);
-        Counters::inc(&counters.leader_acquired_total);
         info!(
             epoch = lease.epoch(),
             role = "leader",
@@ -266,13 +261,12 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         systemd::notify("STATUS=leader");
         // All leader work races the lease: losing the lock stops it at once.
         let exit = watchdog.drive(cycle.run(&lease, &root)).await;
-        counters.leader.store(false, Ordering::Relaxed);
         metrics.set_leader(false);
         health.set_leader(false);
         match exit {
             LeaderExit::Shutdown => break,
             LeaderExit::LostLock => {
-                Counters::inc(&counters.leader_lost_total);
+                metrics.leader_lost();
                 error!(
                     epoch = lease.epoch(),
                     role = "standby",
