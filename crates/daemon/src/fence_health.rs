@@ -24,12 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
 use novaha_core::PowerState;
 use novaha_core::drivers::fence::FenceTarget;
 use novaha_core::kv::{ClusterState, InvalidValue, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
-use novaha_fence::{FenceError, FenceRegistry, FenceSettings, PowerReport, target_of};
+use novaha_fence::{FenceError, FenceRegistry, FenceSettings, PowerReport, check_power, target_of};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -282,52 +281,6 @@ pub fn status_text(doc: &serde_json::Value) -> String {
     out
 }
 
-/// Reads one node's power with its own driver (read-only:
-/// `Fencer::power_state` only). Owned arguments on purpose: novaha-fence's
-/// `check_power` borrows its targets inside a stream of closures, and that
-/// future trips rustc's higher-ranked `Send` inference (rust-lang/rust
-/// #102211) once a round is spawned on the runtime; this one is plainly
-/// `Send + 'static`.
-async fn read_power(registry: FenceRegistry, target: FenceTarget) -> PowerReport {
-    let (driver, result) = match registry.fencer_for(&target) {
-        Err(e) => (
-            registry
-                .driver_of(&target.node, &target.bmc)
-                .map_or_else(|_| "unknown".to_owned(), |d| d.to_string()),
-            Err(e.to_string()),
-        ),
-        Ok(fencer) => (
-            fencer.driver().to_owned(),
-            fencer.power_state(&target).await.map_err(|e| e.to_string()),
-        ),
-    };
-    PowerReport {
-        node: target.node,
-        driver,
-        result,
-        checked_at: Utc::now(),
-    }
-}
-
-/// Reads every target's power, at most `concurrency` at a time, in the
-/// targets' order (what `novaha_fence::check_power` does, as a `Send` future).
-async fn read_all(
-    registry: &FenceRegistry,
-    targets: Vec<FenceTarget>,
-    concurrency: usize,
-) -> Vec<PowerReport> {
-    let mut out: Vec<(usize, PowerReport)> = stream::iter(targets.into_iter().enumerate())
-        .map(|(i, t)| {
-            let registry = registry.clone();
-            async move { (i, read_power(registry, t).await) }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
-}
-
 /// Starts the fence-path health check of a leader tenure from the daemon's
 /// config (the leader calls this when it takes the lock and stops the
 /// returned task when its tenure ends). In `[recovery] mode = "dry-run"` it
@@ -518,7 +471,7 @@ impl FenceHealth {
         let read = tokio::select! {
             biased;
             _ = lease.lost() => return Err(HealthError::Cancelled),
-            r = read_all(&self.registry, targets, self.concurrency) => r,
+            r = check_power(&self.registry, &targets, self.concurrency) => r,
         };
         reports.extend(read);
         // Second line of defence: no node's password in its report.
