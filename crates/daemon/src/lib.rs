@@ -50,8 +50,9 @@ pub fn main_entry() -> ExitCode {
     runtime.block_on(dispatch(cli))
 }
 
-/// Loads the config, printing every problem on failure.
-fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+/// Loads the config, printing every problem on failure (every command's
+/// and `check-config`'s one way to say so); the error is the exit code.
+pub(crate) fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!(
             "novaha: config {} is invalid ({} problem(s)):",

@@ -6,6 +6,7 @@
 //! lock, lead with the lease until it is lost, log that at ERROR, stop all
 //! leader work, go back to standby and race again.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -139,6 +140,31 @@ async fn readiness(consul: Consul, health: Arc<Health>, stop: CancellationToken)
     }
 }
 
+/// Waits `backoff` after a failed attempt, racing shutdown (`root`), with
+/// the watchdog pinged meanwhile, then doubles `backoff` up to `cap`.
+/// `Break` when shutdown was requested instead.
+async fn back_off(
+    watchdog: &mut Watchdog,
+    root: &CancellationToken,
+    backoff: &mut Duration,
+    cap: Duration,
+) -> ControlFlow<()> {
+    let wait = *backoff;
+    let stopped = watchdog
+        .drive(async {
+            tokio::select! {
+                _ = root.cancelled() => true,
+                _ = tokio::time::sleep(wait) => false,
+            }
+        })
+        .await;
+    if stopped {
+        return ControlFlow::Break(());
+    }
+    *backoff = (wait * 2).min(cap);
+    ControlFlow::Continue(())
+}
+
 /// `novaha run [--once]`.
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     let (consul, schema) = connect(&cfg)?;
@@ -203,20 +229,14 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             Ok(()) => break,
             Err(e) => {
                 warn!(error = %e, consul = %cfg.consul.address, retry_in = ?backoff, "consul not reachable yet");
-                let stopped = watchdog
-                    .drive(async {
-                        tokio::select! {
-                            _ = root.cancelled() => true,
-                            _ = tokio::time::sleep(backoff) => false,
-                        }
-                    })
-                    .await;
-                if stopped {
+                if back_off(&mut watchdog, &root, &mut backoff, BACKOFF_CAP)
+                    .await
+                    .is_break()
+                {
                     tracker.close();
                     http.stop().await;
                     return Ok(ExitCode::SUCCESS);
                 }
-                backoff = (backoff * 2).min(BACKOFF_CAP);
             }
         }
     }
@@ -235,18 +255,12 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             Ok(None) => break,
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "leader election failed; retrying");
-                let stopped = watchdog
-                    .drive(async {
-                        tokio::select! {
-                            _ = root.cancelled() => true,
-                            _ = tokio::time::sleep(backoff) => false,
-                        }
-                    })
-                    .await;
-                if stopped {
+                if back_off(&mut watchdog, &root, &mut backoff, BACKOFF_CAP)
+                    .await
+                    .is_break()
+                {
                     break;
                 }
-                backoff = (backoff * 2).min(BACKOFF_CAP);
                 continue;
             }
         };
@@ -364,19 +378,11 @@ async fn run_once(
 
 /// `novaha check-config`: every config problem, then Consul reachability.
 pub async fn check_config(path: &Path) -> ExitCode {
-    let cfg = match Config::load(path) {
+    let cfg = match crate::load(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!(
-                "novaha: config {} is invalid ({} problem(s)):",
-                e.path,
-                e.problems.len()
-            );
-            for p in &e.problems {
-                eprintln!("  - {p}");
-            }
+        Err(code) => {
             eprintln!("novaha: consul reachability not checked: fix the config first");
-            return ExitCode::from(2);
+            return code;
         }
     };
     let reach = async {
@@ -414,5 +420,33 @@ pub async fn check_config(path: &Path) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn back_off_waits_doubles_up_to_the_cap_and_yields_to_shutdown() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let mut watchdog = Watchdog::new(None);
+        let root = CancellationToken::new();
+        let mut backoff = ms(5);
+        let mut next = Vec::new();
+        for _ in 0..5 {
+            let waited = backoff;
+            let before = tokio::time::Instant::now();
+            let flow = back_off(&mut watchdog, &root, &mut backoff, ms(30)).await;
+            assert!(flow.is_continue());
+            assert!(before.elapsed() >= waited, "it waited {waited:?}");
+            next.push(backoff);
+        }
+        assert_eq!(next, [ms(10), ms(20), ms(30), ms(30), ms(30)]);
+        root.cancel();
+        let mut long = Duration::from_secs(3600);
+        let flow = back_off(&mut watchdog, &root, &mut long, BACKOFF_CAP).await;
+        assert!(flow.is_break(), "shutdown ends the wait");
+        assert_eq!(long, Duration::from_secs(3600), "no doubling on shutdown");
     }
 }
