@@ -94,10 +94,14 @@ fn unknown_key_bad_duration_and_every_problem_are_reported() {
     assert_fails_with(&o, "\"soon\"");
     assert_fails_with(&o, "monitor.threshold");
     assert_fails_with(&o, "allow_noop");
+    assert_fails_with(&o, "consul reachability not checked");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    // The daemon refuses the same file the same way.
+    // The daemon refuses the same file the same way (same text, same code).
+    let checked = stderr(&o);
     let o = run(&["run", "-c", p.to_str().unwrap()]);
     assert_fails_with(&o, "consul.adress");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(checked.starts_with(&stderr(&o)), "{checked}\n---\n{}", stderr(&o));
     // Bad TOML syntax.
     let p = write(dir.path(), "syntax.toml", "[consul\naddress = 1\n");
     let o = run(&["check-config", "-c", p.to_str().unwrap()]);
