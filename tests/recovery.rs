@@ -37,6 +37,8 @@ struct Settings {
     monitor: String,
     /// Extra `[recovery]` keys.
     recovery: String,
+    /// `[[notify]]` sections (none by default).
+    notify: String,
 }
 
 impl Default for Settings {
@@ -46,6 +48,7 @@ impl Default for Settings {
             concurrency: 8,
             monitor: String::new(),
             recovery: String::new(),
+            notify: String::new(),
         }
     }
 }
@@ -174,6 +177,8 @@ listen = "127.0.0.1:{port}"
 [log]
 format = "text"
 level = "info"
+
+{notify}
 "#,
             consul = self.agent.http_addr(),
             prefix = self.prefix,
@@ -185,6 +190,7 @@ level = "info"
             monitor = s.monitor,
             concurrency = s.concurrency,
             recovery = s.recovery,
+            notify = s.notify,
             port = free_port(),
         );
         let path = self.dir.path().join(format!("{id}.toml"));
@@ -415,7 +421,10 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
     let c = Cluster::start(
         "r-happy",
         sim_config(3, 3, 1, Duration::from_millis(500)),
-        Settings::default(),
+        Settings {
+            notify: "[[notify]]\ndriver = \"log\"\n".to_owned(),
+            ..Settings::default()
+        },
         2,
     );
     let leader = c.wait_leader();
@@ -449,6 +458,16 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
         assert!(m.contains(line), "{line} not in:\n{m}");
     }
     assert!(m.contains("novaha_fence_total{"), "{m}");
+    // The incident's one log-channel message, counted as the outbox
+    // delivers it (in the background, maybe just after `done`).
+    let sent = "novaha_notifications_total{driver=\"log\",result=\"sent\"} 1\n";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut m = m;
+    while !m.contains(sent) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        m = c.metrics(&leader);
+    }
+    assert!(m.contains(sent), "{sent} not in:\n{m}\n{}", c.logs());
     for n in ["compute-2", "compute-3"] {
         let st = c.node(n);
         assert_eq!(st["failed"], false, "{st}");

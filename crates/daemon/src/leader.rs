@@ -418,7 +418,14 @@ impl LeaderCycle {
             return Ok(());
         };
         if rec.stages.is_none() {
-            match Stages::connect(&rec.cfg, self.store.clone(), &self.schema).await {
+            match Stages::connect(
+                &rec.cfg,
+                self.store.clone(),
+                &self.schema,
+                self.metrics.clone(),
+            )
+            .await
+            {
                 Ok(s) => {
                     info!(policy = ?s.policy.target, concurrency = s.policy.concurrency, restore_power_state = s.policy.restore_power_state, dry_run = s.policy.dry_run, "recovery stages ready");
                     rec.stages = Some(Arc::new(s));

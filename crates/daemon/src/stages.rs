@@ -19,9 +19,10 @@ use novaha_core::store::StateStore;
 use novaha_evacuate::NovaEvacuator;
 use novaha_fence::FenceRegistry;
 use novaha_monitor::Monitor;
-use novaha_notify::{Outbox, OutboxOptions};
+use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::run::consul_settings;
 
 /// Everything the leader's cycle and the recovery runner call.
@@ -74,12 +75,15 @@ pub fn policy(cfg: &Config, schema: &Schema) -> Policy {
 
 impl Stages {
     /// Connects to the cloud (Keystone, Nova's microversion) and builds
-    /// every stage. Fails with the reason (no secret in it) when the cloud
-    /// cannot be reached or a stage's settings are unusable.
+    /// every stage. The outbox reports each message's outcome to `metrics`
+    /// (`novaha_notifications_total{driver,result}`). Fails with the reason
+    /// (no secret in it) when the cloud cannot be reached or a stage's
+    /// settings are unusable.
     pub async fn connect(
         cfg: &Config,
         store: Arc<dyn StateStore>,
         schema: &Schema,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let (_session, nova, keystone) = novaha_openstack::connect(&cfg.openstack)
             .await
@@ -101,7 +105,10 @@ impl Stages {
                 Arc::new(keystone),
                 OutboxOptions::default(),
             )
-            .context("build the notification channels")?;
+            .context("build the notification channels")?
+            .with_outcome_sink(Arc::new(move |o: &DeliveryOutcome| {
+                metrics.notification(&o.driver, o.result);
+            }));
             Some(Arc::new(outbox))
         };
         Ok(Self {

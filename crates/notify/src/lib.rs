@@ -34,7 +34,8 @@ pub use novaha_core::drivers::notify::{
     Directory, IncidentReport, InstanceOutcome, Notifier, NotifyError, Person,
 };
 pub use outbox::{
-    Backoff, DeliverySummary, EnqueueSummary, EntryStatus, Outbox, OutboxEntry, OutboxOptions,
+    Backoff, DeliveryOutcome, DeliverySummary, EnqueueSummary, EntryStatus, Outbox, OutboxEntry,
+    OutboxOptions, OutcomeSink,
 };
 pub use render::WEBHOOK_SCHEMA;
 pub use settings::{EmailSettings, LogSettings, NotifySettings, WebhookSettings};

@@ -184,6 +184,15 @@ pub struct DeliveryOutcome {
     pub result: &'static str,
 }
 
+/// Told of each message's [`DeliveryOutcome`] as soon as a delivery round
+/// finished it, so the daemon can count them
+/// (`novaha_notifications_total{driver,result}`) without this crate
+/// depending on the daemon. It sees every round, [`Outbox::run`]'s and a
+/// direct [`Outbox::deliver_due`]'s, including the outcomes of a round that
+/// then fails as not-leader (those messages were sent). Called on the
+/// delivering task: it must be quick and never block.
+pub type OutcomeSink = Arc<dyn Fn(&DeliveryOutcome) + Send + Sync>;
+
 /// What [`Outbox::deliver_due`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeliverySummary {
@@ -215,6 +224,7 @@ pub struct Outbox {
     options: OutboxOptions,
     wake: tokio::sync::Notify,
     warned_invalid: Mutex<HashSet<String>>,
+    on_outcome: Option<OutcomeSink>,
 }
 
 impl Outbox {
@@ -242,7 +252,15 @@ impl Outbox {
             options,
             wake: tokio::sync::Notify::new(),
             warned_invalid: Mutex::new(HashSet::new()),
+            on_outcome: None,
         })
+    }
+
+    /// Reports every message's outcome to `sink` from now on (see
+    /// [`OutcomeSink`]); the daemon wires its metrics here.
+    pub fn with_outcome_sink(mut self, sink: OutcomeSink) -> Self {
+        self.on_outcome = Some(sink);
+        self
     }
 
     /// Builds every `[[notify]]` channel and the outbox over them.
@@ -530,7 +548,12 @@ impl Outbox {
         let mut not_leader = None;
         for o in outcomes {
             match o {
-                Ok(o) => summary.outcomes.push(o),
+                Ok(o) => {
+                    if let Some(sink) = &self.on_outcome {
+                        sink(&o);
+                    }
+                    summary.outcomes.push(o);
+                }
                 Err(e) => not_leader = Some(e),
             }
         }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use novaha_core::kv::Schema;
-use novaha_notify::{Backoff, EntryStatus, NotifySettings, Outbox, OutboxEntry, OutboxOptions};
+use novaha_notify::{
+    Backoff, DeliveryOutcome, EntryStatus, NotifySettings, Outbox, OutboxEntry, OutboxOptions,
+};
 use novaha_testkit::http_receiver::HttpReceiver;
 
 fn hook(rx: &HttpReceiver, name: &str) -> NotifySettings {
@@ -69,6 +71,50 @@ async fn leader_crash_before_delivery_then_new_leader_delivers_exactly_once() {
     assert_eq!(rx.requests().len(), 1, "exactly once");
     let e = &b.entries().await.unwrap()[0];
     assert_eq!(e.epoch.as_deref(), Some("B:1"));
+}
+
+/// The worker ([`Outbox::run`]) reports every message's outcome to its
+/// sink as it goes (the daemon counts them in
+/// `novaha_notifications_total{driver,result}`): a refused first send,
+/// then the retry that goes through.
+#[tokio::test]
+async fn the_worker_reports_every_outcome_to_its_sink() {
+    let rx = HttpReceiver::start();
+    rx.fail_next(1, 503);
+    let store = MemStore::new("A");
+    let seen: Arc<std::sync::Mutex<Vec<(String, &'static str)>>> = Arc::default();
+    let sink_seen = seen.clone();
+    let options = OutboxOptions {
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(100),
+        },
+        poll_interval: Duration::from_millis(50),
+        ..OutboxOptions::default()
+    };
+    let ob = outbox_with(&store, &rx, options).with_outcome_sink(Arc::new(
+        move |o: &DeliveryOutcome| sink_seen.lock().unwrap().push((o.driver.clone(), o.result)),
+    ));
+    let lease = lease("A");
+    ob.enqueue(&lease, &report("inc-9"), t(0)).await.unwrap();
+    let token = lease.token().clone();
+    let stop = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        token.cancel();
+    };
+    tokio::join!(ob.run(&lease), stop);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("webhook".to_owned(), "retry"),
+            ("webhook".to_owned(), "sent")
+        ]
+    );
+    assert_eq!(rx.requests().len(), 2);
+    assert_eq!(ob.entries().await.unwrap()[0].status, EntryStatus::Sent);
 }
 
 #[tokio::test]
