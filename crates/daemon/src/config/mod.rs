@@ -424,5 +424,17 @@ mod tests {
         assert_eq!(c.openstack.timeout, d.openstack.timeout);
         assert_eq!(c.openstack.retry, d.openstack.retry);
         assert_eq!(c.log.format, d.log.format);
+        assert_eq!(c.recovery, d.recovery);
+        // Every [recovery] key is written out (not commented) with its
+        // default as the daemon would spell it: a key added to the struct
+        // but not to the example fails here.
+        let doc: toml::Table = text.parse().expect("the example is TOML");
+        let written = doc
+            .get("recovery")
+            .and_then(toml::Value::as_table)
+            .expect("the example has a [recovery] section");
+        let defaults =
+            toml::Table::try_from(RecoveryConfig::default()).expect("defaults serialize");
+        assert_eq!(written, &defaults);
     }
 }

@@ -7,12 +7,12 @@
 use std::time::Duration;
 
 use novaha_core::recovery::{Policy, ResetPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Problems;
 
 /// `[recovery] mode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Detect, fence, evacuate, notify.
@@ -25,8 +25,9 @@ pub enum Mode {
     DryRun,
 }
 
-/// `[recovery]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// `[recovery]`. Serialize: the example-file test compares every key of
+/// deploy/novaha.example.toml's section with the defaults, as written.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
     /// `active` (default) or `dry-run`.
