@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 
 use novaha_sim::{Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
-use novaha_testkit::daemon::{Daemon, novaha};
+use novaha_testkit::daemon::{
+    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, recovery_record,
+};
 use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
-use novaha_testkit::process::free_port;
 use serde_json::Value;
 
 const USER: &str = "fenceadmin";
@@ -54,7 +55,6 @@ struct Cluster {
     dir: tempfile::TempDir,
     prefix: String,
     health_interval: &'static str,
-    http_port: u16,
     daemon: Option<Daemon>,
     agent: ConsulAgent,
     /// Dropped before the runtime it serves on.
@@ -97,18 +97,13 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
             prefix: prefix.to_owned(),
             health_interval,
-            http_port: free_port(),
             daemon: None,
             agent: ConsulAgent::start(),
             sim: Some(sim),
             rt,
         };
-        let admin = c.config("admin");
-        let o = novaha(
-            bin(),
-            &["ha-node", "register", "ha-1", "-c", admin.to_str().unwrap()],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        c.config("admin");
+        c.cli().run(&["ha-node", "register", "ha-1"]);
         c
     }
 
@@ -119,36 +114,14 @@ impl Cluster {
     /// Writes `<dir>/<id>.toml`.
     fn config(&self, id: &str) -> PathBuf {
         let creds = self.sim().credentials();
-        let text = format!(
-            r#"[consul]
-address = "{consul}"
-prefix = "{prefix}"
-request_timeout = "5s"
-
-[election]
-session_ttl = "10s"
-lock_delay = "1s"
-check_ttl = "2s"
-id = "{id}"
-
-[openstack]
-timeout = "5s"
-
-[openstack.retry]
-attempts = 1
-
-[openstack.auth]
-auth_url = "{auth_url}"
-username = "{user}"
-password = "{password}"
-project_name = "{project}"
-user_domain_name = "Default"
-project_domain_name = "Default"
-
-[monitor]
-interval = "500ms"
-threshold = 1
-
+        let auth = OpenStackAuth {
+            auth_url: creds.auth_url,
+            username: creds.username,
+            password: creds.password,
+            project_name: creds.project_name,
+        };
+        let stages = format!(
+            r#"
 [fence]
 driver = "ipmi"
 confirm_timeout = "3s"
@@ -172,27 +145,22 @@ timeout = "60s"
 [recovery]
 backoff_initial = "500ms"
 backoff_max = "2s"
-
-[http]
-listen = "127.0.0.1:{port}"
-
-[log]
-format = "text"
-level = "info"
 "#,
-            consul = self.agent.http_addr(),
-            prefix = self.prefix,
-            auth_url = creds.auth_url,
-            user = creds.username,
-            password = creds.password,
-            project = creds.project_name,
             health = self.health_interval,
             ipmitool = ipmitool().display(),
-            port = self.http_port,
         );
-        let path = self.dir.path().join(format!("{id}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        DaemonConfig {
+            interval: "500ms",
+            monitor: "threshold = 1\n".to_owned(),
+            extra: auth.section() + &stages,
+            ..DaemonConfig::fast(&self.agent.http_addr(), &self.prefix, id)
+        }
+        .write(self.dir.path())
+    }
+
+    /// The CLI with the admin config (no daemon runs with it).
+    fn cli(&self) -> Cli {
+        Cli::new(bin(), &self.dir.path().join("admin.toml"))
     }
 
     /// `novaha node register NODE --bmc-driver DRIVER --bmc-ip IP
@@ -200,14 +168,11 @@ level = "info"
     fn register(&self, node: &str, driver: &str, ip: &str, port: Option<u16>, password: &str) {
         let file = self.dir.path().join(format!("{node}.password"));
         std::fs::write(&file, format!("{password}\n")).unwrap();
-        let admin = self.dir.path().join("admin.toml");
         let port = port.map(|p| p.to_string());
         let mut args = vec![
             "node",
             "register",
             node,
-            "-c",
-            admin.to_str().unwrap(),
             "--bmc-driver",
             driver,
             "--bmc-ip",
@@ -220,8 +185,7 @@ level = "info"
         if let Some(p) = &port {
             args.extend(["--bmc-port", p.as_str()]);
         }
-        let o = novaha(bin(), &args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        self.cli().run(&args);
     }
 
     /// Registers `node` against an `ipmi_sim` BMC.
@@ -256,10 +220,7 @@ level = "info"
 
     /// `novaha status --json`.
     fn status(&self) -> Value {
-        let cfg = self.dir.path().join("admin.toml");
-        let o = novaha(bin(), &["status", "--json", "-c", cfg.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
+        self.cli().status()
     }
 
     fn node(&self, node: &str) -> Value {
@@ -268,38 +229,19 @@ level = "info"
 
     /// `novaha status` (text).
     fn status_text(&self) -> String {
-        let cfg = self.dir.path().join("admin.toml");
-        let o = novaha(bin(), &["status", "-c", cfg.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
+        self.cli().status_text()
     }
 
     /// Polls the status until `check` holds; panics with the log if not.
     fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.status();
-            if check(&s) {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{what}: not within {timeout:?}\nstatus: {s:#}\n--- daemon log ---\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.cli().wait(what, timeout, check, || {
+            format!("--- daemon log ---\n{}", self.log())
+        })
     }
 
     /// The node's live recovery record.
     fn record(&self, node: &str) -> Option<Value> {
-        self.agent
-            .kv_get(&format!(
-                "{}/compute_nodes/{node}/internal/recovery",
-                self.prefix
-            ))
-            .map(|raw| serde_json::from_slice(&raw).unwrap())
+        recovery_record(&self.agent, &self.prefix, node)
     }
 
     /// Evacuate calls that reached the sim.
@@ -324,16 +266,7 @@ level = "info"
 
     /// GET /metrics from the daemon.
     fn metrics(&self) -> String {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        http_get(&listen_of(&self.dir.path().join("a.toml")), "/metrics")
     }
 
     fn kill_host(&self, host: &str) {

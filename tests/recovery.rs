@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
-use novaha_testkit::daemon::{Daemon, novaha};
-use novaha_testkit::process::free_port;
+use novaha_testkit::daemon::{
+    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
+};
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -96,19 +97,9 @@ impl Cluster {
             sim: Some(handle),
             rt,
         };
-        let admin = c.config("admin");
+        c.config("admin");
         for i in 1..=ha_nodes {
-            let o = novaha(
-                bin(),
-                &[
-                    "ha-node",
-                    "register",
-                    &format!("ha-{i}"),
-                    "-c",
-                    admin.to_str().unwrap(),
-                ],
-            );
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            c.cli().run(&["ha-node", "register", &format!("ha-{i}")]);
         }
         for id in ["a", "b", "c"].into_iter().take(daemons) {
             let cfg = c.config(id);
@@ -125,38 +116,15 @@ impl Cluster {
     /// Writes `<dir>/<id>.toml`.
     fn config(&self, id: &str) -> PathBuf {
         let creds = self.sim().credentials();
+        let auth = OpenStackAuth {
+            auth_url: creds.auth_url,
+            username: creds.username,
+            password: creds.password,
+            project_name: creds.project_name,
+        };
         let s = &self.settings;
-        let text = format!(
-            r#"[consul]
-address = "{consul}"
-prefix = "{prefix}"
-request_timeout = "5s"
-
-[election]
-session_ttl = "10s"
-lock_delay = "1s"
-check_ttl = "2s"
-id = "{id}"
-
-[openstack]
-timeout = "5s"
-
-[openstack.retry]
-attempts = 1
-
-[openstack.auth]
-auth_url = "{auth_url}"
-username = "{user}"
-password = "{password}"
-project_name = "{project}"
-user_domain_name = "Default"
-project_domain_name = "Default"
-
-[monitor]
-interval = "500ms"
-threshold = {threshold}
-{monitor}
-
+        let stages = format!(
+            r#"
 [fence]
 driver = "noop"
 allow_noop = true
@@ -170,32 +138,23 @@ timeout = "60s"
 backoff_initial = "500ms"
 backoff_max = "2s"
 {recovery}
-
-[http]
-listen = "127.0.0.1:{port}"
-
-[log]
-format = "text"
-level = "info"
-
-{notify}
-"#,
-            consul = self.agent.http_addr(),
-            prefix = self.prefix,
-            auth_url = creds.auth_url,
-            user = creds.username,
-            password = creds.password,
-            project = creds.project_name,
-            threshold = s.threshold,
-            monitor = s.monitor,
+{notify}"#,
             concurrency = s.concurrency,
             recovery = s.recovery,
             notify = s.notify,
-            port = free_port(),
         );
-        let path = self.dir.path().join(format!("{id}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        DaemonConfig {
+            interval: "500ms",
+            monitor: format!("threshold = {}\n{}", s.threshold, s.monitor),
+            extra: auth.section() + &stages,
+            ..DaemonConfig::fast(&self.agent.http_addr(), &self.prefix, id)
+        }
+        .write(self.dir.path())
+    }
+
+    /// The CLI with the admin config (no daemon runs with it).
+    fn cli(&self) -> Cli {
+        Cli::new(bin(), &self.dir.path().join("admin.toml"))
     }
 
     fn logs(&self) -> String {
@@ -212,10 +171,7 @@ level = "info"
 
     /// `novaha status --json`.
     fn status(&self) -> Value {
-        let cfg = self.dir.path().join("admin.toml");
-        let o = novaha(bin(), &["status", "--json", "-c", cfg.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        serde_json::from_slice(&o.stdout).unwrap()
+        self.cli().status()
     }
 
     fn node(&self, node: &str) -> Value {
@@ -224,20 +180,7 @@ level = "info"
 
     /// Polls the status until `check` holds; panics with every log if not.
     fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.status();
-            if check(&s) {
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "{what}: not within {timeout:?}\nstatus: {s:#}\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.cli().wait(what, timeout, check, || self.logs())
     }
 
     fn kv_json(&self, rel: &str) -> Option<Value> {
@@ -248,7 +191,7 @@ level = "info"
 
     /// The node's live recovery record.
     fn record(&self, node: &str) -> Option<Value> {
-        self.kv_json(&format!("compute_nodes/{node}/internal/recovery"))
+        recovery_record(&self.agent, &self.prefix, node)
     }
 
     /// Evacuate calls per server id, from the sim's call log.
@@ -281,23 +224,10 @@ level = "info"
         ids
     }
 
-    /// The `/metrics` text of daemon `id` (its `[http] listen` from its
-    /// config file), over a plain HTTP/1.0 GET.
+    /// The `/metrics` answer of daemon `id` (its `[http] listen`).
     fn metrics(&self, id: &str) -> String {
-        use std::io::{Read, Write};
-        let cfg = std::fs::read_to_string(self.dir.path().join(format!("{id}.toml"))).unwrap();
-        let listen = cfg
-            .lines()
-            .find_map(|l| l.strip_prefix("listen = \""))
-            .unwrap()
-            .trim_end_matches('"')
-            .to_owned();
-        let mut conn = std::net::TcpStream::connect(&listen).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        conn.read_to_string(&mut out).unwrap();
-        out
+        let cfg = self.dir.path().join(format!("{id}.toml"));
+        http_get(&listen_of(&cfg), "/metrics")
     }
 
     /// Waits until some daemon holds the lock and finished a cycle.
@@ -485,12 +415,7 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
         .unwrap()
         .to_owned();
     c.sim().revive("compute-1").unwrap();
-    let admin = c.dir.path().join("admin.toml");
-    let o = novaha(
-        bin(),
-        &["node", "reset", "compute-1", "-c", admin.to_str().unwrap()],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    c.cli().run(&["node", "reset", "compute-1"]);
     let s = c.wait("reset applied", Duration::from_secs(20), |s| {
         let n = &s["compute_nodes"]["compute-1"];
         n["phase"].is_null() && s["ha_nodes"]["ha-1"]["in_use"] == false
