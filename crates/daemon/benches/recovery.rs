@@ -33,10 +33,21 @@ use novaha_sim::{Sim, SimConfig};
 use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{Daemon, novaha};
 
-/// Compute hosts in the simulated cloud.
-const HOSTS: usize = 1000;
-/// Instances per compute host (20,000 in all).
-const PER_HOST: usize = 20;
+/// Compute hosts in the simulated cloud (`BENCH_HOSTS`, default 1000).
+fn hosts() -> usize {
+    env_or("BENCH_HOSTS", 1000)
+}
+/// Instances per compute host (`BENCH_PER_HOST`, default 20: 20,000 in all).
+fn per_host() -> usize {
+    env_or("BENCH_PER_HOST", 20)
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 /// Instances on the host that fails.
 const VICTIM_INSTANCES: usize = 50;
 /// The host that fails.
@@ -94,7 +105,9 @@ fn main() {
     rt.block_on(bench());
 }
 
+#[allow(non_snake_case)]
 async fn bench() {
+    let (HOSTS, PER_HOST) = (hosts(), per_host());
     let hz = clock_ticks();
     let agent = ConsulAgent::start();
     let http = reqwest::Client::new();
@@ -140,11 +153,18 @@ async fn bench() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bench.toml");
-    std::fs::write(
-        &cfg,
-        novaha::demo::config_text(&agent.http_addr(), &sim, "bench"),
-    )
-    .unwrap();
+    // The demo's config; `BENCH_CONCURRENCY` and `BENCH_EVACUATE_POLL`
+    // override `[evacuate] concurrency` (default 8) and `poll_interval`.
+    let mut text = novaha::demo::config_text(&agent.http_addr(), &sim, "bench");
+    let poll = std::env::var("BENCH_EVACUATE_POLL").unwrap_or_else(|_| "500ms".to_owned());
+    let concurrency = env_or("BENCH_CONCURRENCY", 8);
+    text = text.replace(
+        "poll_interval = \"500ms\"",
+        &format!("poll_interval = \"{poll}\"\nconcurrency = {concurrency}"),
+    );
+    assert!(text.contains(&format!("concurrency = {concurrency}")));
+    std::fs::write(&cfg, text).unwrap();
+    println!("[evacuate] concurrency = {concurrency}, poll_interval = \"{poll}\"");
     let o = novaha(
         bin(),
         &["ha-node", "register", "ha-1", "-c", cfg.to_str().unwrap()],
