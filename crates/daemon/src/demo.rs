@@ -761,7 +761,9 @@ pub async fn demo(opts: DemoOptions) -> anyhow::Result<ExitCode> {
         sim: None,
     };
     let result = story(&opts, &mut stage, &cancel).await;
-    if let Err(e) = &result {
+    if result.is_err() && cancel.is_cancelled() {
+        say("\ninterrupted");
+    } else if let Err(e) = &result {
         say(format!("\ndemo failed: {e:#}"));
         for d in &stage.daemons {
             say(format!(
