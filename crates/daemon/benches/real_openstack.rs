@@ -99,7 +99,9 @@ fn one_run(run: usize, mv: Option<&'static str>) -> f64 {
         std::thread::sleep(Duration::from_millis(100));
     }
     let total = start.elapsed().as_secs_f64();
-    // Phases, from the record's timeline (the leader's clock = ours).
+    // Phases, from the record's timeline (the leader's clock = ours), once
+    // novaha has seen every server land too.
+    h.wait_done();
     let rec = h.record().unwrap_or_default();
     let at = |k: &str| -> Option<f64> {
         let s = rec["timeline"][k].as_str()?;
@@ -110,12 +112,13 @@ fn one_run(run: usize, mv: Option<&'static str>) -> f64 {
     let show = |k: &str| at(k).map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"));
     println!(
         "run {run}: {total:.1} s (since the kill: detected {}, fenced {}, forced_down {}, \
-         evacuating {}, evacuated {})",
+         evacuating {}, evacuated {}, done {})",
         show("detected"),
         show("fenced"),
         show("forced_down"),
         show("evacuating"),
         show("evacuated"),
+        show("done"),
     );
     total
 }
