@@ -101,7 +101,11 @@ fn unknown_key_bad_duration_and_every_problem_are_reported() {
     let o = run(&["run", "-c", p.to_str().unwrap()]);
     assert_fails_with(&o, "consul.adress");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(checked.starts_with(&stderr(&o)), "{checked}\n---\n{}", stderr(&o));
+    assert!(
+        checked.starts_with(&stderr(&o)),
+        "{checked}\n---\n{}",
+        stderr(&o)
+    );
     // Bad TOML syntax.
     let p = write(dir.path(), "syntax.toml", "[consul\naddress = 1\n");
     let o = run(&["check-config", "-c", p.to_str().unwrap()]);

@@ -13,9 +13,9 @@
 pub mod consul;
 pub mod daemon;
 pub mod http_receiver;
-pub mod process;
 pub mod ipmi;
 pub mod libvirt;
 pub mod openstack;
+pub mod process;
 pub mod redfish;
 pub mod smtp;
