@@ -13,13 +13,34 @@
 //!   does not exist yet (rule 5: only an administrator resets them);
 //! - write anything of a node with a value it cannot parse (rule 6);
 //! - set `failed=True` for anyone while the mass-failure guard is tripped
-//!   (rule 7).
+//!   (rule 7);
+//! - count a failure of a node an administrator has just reset before Nova
+//!   reported it up once (`internal/awaiting_up`), within the reset grace:
+//!   a restarted nova-compute reads `down` until its first heartbeat, and
+//!   counting that would fence and evacuate a repaired, living node.
+//!
+//! ## After an administrator's reset
+//!
+//! The recovery's reset writes `internal/awaiting_up=True` in the same
+//! transaction that clears `number_fails` and archives the record. While it
+//! is True and Nova reports the node down, the node is not counted
+//! ([`DetectEvent::AwaitingUp`]); the first cycle that judges it that way
+//! writes `internal/awaiting_up_since` (the grace starts). The first cycle
+//! Nova reports it up (`state=up`, not forced down) sets the flag False
+//! ([`DetectEvent::UpAfterReset`]) and normal counting resumes. A node that
+//! never comes up is counted again once the grace ([`ResetGrace`]) has run
+//! out ([`DetectEvent::ResetGraceExpired`]): an operator who reset a node
+//! that is still dead gets it recovered, late. Between the operator's flags
+//! and the runner's reset (flags False, record still present) the node is
+//! not judged at all ([`SkipReason::ResetPending`]).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::kv::{ClusterState, InvalidValue, Schema, format_bool};
+use crate::kv::{ClusterState, ComputeNodeState, InvalidValue, Schema, format_bool, format_time};
 use crate::store::KvOp;
 use crate::types::NodeName;
 
@@ -91,6 +112,10 @@ pub enum SkipReason {
     Disabled,
     /// `config/maintenance` is True.
     Maintenance,
+    /// An administrator reset its flags (`failed=False`, `recovered=False`)
+    /// and the recovery runner has not applied the reset yet (the record is
+    /// still there): nothing is counted until it has.
+    ResetPending,
 }
 
 /// Something the monitor should log (and count) about this cycle.
@@ -155,6 +180,53 @@ pub enum DetectEvent {
         /// The node.
         node: NodeName,
     },
+    /// A node an administrator reset reads down: its failures are not
+    /// counted until Nova reports it up once (or the grace runs out).
+    AwaitingUp {
+        /// The node.
+        node: NodeName,
+        /// When the grace started (`None` before the first such cycle).
+        since: Option<DateTime<Utc>>,
+        /// True on the first cycle that judged it so (log it once).
+        first: bool,
+    },
+    /// A node an administrator reset is reported up by Nova: the wait ends,
+    /// counting resumes from now.
+    UpAfterReset {
+        /// The node.
+        node: NodeName,
+    },
+    /// A node an administrator reset never came up within the reset grace:
+    /// its failures are counted again from this cycle.
+    ResetGraceExpired {
+        /// The node.
+        node: NodeName,
+        /// When the grace started.
+        since: DateTime<Utc>,
+    },
+}
+
+/// The bound of the wait after an administrator's reset, and the time of
+/// this cycle to measure it with. The caller reads the clock; [`judge_at`]
+/// stays pure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResetGrace {
+    /// This cycle's time.
+    pub now: DateTime<Utc>,
+    /// How long a reset node may read down without being counted
+    /// (`[recovery] reset_grace`); zero turns the wait off.
+    pub grace: Duration,
+}
+
+impl ResetGrace {
+    /// True when a wait that started at `since` is over.
+    fn expired(&self, since: DateTime<Utc>) -> bool {
+        let end = TimeDelta::from_std(self.grace)
+            .ok()
+            .and_then(|g| since.checked_add_signed(g))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.now >= end
+    }
 }
 
 /// The writes for one node: commit them as one guarded transaction, so a
@@ -191,18 +263,73 @@ enum Verdict {
     Failing,
     Healthy,
     Skipped(SkipReason),
+    /// Reads down after an administrator's reset, within the grace: not
+    /// counted.
+    AwaitingUp,
 }
 
-/// Judges one cycle. `nova` is `None` when Nova (or Keystone) could not be
-/// reached: then nothing is judged and nothing is written. Otherwise it maps
-/// each host Nova reports to what was observed about it.
-///
-/// Pure and deterministic: the same inputs give the same plan.
+/// What becomes of a node's `awaiting_up` flag this cycle.
+enum Await {
+    /// Not awaiting (or nothing to change).
+    Keep,
+    /// Nova reports it up: the flag is cleared.
+    Up,
+    /// The grace started at `since` ran out: the flag is cleared.
+    Expired(DateTime<Utc>),
+    /// Down, within the grace (`since`: when it started, if it has).
+    Waiting(Option<DateTime<Utc>>),
+}
+
+/// True when the administrator reset the flags and the runner has not yet
+/// applied the reset (the record is still there).
+fn reset_pending(st: &ComputeNodeState) -> bool {
+    st.failed.get() == Some(false)
+        && st.recovered.get() == Some(false)
+        && matches!(st.recovery.value, Ok(Some(_)))
+}
+
+/// Where a node awaiting up after a reset stands this cycle.
+fn awaiting(
+    st: Option<&ComputeNodeState>,
+    signals: &NodeSignals,
+    clock: Option<&ResetGrace>,
+) -> Await {
+    let Some(st) = st.filter(|st| st.awaiting_up.get() == Some(true)) else {
+        return Await::Keep;
+    };
+    if signals.nova.up && !signals.nova.forced_down {
+        return Await::Up;
+    }
+    let since = st.awaiting_up_since.value.clone().ok().flatten();
+    match (since, clock) {
+        (Some(since), Some(c)) if c.expired(since) => Await::Expired(since),
+        (since, _) => Await::Waiting(since),
+    }
+}
+
+/// Judges one cycle with no clock: a node awaiting up after a reset waits
+/// for Nova without a time bound. See [`judge_at`].
 pub fn judge(
     schema: &Schema,
     state: &ClusterState,
     nova: Option<&BTreeMap<NodeName, NodeSignals>>,
     thresholds: &Thresholds,
+) -> Judgement {
+    judge_at(schema, state, nova, thresholds, None)
+}
+
+/// Judges one cycle. `nova` is `None` when Nova (or Keystone) could not be
+/// reached: then nothing is judged and nothing is written. Otherwise it maps
+/// each host Nova reports to what was observed about it. `clock` bounds the
+/// wait after an administrator's reset (`None` = wait for Nova, unbounded).
+///
+/// Pure and deterministic: the same inputs give the same plan.
+pub fn judge_at(
+    schema: &Schema,
+    state: &ClusterState,
+    nova: Option<&BTreeMap<NodeName, NodeSignals>>,
+    thresholds: &Thresholds,
+    clock: Option<&ResetGrace>,
 ) -> Judgement {
     let Some(nova) = nova else {
         return Judgement {
@@ -213,7 +340,7 @@ pub fn judge(
     let mut out = Judgement::default();
 
     // First pass: a verdict per node, so the guard can see the whole window.
-    let mut verdicts: BTreeMap<&NodeName, Verdict> = BTreeMap::new();
+    let mut verdicts: BTreeMap<&NodeName, (Verdict, Await)> = BTreeMap::new();
     for (node, signals) in nova {
         let stored = state.compute_nodes.get(node);
         if let Some(st) = stored
@@ -225,24 +352,52 @@ pub fn judge(
             });
             continue;
         }
-        let verdict = if stored.is_some_and(|st| st.maintenance.get() == Some(true)) {
-            Verdict::Skipped(SkipReason::Maintenance)
-        } else if !signals.nova.enabled {
+        if stored.is_some_and(|st| st.maintenance.get() == Some(true)) {
+            verdicts.insert(
+                node,
+                (Verdict::Skipped(SkipReason::Maintenance), Await::Keep),
+            );
+            continue;
+        }
+        if stored.is_some_and(reset_pending) {
+            // The runner's reset will rewrite awaiting_up: leave it alone.
+            verdicts.insert(
+                node,
+                (Verdict::Skipped(SkipReason::ResetPending), Await::Keep),
+            );
+            continue;
+        }
+        // Nova reporting the node up ends the wait even while its service
+        // is still disabled: its heartbeat is fresh.
+        let wait = awaiting(stored, signals, clock);
+        let verdict = if !signals.nova.enabled {
             Verdict::Skipped(SkipReason::Disabled)
         } else if signals.all_failed() {
-            Verdict::Failing
+            if matches!(wait, Await::Waiting(_)) {
+                Verdict::AwaitingUp
+            } else {
+                Verdict::Failing
+            }
         } else {
             Verdict::Healthy
         };
-        verdicts.insert(node, verdict);
+        // Only a judged node's grace starts or ends.
+        let wait = match (&verdict, wait) {
+            (Verdict::Skipped(_), Await::Waiting(_) | Await::Expired(_)) => Await::Keep,
+            (Verdict::Healthy, Await::Waiting(_) | Await::Expired(_)) => Await::Keep,
+            (_, w) => w,
+        };
+        verdicts.insert(node, (verdict, wait));
     }
+    // A node awaiting up is monitored but not failing: it never trips the
+    // guard (nor counts towards a mass failure).
     let monitored = verdicts
         .values()
-        .filter(|v| !matches!(v, Verdict::Skipped(_)))
+        .filter(|(v, _)| !matches!(v, Verdict::Skipped(_)))
         .count();
     let failing: Vec<NodeName> = verdicts
         .iter()
-        .filter(|(_, v)| matches!(v, Verdict::Failing))
+        .filter(|(_, (v, _))| matches!(v, Verdict::Failing))
         .map(|(n, _)| (*n).clone())
         .collect();
     let guard = guard_trips(failing.len(), monitored, thresholds);
@@ -250,9 +405,52 @@ pub fn judge(
 
     // Second pass: the writes.
     let mut held_back = Vec::new();
-    for (node, verdict) in &verdicts {
+    for (node, (verdict, wait)) in &verdicts {
         let stored = state.compute_nodes.get(*node);
         let mut ops = Vec::new();
+        let since_index = stored.map_or(0, |s| s.awaiting_up_since.modify_index);
+        let await_index = stored.map_or(0, |s| s.awaiting_up.modify_index);
+        match wait {
+            Await::Keep => {}
+            Await::Up | Await::Expired(_) => {
+                ops.push(KvOp::set(
+                    schema.awaiting_up(node),
+                    format_bool(false),
+                    await_index,
+                ));
+                if since_index != 0 {
+                    ops.push(KvOp::Delete {
+                        key: schema.awaiting_up_since(node),
+                        cas: since_index,
+                    });
+                }
+                out.events.push(match wait {
+                    Await::Expired(since) => DetectEvent::ResetGraceExpired {
+                        node: (*node).clone(),
+                        since: *since,
+                    },
+                    _ => DetectEvent::UpAfterReset {
+                        node: (*node).clone(),
+                    },
+                });
+            }
+            Await::Waiting(since) => {
+                if since.is_none()
+                    && let Some(c) = clock
+                {
+                    ops.push(KvOp::set(
+                        schema.awaiting_up_since(node),
+                        format_time(c.now),
+                        since_index,
+                    ));
+                }
+                out.events.push(DetectEvent::AwaitingUp {
+                    node: (*node).clone(),
+                    since: *since,
+                    first: since.is_none(),
+                });
+            }
+        }
         if stored.is_none() {
             out.events.push(DetectEvent::Discovered {
                 node: (*node).clone(),
@@ -270,6 +468,7 @@ pub fn judge(
                 });
                 current
             }
+            Verdict::AwaitingUp => current,
             Verdict::Healthy => {
                 if current > 0 {
                     out.events.push(DetectEvent::Healthy {
@@ -572,5 +771,220 @@ mod tests {
         };
         assert!(guard_trips(3, 100, &th));
         assert!(!guard_trips(2, 100, &th));
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("valid timestamp")
+            .with_timezone(&Utc)
+    }
+
+    fn clock(now: &str, grace_secs: u64) -> ResetGrace {
+        ResetGrace {
+            now: at(now),
+            grace: Duration::from_secs(grace_secs),
+        }
+    }
+
+    /// A node just reset by the runner: flags False, count 0, awaiting up.
+    const RESET: [(&str, &str); 4] = [
+        ("compute_nodes/c1/status/failed", "False"),
+        ("compute_nodes/c1/status/recovered", "False"),
+        ("compute_nodes/c1/internal/number_fails", "0"),
+        ("compute_nodes/c1/internal/awaiting_up", "True"),
+    ];
+
+    #[test]
+    fn a_reset_node_reading_down_is_not_counted_and_its_grace_starts() {
+        let (schema, st) = state(&RESET);
+        let th = Thresholds {
+            threshold: 0,
+            ..Thresholds::default()
+        };
+        let c = clock("2026-11-21T03:00:00Z", 600);
+        let down = nova(&[("c1", sig(false, true))]);
+        let j = judge_at(&schema, &st, Some(&down), &th, Some(&c));
+        assert_eq!(
+            ops_text(&j),
+            ["t/compute_nodes/c1/internal/awaiting_up_since=2026-11-21T03:00:00Z cas=0"]
+        );
+        assert_eq!(
+            j.events,
+            [DetectEvent::AwaitingUp {
+                node: "c1".into(),
+                since: None,
+                first: true
+            }]
+        );
+        // Later cycles within the grace write nothing and count nothing.
+        let mut pairs = RESET.to_vec();
+        pairs.push((
+            "compute_nodes/c1/internal/awaiting_up_since",
+            "2026-11-21T03:00:00Z",
+        ));
+        let (schema, st) = state(&pairs);
+        let c = clock("2026-11-21T03:09:59Z", 600);
+        let j = judge_at(&schema, &st, Some(&down), &th, Some(&c));
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        assert!(!j.mass_failure);
+        assert!(matches!(
+            &j.events[..],
+            [DetectEvent::AwaitingUp {
+                first: false,
+                since: Some(_),
+                ..
+            }]
+        ));
+        // Without a clock the wait has no bound.
+        let j = judge(&schema, &st, Some(&down), &th);
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        // Forced down reads down too: still waiting.
+        let mut forced = sig(true, true);
+        forced.nova.forced_down = true;
+        let j = judge(&schema, &st, Some(&nova(&[("c1", forced)])), &th);
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+    }
+
+    #[test]
+    fn nova_reporting_a_reset_node_up_ends_the_wait_then_counting_resumes() {
+        let mut pairs = RESET.to_vec();
+        pairs.push((
+            "compute_nodes/c1/internal/awaiting_up_since",
+            "2026-11-21T03:00:00Z",
+        ));
+        let (schema, st) = state(&pairs);
+        let th = Thresholds {
+            threshold: 0,
+            ..Thresholds::default()
+        };
+        let c = clock("2026-11-21T03:01:00Z", 600);
+        let j = judge_at(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(true, true))])),
+            &th,
+            Some(&c),
+        );
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/awaiting_up=False cas=4",
+                "delete t/compute_nodes/c1/internal/awaiting_up_since cas=5",
+            ]
+        );
+        assert_eq!(j.events, [DetectEvent::UpAfterReset { node: "c1".into() }]);
+        // The next cycle reads it down: counted (and, threshold 0, failed).
+        let mut after = RESET.to_vec();
+        after[3].1 = "False";
+        let (schema, st) = state(&after);
+        let j = judge_at(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(false, true))])),
+            &th,
+            Some(&c),
+        );
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/number_fails=1 cas=3",
+                "t/compute_nodes/c1/status/failed=True cas=1",
+            ]
+        );
+        // Up while still disabled (reenable_on_reset = false) ends it too.
+        let (schema, st) = state(&RESET);
+        let j = judge(&schema, &st, Some(&nova(&[("c1", sig(true, false))])), &th);
+        assert_eq!(
+            ops_text(&j),
+            ["t/compute_nodes/c1/internal/awaiting_up=False cas=4"]
+        );
+    }
+
+    #[test]
+    fn a_reset_node_that_never_comes_up_is_counted_once_the_grace_ran_out() {
+        let mut pairs = RESET.to_vec();
+        pairs.push((
+            "compute_nodes/c1/internal/awaiting_up_since",
+            "2026-11-21T03:00:00Z",
+        ));
+        let (schema, st) = state(&pairs);
+        let th = Thresholds {
+            threshold: 0,
+            ..Thresholds::default()
+        };
+        let c = clock("2026-11-21T03:10:00Z", 600);
+        let j = judge_at(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(false, true))])),
+            &th,
+            Some(&c),
+        );
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/awaiting_up=False cas=4",
+                "delete t/compute_nodes/c1/internal/awaiting_up_since cas=5",
+                "t/compute_nodes/c1/internal/number_fails=1 cas=3",
+                "t/compute_nodes/c1/status/failed=True cas=1",
+            ]
+        );
+        assert!(j.events.contains(&DetectEvent::ResetGraceExpired {
+            node: "c1".into(),
+            since: at("2026-11-21T03:00:00Z"),
+        }));
+        // A disabled node's grace neither starts nor ends.
+        let (schema, st) = state(&RESET);
+        let j = judge_at(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(false, false))])),
+            &th,
+            Some(&c),
+        );
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+    }
+
+    #[test]
+    fn flags_reset_before_the_runner_applied_it_are_not_judged() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/status/failed", "False"),
+            ("compute_nodes/c1/status/recovered", "False"),
+            ("compute_nodes/c1/internal/number_fails", "4"),
+            (
+                "compute_nodes/c1/internal/recovery",
+                "{\"version\":1,\"incident\":\"c1-x\",\"epoch\":\"e\",\"phase\":\"done\"}",
+            ),
+        ]);
+        assert!(!st.compute_nodes[&NodeName::from("c1")].has_invalid());
+        let th = Thresholds {
+            threshold: 0,
+            ..Thresholds::default()
+        };
+        let j = judge(&schema, &st, Some(&nova(&[("c1", sig(false, true))])), &th);
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        assert_eq!(
+            j.events,
+            [DetectEvent::Skipped {
+                node: "c1".into(),
+                reason: SkipReason::ResetPending
+            }]
+        );
+    }
+
+    #[test]
+    fn an_invalid_awaiting_value_skips_the_node_and_is_never_overwritten() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/internal/number_fails", "0"),
+            ("compute_nodes/c1/internal/awaiting_up", "perhaps"),
+        ]);
+        let j = judge(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(true, true))])),
+            &Thresholds::default(),
+        );
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        assert!(matches!(&j.events[..], [DetectEvent::Invalid { .. }]));
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::record::RecoveryRecord;
@@ -84,6 +85,28 @@ pub fn parse_count(key: &str, raw: Option<&[u8]>) -> Result<u32, InvalidValue> {
         .map_err(|_| InvalidValue::new(key, raw, "integer out of range"))
 }
 
+/// Parses a UTC timestamp written by novaha (RFC 3339, e.g.
+/// `2026-11-21T03:00:00Z`). A missing key or an empty value is `None`; any
+/// other text is invalid.
+pub fn parse_time(key: &str, raw: Option<&[u8]>) -> Result<Option<DateTime<Utc>>, InvalidValue> {
+    let Some(raw) = raw else { return Ok(None) };
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Err(InvalidValue::new(key, raw, "not UTF-8"));
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|_| InvalidValue::new(key, raw, "not an RFC 3339 timestamp"))
+}
+
+/// How a timestamp is written: RFC 3339 in UTC, whole seconds.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// Typed key paths below one prefix. Tests give each run its own prefix so
 /// they can share a Consul agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +156,20 @@ impl Schema {
     /// `compute_nodes/<node>/internal/number_fails`.
     pub fn number_fails(&self, node: &NodeName) -> String {
         format!("{}/internal/number_fails", self.compute_node(node))
+    }
+
+    /// `compute_nodes/<node>/internal/awaiting_up`: True from an
+    /// administrator's reset until Nova reports the node up once (or the
+    /// reset grace runs out); detection counts no failure for it meanwhile.
+    pub fn awaiting_up(&self, node: &NodeName) -> String {
+        format!("{}/internal/awaiting_up", self.compute_node(node))
+    }
+
+    /// `compute_nodes/<node>/internal/awaiting_up_since`: when detection
+    /// first judged the reset node while it read down (RFC 3339); the reset
+    /// grace is measured from it.
+    pub fn awaiting_up_since(&self, node: &NodeName) -> String {
+        format!("{}/internal/awaiting_up_since", self.compute_node(node))
     }
 
     /// `compute_nodes/<node>/internal/runtime_config`.
@@ -246,6 +283,26 @@ impl<T: Copy> Field<T> {
     }
 }
 
+impl<T> Field<T> {
+    /// A field read from `key` of `snap` with `parse`; an invalid value is
+    /// also pushed to `invalid` (the node's list).
+    fn read(
+        snap: &Snapshot,
+        key: &str,
+        parse: impl Fn(&str, Option<&[u8]>) -> Result<T, InvalidValue>,
+        invalid: &mut Vec<InvalidValue>,
+    ) -> Self {
+        let value = parse(key, snap.raw(key));
+        if let Err(e) = &value {
+            invalid.push(e.clone());
+        }
+        Self {
+            value,
+            modify_index: snap.cas_index(key),
+        }
+    }
+}
+
 /// A BMC's address and credentials from `config/bmc/*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BmcConfig {
@@ -277,6 +334,11 @@ pub struct ComputeNodeState {
     pub number_fails: Field<u32>,
     /// `config/maintenance`.
     pub maintenance: Field<bool>,
+    /// `internal/awaiting_up`: reset by the administrator, Nova has not
+    /// reported it up since.
+    pub awaiting_up: Field<bool>,
+    /// `internal/awaiting_up_since`: when the reset grace started.
+    pub awaiting_up_since: Field<Option<DateTime<Utc>>>,
     /// `internal/recovery`, when present.
     pub recovery: Field<Option<RecoveryRecord>>,
     /// `config/bmc/*`.
@@ -383,6 +445,13 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
     let failed = flag(snap, &schema.failed(&name), &mut invalid);
     let recovered = flag(snap, &schema.recovered(&name), &mut invalid);
     let maintenance = flag(snap, &schema.maintenance(&name), &mut invalid);
+    let awaiting_up = flag(snap, &schema.awaiting_up(&name), &mut invalid);
+    let awaiting_up_since = Field::read(
+        snap,
+        &schema.awaiting_up_since(&name),
+        parse_time,
+        &mut invalid,
+    );
     let nf_key = schema.number_fails(&name);
     let number_fails = Field {
         value: parse_count(&nf_key, snap.raw(&nf_key)),
@@ -448,6 +517,8 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         recovered,
         number_fails,
         maintenance,
+        awaiting_up,
+        awaiting_up_since,
         recovery,
         bmc,
         runtime_config,
@@ -539,5 +610,46 @@ mod tests {
         let ha = &st.ha_nodes[&NodeName::from("ha1")];
         assert_eq!(ha.in_use.get(), Some(true));
         assert_eq!(ha.serving, Some(NodeName::from("c1")));
+    }
+
+    #[test]
+    fn awaiting_up_and_its_start_parse_with_the_usual_rules() {
+        let s = Schema::new("p");
+        let st = ClusterState::parse(
+            &s,
+            &snap(&[
+                ("p/compute_nodes/c1/internal/awaiting_up", b"True"),
+                (
+                    "p/compute_nodes/c1/internal/awaiting_up_since",
+                    b"2026-11-21T03:00:00Z",
+                ),
+                ("p/compute_nodes/c2/internal/awaiting_up", b"soon"),
+                (
+                    "p/compute_nodes/c3/internal/awaiting_up_since",
+                    b"yesterday",
+                ),
+                ("p/compute_nodes/c4/status/failed", b"False"),
+            ]),
+        );
+        let c1 = &st.compute_nodes[&NodeName::from("c1")];
+        assert_eq!(c1.awaiting_up.get(), Some(true));
+        assert_eq!(c1.awaiting_up.modify_index, 10);
+        let since = c1
+            .awaiting_up_since
+            .value
+            .clone()
+            .expect("valid")
+            .expect("set");
+        assert_eq!(format_time(since), "2026-11-21T03:00:00Z");
+        assert!(!c1.has_invalid());
+        for bad in ["c2", "c3"] {
+            let n = &st.compute_nodes[&NodeName::from(bad)];
+            assert!(n.has_invalid(), "{bad}: {n:?}");
+        }
+        let c4 = &st.compute_nodes[&NodeName::from("c4")];
+        assert_eq!(c4.awaiting_up.get(), Some(false));
+        assert_eq!(c4.awaiting_up.modify_index, 0);
+        assert_eq!(c4.awaiting_up_since.value, Ok(None));
+        assert_eq!(parse_time("k", Some(b" ")), Ok(None));
     }
 }

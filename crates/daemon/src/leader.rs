@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use novaha_core::NodeName;
-use novaha_core::detect::{DetectEvent, judge};
+use novaha_core::detect::{DetectEvent, ResetGrace, judge_at};
 use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use serde::Serialize;
@@ -478,11 +478,16 @@ impl LeaderCycle {
                 _ => {}
             }
         }
-        let judgement = judge(
+        let clock = ResetGrace {
+            now: Utc::now(),
+            grace: stages.policy.reset.grace,
+        };
+        let judgement = judge_at(
             &self.schema,
             state,
             observed.nova.as_ref(),
             &stages.thresholds,
+            Some(&clock),
         );
         let mut judged_failed = Vec::new();
         let mut nova_unreachable = false;
@@ -520,6 +525,21 @@ impl LeaderCycle {
                 }
                 DetectEvent::UnknownToNova { node } => {
                     debug!(node = %node, "node in the tree unknown to nova: left alone");
+                }
+                DetectEvent::AwaitingUp { node, since, first } => {
+                    let grace = humantime::format_duration(clock.grace).to_string();
+                    if *first {
+                        info!(node = %node, reset_grace = %grace, "node reset: reads down, not counted; reset grace started");
+                    } else {
+                        debug!(node = %node, since = ?since, reset_grace = %grace, "node reset: still waiting for Nova to report it up");
+                    }
+                }
+                DetectEvent::UpAfterReset { node } => {
+                    info!(node = %node, "node reset: Nova reports it up; counting failures again");
+                }
+                DetectEvent::ResetGraceExpired { node, since } => {
+                    let grace = humantime::format_duration(clock.grace).to_string();
+                    warn!(node = %node, since = %since, reset_grace = %grace, "node reset: Nova never reported it up within the reset grace; counting failures again");
                 }
             }
         }

@@ -270,6 +270,20 @@ fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime
             0,
         ));
     }
+    // The restarted nova-compute reads down until its first heartbeat:
+    // detection must not count that as a failure of the repaired node.
+    ops.push(KvOp::set(
+        s.awaiting_up(&obs.node),
+        format_bool(true),
+        obs.flags.awaiting_up.modify_index,
+    ));
+    if obs.flags.awaiting_up_since_index != 0 {
+        // A grace left from an earlier reset: the new one starts afresh.
+        ops.push(KvOp::Delete {
+            key: s.awaiting_up_since(&obs.node),
+            cas: obs.flags.awaiting_up_since_index,
+        });
+    }
     ops.push(KvOp::Delete {
         key: s.recovery(&obs.node),
         cas: obs.flags.record_index,

@@ -62,13 +62,24 @@ pub struct ResetPolicy {
     pub restore_nova_service: bool,
     /// Release the HA node the recovery claimed (`in_use=False`).
     pub release_ha_node: bool,
+    /// After the reset, detection counts no failure of the node until Nova
+    /// reports it up once, for at most this long from the first cycle it
+    /// reads down ([`crate::detect::ResetGrace`]); zero turns the wait off.
+    pub grace: Duration,
 }
+
+/// The default of [`ResetPolicy::grace`]: ten minutes, enough for a
+/// repaired host to boot and nova-compute to send its first heartbeat
+/// (Nova's own `service_down_time` is 60 s by default), short enough that a
+/// node reset while still dead is recovered the same night.
+pub const DEFAULT_RESET_GRACE: Duration = Duration::from_secs(600);
 
 impl Default for ResetPolicy {
     fn default() -> Self {
         Self {
             restore_nova_service: true,
             release_ha_node: true,
+            grace: DEFAULT_RESET_GRACE,
         }
     }
 }
@@ -148,6 +159,11 @@ pub struct NodeFlags {
     pub recovered: Field<bool>,
     /// `internal/number_fails`.
     pub number_fails: Field<u32>,
+    /// `internal/awaiting_up` (the reset writes it True).
+    pub awaiting_up: Field<bool>,
+    /// The ModifyIndex of `internal/awaiting_up_since` (0 = absent): the
+    /// reset deletes a stale one so that a new grace starts.
+    pub awaiting_up_since_index: u64,
     /// The ModifyIndex of `internal/recovery` (0 = absent).
     pub record_index: u64,
     /// Every invalid value of the node: while any is present nothing is
@@ -162,6 +178,8 @@ impl NodeFlags {
             failed: state.failed.clone(),
             recovered: state.recovered.clone(),
             number_fails: state.number_fails.clone(),
+            awaiting_up: state.awaiting_up.clone(),
+            awaiting_up_since_index: state.awaiting_up_since.modify_index,
             record_index: state.recovery.modify_index,
             invalid: state.invalid.clone(),
         }
@@ -458,9 +476,10 @@ pub enum Action {
         enable: bool,
     },
     /// Administrator's reset, K/V half: commit the ops (`number_fails=0`,
-    /// record removed after its copy to `incidents/<id>`, the HA node
-    /// released if configured); log and count it. `failed`/`recovered` are
-    /// never touched.
+    /// `awaiting_up=True` so that detection counts nothing until Nova
+    /// reports the node up once, record removed after its copy to
+    /// `incidents/<id>`, the HA node released if configured); log and count
+    /// it. `failed`/`recovered` are never touched.
     Reset {
         /// The incident id.
         incident: String,

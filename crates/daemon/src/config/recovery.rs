@@ -38,6 +38,11 @@ pub struct RecoveryConfig {
     /// On an administrator's reset, release the HA node the recovery
     /// claimed (`in_use=False`).
     pub release_ha_node_on_reset: bool,
+    /// After an administrator's reset, failures of the node are not counted
+    /// until Nova reports it up once, for at most this long (`0s` = no
+    /// wait): a restarted nova-compute reads down until its first heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub reset_grace: Duration,
     /// The first retry delay after a failed step (doubles per attempt).
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -62,6 +67,7 @@ impl Default for RecoveryConfig {
             mode: Mode::Active,
             reenable_on_reset: p.reset.restore_nova_service,
             release_ha_node_on_reset: p.reset.release_ha_node,
+            reset_grace: p.reset.grace,
             backoff_initial: p.backoff_initial,
             backoff_max: p.backoff_max,
             alert_after: p.alert_after,
@@ -78,6 +84,7 @@ impl RecoveryConfig {
         policy.reset = ResetPolicy {
             restore_nova_service: self.reenable_on_reset,
             release_ha_node: self.release_ha_node_on_reset,
+            grace: self.reset_grace,
         };
         policy.backoff_initial = self.backoff_initial;
         policy.backoff_max = self.backoff_max;
@@ -162,5 +169,21 @@ mod tests {
         c.validate(&mut p);
         assert_eq!(p.0.len(), 1, "{:?}", p.0);
         assert!(p.0[0].to_string().contains("backoff_max"), "{:?}", p.0);
+    }
+
+    #[test]
+    fn reset_grace_parses_as_a_duration_into_the_reset_policy() {
+        let c: RecoveryConfig = toml::from_str("reset_grace = \"2m\"\n").expect("valid");
+        let mut p = Policy::default();
+        c.apply(&mut p);
+        assert_eq!(p.reset.grace, Duration::from_secs(120));
+        assert_eq!(
+            RecoveryConfig::default().reset_grace,
+            novaha_core::recovery::DEFAULT_RESET_GRACE
+        );
+        let c: RecoveryConfig = toml::from_str("reset_grace = \"0s\"\n").expect("zero is allowed");
+        assert!(c.reset_grace.is_zero());
+        let e = toml::from_str::<RecoveryConfig>("reset_grace = \"soon\"").expect_err("bad");
+        assert!(e.to_string().contains("reset_grace"), "{e}");
     }
 }

@@ -571,6 +571,7 @@ impl NodeRunner {
                     m.admin_reset();
                 }
                 warn!(node = %node, incident, released = ?released, "admin reset applied: number_fails cleared, record archived");
+                info!(node = %node, reset_grace = %humantime::format_duration(stages.policy.reset.grace), "node reset: waiting for Nova to report it up before counting failures");
             }
             Action::Wait {
                 reason,
