@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Action, Decision, Failure, HaNodeObs, NodeFlags, Observation, Policy, Step, decide};
-use crate::detect::NovaService;
+use crate::detect::{NodeSignals, NovaService, ResetGrace, Thresholds, judge_at};
 use crate::drivers::{Fenced, Instance, InstanceProgress};
 use crate::kv::{ClusterState, KvEntry, Schema, Snapshot, format_bool};
 use crate::record::RecoveryRecord;
@@ -214,6 +214,8 @@ pub struct Harness {
     pub mass_failure: bool,
     /// Every decision taken, with its node, for properties.
     pub trace: Vec<(NodeName, Decision)>,
+    /// The detection's thresholds (`detect` in scripts).
+    pub thresholds: Thresholds,
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -238,6 +240,10 @@ impl Harness {
             nodes: BTreeMap::new(),
             mass_failure: false,
             trace: Vec::new(),
+            thresholds: Thresholds {
+                threshold: 1,
+                ..Thresholds::default()
+            },
         };
         for n in failed {
             let node = NodeName::from(*n);
@@ -313,6 +319,41 @@ impl Harness {
         let committed = self.kv.commit(&d.ops);
         self.trace.push((node.clone(), d.clone()));
         (d, committed)
+    }
+
+    /// One detection cycle over every node's model Nova service, at the
+    /// harness clock with the policy's reset grace; commits each node's
+    /// writes (a conflict drops that node's, as the leader does).
+    pub fn detect(&mut self) -> Vec<crate::detect::DetectEvent> {
+        let snap = self.kv.snapshot();
+        let state = ClusterState::parse(&self.policy.schema, &snap);
+        let nova: BTreeMap<NodeName, NodeSignals> = self
+            .nodes
+            .iter()
+            .map(|(n, side)| {
+                let signals = NodeSignals {
+                    nova: side.world.service.clone(),
+                    consul_failed: None,
+                    tcp_failed: None,
+                };
+                (n.clone(), signals)
+            })
+            .collect();
+        let clock = ResetGrace {
+            now: self.now,
+            grace: self.policy.reset.grace,
+        };
+        let j = judge_at(
+            &self.policy.schema,
+            &state,
+            Some(&nova),
+            &self.thresholds,
+            Some(&clock),
+        );
+        for w in &j.writes {
+            let _ = self.kv.commit(&w.ops);
+        }
+        j.events
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -568,6 +609,18 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 s.enabled = false;
             }
             "nova-unknown" => h.side(current.as_str()).nova_known = false,
+            "nova" => {
+                // nova up|down: the node's heartbeat as Nova reports it
+                h.side(current.as_str()).world.service.up = args[0] == "up";
+            }
+            "detect" => {
+                h.detect();
+            }
+            "threshold" => h.thresholds.threshold = args[0].parse().expect("number"),
+            "reset-grace" => {
+                let secs: u64 = args[0].trim_end_matches('s').parse().expect("seconds");
+                h.policy.reset.grace = Duration::from_secs(secs);
+            }
             "ha-enabled" => {
                 for s in h.side(current.as_str()).world.ha_services.values_mut() {
                     s.enabled = true;

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::model::{Dice, Harness, carry_out, writes_false_flag};
 use super::{Action, HaNodeObs, NodeFlags, Observation, Policy, TargetPolicy, decide};
-use crate::detect::{NodeSignals, NovaService, Thresholds, guard_trips, judge};
+use crate::detect::{DetectEvent, NodeSignals, NovaService, Thresholds, guard_trips, judge};
 use crate::kv::{ClusterState, KvEntry, Schema, Snapshot, format_bool};
 use crate::record::{Phase, RecoveryRecord};
 use crate::store::KvOp;
@@ -195,6 +195,114 @@ proptest! {
     }
 }
 
+/// What happens between two looks at a node an administrator just reset.
+#[derive(Clone, Copy, Debug)]
+enum AfterReset {
+    /// One detection cycle.
+    Detect,
+    /// The runner decides and carries the decision out.
+    Runner,
+    /// The clock moves on this many seconds.
+    Advance(u64),
+    /// Nova reports the node up (its first heartbeat) or down.
+    Nova(bool),
+}
+
+fn after_reset() -> impl Strategy<Value = AfterReset> {
+    prop_oneof![
+        4 => Just(AfterReset::Detect),
+        2 => Just(AfterReset::Runner),
+        2 => (0u64..400).prop_map(AfterReset::Advance),
+        1 => any::<bool>().prop_map(AfterReset::Nova),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The repaired node is never fenced again by mistake: after an
+    /// administrator's reset, whatever the interleaving of detection
+    /// cycles, runner steps, clock and heartbeats, detection counts no
+    /// failure of the node (and never sets `failed=True`) until a cycle
+    /// after the runner applied the reset saw Nova report it up, or the
+    /// reset grace (from the first cycle that saw it down) ran out. After
+    /// that, a node reading down is counted again.
+    #[test]
+    fn a_reset_node_is_never_judged_failed_before_nova_reports_it_up(
+        threshold in 0u32..4,
+        grace in prop_oneof![Just(0u64), 1u64..1200],
+        restore in any::<bool>(),
+        steps in prop::collection::vec(after_reset(), 1..60),
+    ) {
+        let mut h = Harness::new(&["c1"], &["ha-1"]);
+        h.thresholds.threshold = threshold;
+        h.policy.reset.grace = std::time::Duration::from_secs(grace);
+        h.policy.reset.restore_nova_service = restore;
+        let node = NodeName::from("c1");
+        // A whole recovery first.
+        for _ in 0..50 {
+            let (d, committed) = h.decide(&node);
+            if matches!(d.action, Action::Idle) {
+                break;
+            }
+            prop_assert!(committed.is_ok());
+            carry_out(&mut h, &node, &d, || Dice::Ok);
+        }
+        prop_assert_eq!(h.observe(&node).0.map(|r| r.phase), Some(Phase::Done));
+        // The operator resets the flags; the node's nova-compute has not
+        // sent a heartbeat yet.
+        let s = h.policy.schema.clone();
+        h.kv.put(&s.failed(&node), "False");
+        h.kv.put(&s.recovered(&node), "False");
+        let mut seen_up = false;
+        let mut grace_from = None;
+        for step in steps {
+            match step {
+                AfterReset::Runner => {
+                    let (d, committed) = h.decide(&node);
+                    if committed.is_ok() {
+                        carry_out(&mut h, &node, &d, || Dice::Ok);
+                    }
+                }
+                AfterReset::Advance(secs) => h.advance(std::time::Duration::from_secs(secs)),
+                AfterReset::Nova(up) => h.side("c1").world.service.up = up,
+                AfterReset::Detect => {
+                    let applied = h.observe(&node).0.is_none();
+                    let svc = h.side("c1").world.service.clone();
+                    let expired = grace_from.is_some_and(|t: chrono::DateTime<chrono::Utc>| {
+                        h.now >= t + chrono::TimeDelta::seconds(grace as i64)
+                    });
+                    let free = seen_up || expired;
+                    let events = h.detect();
+                    if applied && svc.enabled && !svc.up && grace_from.is_none() && !free {
+                        grace_from = Some(h.now);
+                    }
+                    if applied && svc.up && !svc.forced_down {
+                        seen_up = true;
+                    }
+                    if free {
+                        if applied && svc.enabled && !svc.up {
+                            prop_assert!(
+                                events.iter().any(|e| matches!(e, DetectEvent::Failing { .. })),
+                                "not counted again after the wait ended: {:?}", events
+                            );
+                        }
+                        break;
+                    }
+                    for e in &events {
+                        prop_assert!(
+                            !matches!(e, DetectEvent::Failing { .. } | DetectEvent::Failed { .. }),
+                            "counted before Nova reported it up: {:?} (events {:?})", e, events
+                        );
+                    }
+                    let failed = h.kv.get(&s.failed(&node));
+                    prop_assert_eq!(failed.as_deref(), Some("False"));
+                }
+            }
+        }
+    }
+}
+
 /// A raw value for a flag: valid spellings, garbage, or absent.
 fn raw_flag() -> impl Strategy<Value = Option<&'static str>> {
     prop::sample::select(vec![
@@ -233,6 +341,8 @@ struct RawNode {
     enabled: bool,
     consul: Option<bool>,
     tcp: Option<bool>,
+    /// `internal/awaiting_up` (an administrator's reset not yet seen up).
+    awaiting: Option<&'static str>,
 }
 
 fn raw_node() -> impl Strategy<Value = RawNode> {
@@ -247,13 +357,14 @@ fn raw_node() -> impl Strategy<Value = RawNode> {
         (
             prop::option::of(any::<bool>()),
             prop::option::of(any::<bool>()),
+            raw_flag(),
         ),
     )
         .prop_map(
             |(
                 (failed, recovered, fails, maintenance),
                 (in_tree, in_nova, up, enabled),
-                (consul, tcp),
+                (consul, tcp, awaiting),
             )| RawNode {
                 failed,
                 recovered,
@@ -265,6 +376,7 @@ fn raw_node() -> impl Strategy<Value = RawNode> {
                 enabled,
                 consul,
                 tcp,
+                awaiting,
             },
         )
 }
@@ -299,6 +411,9 @@ fn tree(schema: &Schema, nodes: &[RawNode], ha: &[Option<&'static str>]) -> Snap
         }
         if let Some(v) = n.maintenance {
             put(schema.maintenance(&name), v);
+        }
+        if let Some(v) = n.awaiting {
+            put(schema.awaiting_up(&name), v);
         }
     }
     for (i, v) in ha.iter().enumerate() {
@@ -392,13 +507,20 @@ proptest! {
         reachable in prop::bool::weighted(0.9),
         target in target_policy(),
         mass in any::<bool>(),
+        timed in any::<bool>(),
     ) {
         let schema = Schema::new("t");
         let snap = tree(&schema, &nodes, &ha);
         let state = ClusterState::parse(&schema, &snap);
         let nova = nova_of(&nodes);
         let th = Thresholds { threshold, ..Thresholds::default() };
-        let j = judge(&schema, &state, reachable.then_some(&nova), &th);
+        let clock = crate::detect::ResetGrace {
+            now: super::model::t0(),
+            grace: std::time::Duration::from_secs(600),
+        };
+        let j = crate::detect::judge_at(
+            &schema, &state, reachable.then_some(&nova), &th, timed.then_some(&clock),
+        );
         if !reachable {
             prop_assert!(j.writes.is_empty());
         }

@@ -12,7 +12,9 @@
 //! leader), `drop-results`, `mass-failure on|off`, `target POLICY`,
 //! `concurrency N`, `restore-power`, `dry-run on|off`, `kv KEY VALUE` (an
 //! operator's write; KEY relative to the node, or `/`-absolute below the
-//! prefix), `node NAME`. Checks: `expect-kv KEY VALUE|absent`,
+//! prefix), `node NAME`, `nova up|down` (the node's heartbeat as Nova
+//! reports it), `detect` (one detection cycle at the harness clock, its
+//! writes committed), `threshold N`, `reset-grace SECS`. Checks: `expect-kv KEY VALUE|absent`,
 //! `expect-instance ID STATE [TARGET]`, `expect-phase PHASE|none`,
 //! `expect-calls ID N`.
 
@@ -410,12 +412,115 @@ fn admin_reset_after_done_restores_the_service_and_releases_the_ha_node() {
         carry
         > reset c1-20261121T030000Z release ha-1
         expect-kv internal/number_fails 0
+        expect-kv internal/awaiting_up True
         expect-kv internal/recovery absent
         expect-kv /ha_nodes/ha-1/status/in_use False
         expect-kv /ha_nodes/ha-1/status/serving absent
         expect-kv status/failed False
         expect-kv status/recovered False
         > idle
+        ",
+    );
+}
+
+/// The bug the real-OpenStack tests found: right after the reset, the
+/// restarted nova-compute has not sent a heartbeat yet and Nova reads it
+/// down. Detection must not count that (threshold 1 here, as in the test
+/// that found it), or the repaired node is claimed, fenced and evacuated
+/// again seconds after the reset.
+#[test]
+fn a_reset_node_reading_down_is_not_counted_until_nova_reports_it_up() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        > notify
+        notified
+        > finish
+        kv status/failed False
+        kv status/recovered False
+        # flags reset, the runner has not applied it: not judged
+        detect
+        expect-kv internal/number_fails 4
+        > restore-service svc-c1 unforce=true enable=true
+        carry
+        # enabled, not forced down, no heartbeat yet: still the pending reset
+        detect
+        expect-kv internal/number_fails 4
+        > reset c1-20261121T030000Z release ha-1
+        expect-kv internal/awaiting_up True
+        detect
+        expect-kv internal/number_fails 0
+        expect-kv internal/awaiting_up_since 2026-11-21T03:00:00Z
+        advance 60
+        detect
+        advance 60
+        detect
+        detect
+        expect-kv status/failed False
+        expect-kv internal/number_fails 0
+        > idle
+        # the first heartbeat: the wait ends, counting resumes
+        nova up
+        detect
+        expect-kv internal/awaiting_up False
+        expect-kv internal/awaiting_up_since absent
+        nova down
+        detect
+        expect-kv internal/number_fails 1
+        expect-kv status/failed False
+        detect
+        expect-kv internal/number_fails 2
+        expect-kv status/failed True
+        > claim ha-1
+        expect-kv status/recovered True
+        ",
+    );
+}
+
+/// An operator who reset a node that is still dead gets it recovered once
+/// the reset grace has run out.
+#[test]
+fn a_reset_node_that_never_comes_up_is_recovered_after_the_grace() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        reset-grace 600
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        > notify
+        notified
+        > finish
+        kv status/failed False
+        kv status/recovered False
+        > restore-service svc-c1
+        carry
+        > reset c1-20261121T030000Z release ha-1
+        detect
+        expect-kv internal/awaiting_up_since 2026-11-21T03:00:00Z
+        advance 599
+        detect
+        detect
+        expect-kv internal/number_fails 0
+        expect-kv status/failed False
+        advance 1
+        detect
+        expect-kv internal/awaiting_up False
+        expect-kv internal/number_fails 1
+        detect
+        expect-kv status/failed True
+        > claim ha-1
         ",
     );
 }
