@@ -758,3 +758,144 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(c.server_ids_on("compute-1"), ids);
     assert_eq!(d.count("node fenced"), 0);
 }
+
+/// The mutating Nova calls made after the first `since` calls of the log
+/// (Keystone token requests left out): force-downs, enables, evacuations.
+fn nova_calls_after(c: &Cluster, since: usize) -> Vec<novaha_sim::Call> {
+    c.sim()
+        .calls()
+        .into_iter()
+        .skip(since)
+        .filter(|x| !x.path.contains("/auth/tokens"))
+        .collect()
+}
+
+/// Kills compute-1, waits for its recovery, then resets it the way an
+/// operator does while its nova-compute has not sent a heartbeat yet (the
+/// sim keeps it killed: Nova reads it `down`, exactly like a restarted
+/// service before its first report). Returns when the reset is applied.
+fn recover_then_reset_while_down(c: &Cluster) {
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+    c.cli().run(&["node", "reset", "compute-1"]);
+    c.wait("reset applied", Duration::from_secs(20), |s| {
+        s["compute_nodes"]["compute-1"]["phase"].is_null()
+            && s["ha_nodes"]["ha-1"]["in_use"] == false
+    });
+    // The reset restored the service in Nova; its heartbeat is still dead.
+    let (svc, state) = c.sim().service("compute-1").unwrap();
+    assert!(!svc.forced_down && !svc.disabled, "{svc:?}");
+    assert_eq!(state, "down");
+}
+
+/// The safety bug the real-OpenStack tests found: after the operator's
+/// reset, the restarted nova-compute reads `down` until its first heartbeat
+/// (up to Nova's service_down_time), and with threshold 1 novaha judged the
+/// repaired node failed and fenced, forced down and evacuated it again.
+/// Now it waits for Nova to report the node up once, then counts normally.
+#[test]
+fn a_reset_node_still_reading_down_is_not_fenced_again_until_nova_reports_it_up() {
+    let c = Cluster::start(
+        "r-reset-down",
+        sim_config(3, 2, 1, Duration::from_millis(300)),
+        Settings::default(),
+        1,
+    );
+    c.wait_leader();
+    recover_then_reset_while_down(&c);
+    let awaiting_key = format!("{}/compute_nodes/compute-1/internal/awaiting_up", c.prefix);
+    assert_eq!(c.agent.kv_get(&awaiting_key).as_deref(), Some(&b"True"[..]));
+    let mark = c.sim().calls().len();
+    // Eight cycles (500 ms, threshold 1) with the node reading down: before
+    // the fix the second fence came within two.
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, state) = c.sim().service("compute-1").unwrap();
+    assert_eq!(state, "down", "the sim still reads it down");
+    let st = c.node("compute-1");
+    assert_eq!(st["failed"], false, "{st}\n{}", c.logs());
+    assert_eq!(st["recovered"], false, "{st}");
+    assert_eq!(st["number_fails"], 0, "{st}");
+    assert!(st["phase"].is_null(), "{st}");
+    let calls = nova_calls_after(&c, mark);
+    assert!(
+        calls.is_empty(),
+        "no force-down, enable or evacuate may reach Nova: {calls:?}"
+    );
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+    assert_eq!(c.count_in_logs("node judged failed"), 1, "{}", c.logs());
+    for line in [
+        "node reset: waiting for Nova to report it up before counting failures",
+        "node reset: reads down, not counted; reset grace started",
+    ] {
+        assert_eq!(c.count_in_logs(line), 1, "{line}\n{}", c.logs());
+    }
+    let since_key = format!(
+        "{}/compute_nodes/compute-1/internal/awaiting_up_since",
+        c.prefix
+    );
+    assert!(c.agent.kv_get(&since_key).is_some(), "the grace started");
+
+    // The first heartbeat: Nova reads it up, the wait ends.
+    c.sim().revive("compute-1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.agent.kv_get(&awaiting_key).as_deref() != Some(&b"False"[..]) {
+        assert!(Instant::now() < deadline, "wait never ended\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.agent.kv_get(&since_key).is_none());
+    assert_eq!(
+        c.count_in_logs("node reset: Nova reports it up; counting failures again"),
+        1,
+        "{}",
+        c.logs()
+    );
+    // Normal detection resumes: a real failure now is recovered again.
+    c.sim().kill("compute-1").unwrap();
+    c.wait("compute-1 recovered again", Duration::from_secs(60), |s| {
+        let n = &s["compute_nodes"]["compute-1"];
+        n["failed"] == true && phase(n) == Some("done")
+    });
+    assert_eq!(c.count_in_logs("node fenced"), 2, "{}", c.logs());
+}
+
+/// An operator who resets a node that is still dead gets it recovered once
+/// `[recovery] reset_grace` has run out, not before.
+#[test]
+fn a_reset_node_that_never_comes_up_is_recovered_after_the_reset_grace() {
+    let c = Cluster::start(
+        "r-reset-grace",
+        sim_config(3, 1, 1, Duration::from_millis(300)),
+        Settings {
+            recovery: "reset_grace = \"3s\"".to_owned(),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.wait_leader();
+    recover_then_reset_while_down(&c);
+    let reset_at = Instant::now();
+    c.wait("judged failed again", Duration::from_secs(30), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == true
+    });
+    let waited = reset_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "judged failed {waited:?} after the reset, within the 3 s grace\n{}",
+        c.logs()
+    );
+    assert!(
+        c.count_in_logs("never reported it up within the reset grace") >= 1,
+        "{}",
+        c.logs()
+    );
+    c.wait("compute-1 recovered again", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    assert_eq!(c.count_in_logs("node fenced"), 2, "{}", c.logs());
+}
