@@ -52,6 +52,7 @@ pub fn document(
                     "recovered": field(&n.recovered),
                     "number_fails": field(&n.number_fails),
                     "maintenance": field(&n.maintenance),
+                    "awaiting_up": field(&n.awaiting_up),
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
@@ -272,6 +273,12 @@ pub fn table(doc: &Value, colour: bool) -> String {
                 Tone::Plain
             };
             let mut notes = Vec::new();
+            if n["awaiting_up"].as_bool() == Some(true) {
+                notes.push((
+                    "reset: waiting for Nova to report it up before counting failures".to_owned(),
+                    Tone::Warn,
+                ));
+            }
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
             }
@@ -396,6 +403,18 @@ mod tests {
             },
             "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
         })
+    }
+
+    #[test]
+    fn a_reset_node_awaiting_nova_says_so() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["awaiting_up"] = json!(true);
+        let out = table(&d, false);
+        assert!(
+            out.contains("reset: waiting for Nova to report it up before counting failures"),
+            "{out}"
+        );
+        assert!(!table(&doc(), false).contains("waiting for Nova"));
     }
 
     #[test]
