@@ -50,7 +50,7 @@ pub struct ConsulPorts {
 }
 
 impl ConsulPorts {
-    fn pick() -> Self {
+    pub(crate) fn pick() -> Self {
         loop {
             let p = Self {
                 http: free_port(),
@@ -232,7 +232,7 @@ fn wait_ready(guard: &mut ChildGuard, port: u16, node: &str) -> bool {
     false
 }
 
-fn read_tail(path: &Path) -> String {
+pub(crate) fn read_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(4000);
     let start = (start..text.len())
@@ -242,7 +242,12 @@ fn read_tail(path: &Path) -> String {
 }
 
 /// A minimal HTTP/1.0 client over a TCP stream (Connection: close).
-fn raw_http(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+pub(crate) fn raw_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod consul;
+pub mod consul_cluster;
 pub mod daemon;
 pub mod http_receiver;
 pub mod ipmi;
