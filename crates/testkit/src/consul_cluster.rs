@@ -47,6 +47,9 @@ struct Node {
     name: String,
     dir: PathBuf,
     guard: Option<ChildGuard>,
+    /// SIGSTOPped: its ports accept connections but nothing answers, so
+    /// the helpers do not ask it.
+    frozen: bool,
 }
 
 /// A running cluster of Consul servers, each killed when dropped.
@@ -86,6 +89,7 @@ impl ConsulCluster {
                         name: format!("novaha-s{i}-{}-{seq}-{}", std::process::id(), ports.http),
                         dir: node_dir,
                         guard: None,
+                        frozen: false,
                     }
                 })
                 .collect();
@@ -211,8 +215,12 @@ impl ConsulCluster {
     }
 
     /// The raft leader as server `i` sees it (`/v1/status/leader`): its
-    /// index, or `None` when `i` knows no leader or does not answer.
+    /// index, or `None` when `i` knows no leader, does not answer, is
+    /// killed or frozen (a frozen server is not asked: it would hang).
     pub fn leader_seen_by(&self, i: usize) -> Option<usize> {
+        if self.nodes[i].guard.is_none() || self.nodes[i].frozen {
+            return None;
+        }
         let (status, body) =
             raw_http(self.nodes[i].ports.http, "GET", "/v1/status/leader", b"").ok()?;
         if status != 200 {
@@ -274,16 +282,24 @@ impl ConsulCluster {
             .take()
             .unwrap_or_else(|| panic!("consul server {i} is not running"));
         g.kill();
+        self.nodes[i].frozen = false;
     }
 
     /// Freezes server `i` (SIGSTOP): it holds its ports but answers nothing.
-    pub fn stop(&self, i: usize) {
+    pub fn stop(&mut self, i: usize) {
         self.guard(i).signal("STOP");
+        self.nodes[i].frozen = true;
     }
 
     /// Resumes a frozen server `i` (SIGCONT).
-    pub fn cont(&self, i: usize) {
+    pub fn cont(&mut self, i: usize) {
         self.guard(i).signal("CONT");
+        self.nodes[i].frozen = false;
+    }
+
+    /// Whether server `i` is frozen by [`ConsulCluster::stop`].
+    pub fn is_frozen(&self, i: usize) -> bool {
+        self.nodes[i].frozen
     }
 
     /// Whether server `i` has a process (it may be frozen).
