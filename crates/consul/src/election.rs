@@ -238,13 +238,23 @@ impl Election {
         info!(session = %session, check_id = %s.check_id, "consul session created");
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
-        self.tracker.spawn(keep_session(
+        // Two tasks: a renew waits on Consul's raft leader (up to its RPC
+        // hold during an election), a check pass is local to the agent and
+        // must never wait behind a renew, or a raft election longer than
+        // the check TTL would expire our check and lose the lock for nothing.
+        self.tracker.spawn(pass_check(
             self.consul.clone(),
             session.clone(),
             s.check_id.clone(),
             s.check_ttl,
-            s.session_ttl,
             passed_at,
+            lost.clone(),
+            stop.clone(),
+        ));
+        self.tracker.spawn(renew_session(
+            self.consul.clone(),
+            session.clone(),
+            s.session_ttl,
             lost.clone(),
             stop.clone(),
         ));
@@ -356,25 +366,21 @@ enum Step {
     Again,
 }
 
-/// Passes the check every second and renews the session at TTL/3; cancels
+/// Passes the check every second (at most a third of its TTL); cancels
 /// `lost` on any sign of loss. Conservative: if no pass succeeded within the
-/// check TTL (Consul down, or this process frozen by SIGSTOP or a stalled
-/// runtime) the check may have gone critical and the session with it, so
-/// the lease is treated as lost before anything else runs.
-#[allow(clippy::too_many_arguments)]
-async fn keep_session(
+/// check TTL (the agent unreachable, or this process frozen by SIGSTOP or a
+/// stalled runtime) the check may have gone critical and the session with
+/// it, so the lease is treated as lost before anything else runs.
+async fn pass_check(
     consul: Consul,
     session: String,
     check_id: String,
     check_ttl: Duration,
-    session_ttl: Duration,
     mut last_pass: Instant,
     lost: CancellationToken,
     stop: CancellationToken,
 ) {
     let pass_every = (check_ttl / 3).min(Duration::from_secs(1));
-    let renew_every = session_ttl / 3;
-    let mut next_renew = Instant::now() + renew_every;
     let mut tick = tokio::time::interval(pass_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -405,16 +411,41 @@ async fn keep_session(
             }
             Err(e) => warn!(session = %session, error = %e, "check pass failed; will retry"),
         }
-        if Instant::now() >= next_renew {
-            match consul.session_renew(&session).await {
-                Ok(true) => next_renew = Instant::now() + renew_every,
-                Ok(false) => {
-                    warn!(session = %session, "session renew: session gone; lock lost");
-                    lost.cancel();
-                    return;
-                }
-                Err(e) => warn!(session = %session, error = %e, "session renew failed; will retry"),
+    }
+}
+
+/// Renews the session every third of its TTL; cancels `lost` when Consul
+/// says the session is gone. A failed renew is retried at the next period
+/// (the session survives up to its TTL, and Consul waits longer still).
+async fn renew_session(
+    consul: Consul,
+    session: String,
+    session_ttl: Duration,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(session_ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = lost.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let renewed = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = lost.cancelled() => return,
+            r = consul.session_renew(&session) => r,
+        };
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => {
+                warn!(session = %session, "session renew: session gone; lock lost");
+                lost.cancel();
+                return;
             }
+            Err(e) => warn!(session = %session, error = %e, "session renew failed; will retry"),
         }
     }
 }

@@ -329,8 +329,8 @@ async fn raft_leader_frozen_under_the_lock_holder() {
 /// 2. Two of three servers die: the leader's guarded commit is refused as
 ///    Unavailable (and really not written), the consistent snapshot fails,
 ///    stale reads still answer; once the servers are back with their data
-///    the lease holder keeps the lock or a fresh acquire works, and the
-///    K/V tree is intact.
+///    the lease holder still holds the lock with its original lease (check
+///    passes never wait on a renew), and the K/V tree is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_loss_refuses_writes_and_recovers_intact() {
     let mut c = block_in_place(|| ConsulCluster::start(3));
@@ -424,14 +424,15 @@ async fn quorum_loss_refuses_writes_and_recovers_intact() {
 
     let key = format!("{}/after-quorum", schema.prefix());
     let landed = commit_lands(&store, &[&a], &key, Duration::from_secs(25)).await;
-    eprintln!(
-        "commit landed {:?} after the restart ({})",
-        t2.elapsed(),
-        if landed.epoch() == lease.epoch() {
-            "the lease survived"
-        } else {
-            "lease revoked, fresh acquire"
-        }
+    eprintln!("commit landed {:?} after the restart", t2.elapsed());
+    // Check passes are local to the agent and never wait behind a session
+    // renew that waits for a raft leader: an outage of the Consul servers
+    // shorter than the session TTL must not cost novaha its lock (and a
+    // failover plus lock-delay).
+    assert_eq!(
+        landed.epoch(),
+        lease.epoch(),
+        "the lease held through quorum loss should have survived it"
     );
     assert_eq!(
         lock_session(&client(&c, survivor), &schema)
