@@ -943,7 +943,7 @@ fn evacuate(
     }
 }
 
-fn migration_value(base: &str, m: &crate::model::Migration, mv: Microversion) -> Value {
+fn migration_value(m: &crate::model::Migration, mv: Microversion) -> Value {
     let mut v = json!({
         "id": m.id,
         "instance_uuid": m.instance_uuid.to_string(),
@@ -970,7 +970,6 @@ fn migration_value(base: &str, m: &crate::model::Migration, mv: Microversion) ->
         v["user_id"] = json!(m.user_id);
         v["project_id"] = json!(m.project_id);
     }
-    let _ = base;
     v
 }
 
@@ -1007,7 +1006,7 @@ async fn list_migrations(
             q.get("host")
                 .is_none_or(|h| &m.source_compute == h || m.dest_compute.as_ref() == Some(h))
         })
-        .map(|m| migration_value(&sh.base, m, mv))
+        .map(|m| migration_value(m, mv))
         .collect();
     reply(mv, StatusCode::OK, Some(&json!({"migrations": list})))
 }
