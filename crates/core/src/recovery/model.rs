@@ -373,7 +373,6 @@ pub enum Dice {
 /// runner would. `dice` picks the outcome of each call.
 pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl FnMut() -> Dice) {
     let now = h.now;
-    let poll = h.policy.poll_interval;
     let side = h.nodes.get_mut(node).expect("node");
     let w = &mut side.world;
     let r = &mut side.results;
@@ -475,7 +474,6 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
             }
         }
         Action::Poll { instances, after } => {
-            let _ = poll;
             let after = *after;
             for id in instances {
                 let p = w.progress(id);

@@ -633,11 +633,8 @@ pub fn needs_work(cn: &novaha_core::kv::ComputeNodeState) -> bool {
     };
     match cn.recovery.value.as_ref() {
         Ok(None) => failed && !recovered,
-        Ok(Some(rec)) if !failed && !recovered => {
-            // The administrator's reset, whatever the phase.
-            let _ = rec;
-            true
-        }
+        // The administrator's reset, whatever the phase.
+        Ok(Some(_)) if !failed && !recovered => true,
         Ok(Some(rec)) => !matches!(rec.phase, Phase::Done | Phase::Stuck),
         Err(_) => false,
     }
