@@ -328,9 +328,9 @@ async fn raft_leader_frozen_under_the_lock_holder() {
 
 /// 2. Two of three servers die: the leader's guarded commit is refused as
 ///    Unavailable (and really not written), the consistent snapshot fails,
-///    stale reads still answer; once the servers are back with their data
-///    the lease holder still holds the lock with its original lease (check
-///    passes never wait on a renew), and the K/V tree is intact.
+///    stale reads still answer; the lease stays live through the outage
+///    (check passes never wait on a renew); once the servers are back with
+///    their data a guarded commit lands and the K/V tree is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_loss_refuses_writes_and_recovers_intact() {
     let mut c = block_in_place(|| ConsulCluster::start(3));
@@ -369,9 +369,8 @@ async fn quorum_loss_refuses_writes_and_recovers_intact() {
     );
 
     // The daemon's own commit is refused: by the server (Unavailable) while
-    // the lease is live, or locally (NotLeader) once the keeper has revoked
-    // it (its check passes queue behind a session renew that waits for a
-    // raft leader, so it may give up first). Either way nothing is acted on.
+    // the lease is live, or locally (NotLeader) if the keeper has revoked
+    // it. Either way nothing is acted on.
     let refused_key = format!("{}/refused", schema.prefix());
     let t1 = Instant::now();
     let err = store
@@ -414,6 +413,21 @@ async fn quorum_loss_refuses_writes_and_recovers_intact() {
         Some(b"False".to_vec())
     );
 
+    // An outage of the servers must not cost the lock by itself: check
+    // passes are local to the agent and never wait behind a session renew
+    // (which waits for a raft leader). Keep quorum lost for 10 s, several
+    // renew periods past the check TTL plus the RPC hold (a keeper that
+    // passed the check only between renews gave the lease up 7.2-8.1 s in,
+    // 3 runs of 3), and watch the lease stay live.
+    while t0.elapsed() < Duration::from_secs(10) {
+        assert!(
+            !lease.is_lost(),
+            "the keeper gave the lease up {:?} into a Consul outage",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let t2 = Instant::now();
     block_in_place(|| {
         c.restart(raft);
@@ -424,15 +438,18 @@ async fn quorum_loss_refuses_writes_and_recovers_intact() {
 
     let key = format!("{}/after-quorum", schema.prefix());
     let landed = commit_lands(&store, &[&a], &key, Duration::from_secs(25)).await;
-    eprintln!("commit landed {:?} after the restart", t2.elapsed());
-    // Check passes are local to the agent and never wait behind a session
-    // renew that waits for a raft leader: an outage of the Consul servers
-    // shorter than the session TTL must not cost novaha its lock (and a
-    // failover plus lock-delay).
-    assert_eq!(
-        landed.epoch(),
-        lease.epoch(),
-        "the lease held through quorum loss should have survived it"
+    // After the restart the lease may still hold, or the restarted servers'
+    // member reconciliation may mark the survivor's serfHealth critical for
+    // a moment, which invalidates sessions bound to it (Consul's own rule);
+    // then a fresh acquire writes. Both are safe: only one lease is live.
+    eprintln!(
+        "commit landed {:?} after the restart ({})",
+        t2.elapsed(),
+        if landed.epoch() == lease.epoch() {
+            "the lease survived"
+        } else {
+            "lease invalidated by the restart, fresh acquire"
+        }
     );
     assert_eq!(
         lock_session(&client(&c, survivor), &schema)
