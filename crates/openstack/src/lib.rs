@@ -29,7 +29,7 @@ pub use config::{
 pub use error::OpenStackError;
 pub use keystone::{KeystoneClient, User};
 pub use microversion::Microversion;
-pub use nova::{Hypervisor, Migration, NovaClient, Server, Service};
+pub use nova::{Hypervisor, Migration, NovaClient, Server, Service, ServiceListing};
 pub use session::{Identity, ServiceType, Session};
 
 use std::sync::Arc;
