@@ -53,6 +53,10 @@ pub fn document(
                     "number_fails": field(&n.number_fails),
                     "maintenance": field(&n.maintenance),
                     "awaiting_up": field(&n.awaiting_up),
+                    "degraded": match &n.degraded.value {
+                        Ok(Some(readings)) => json!(readings),
+                        _ => Value::Null,
+                    },
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
@@ -279,6 +283,12 @@ pub fn table(doc: &Value, colour: bool) -> String {
                     Tone::Warn,
                 ));
             }
+            if let Some(readings) = n["degraded"].as_str() {
+                notes.push((
+                    format!("degraded: signals disagree ({readings}); not counted as failing"),
+                    Tone::Warn,
+                ));
+            }
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
             }
@@ -415,6 +425,54 @@ mod tests {
             "{out}"
         );
         assert!(!table(&doc(), false).contains("waiting for Nova"));
+    }
+
+    #[test]
+    fn a_degraded_node_says_which_signals_disagree() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["degraded"] =
+            json!("nova=stale consul=healthy tcp=healthy");
+        let out = table(&d, false);
+        assert!(
+            out.contains(
+                "    degraded: signals disagree (nova=stale consul=healthy tcp=healthy); not counted as failing"
+            ),
+            "{out}"
+        );
+        assert!(table(&d, true).contains("\x1b[33mdegraded: "));
+        assert!(!table(&doc(), false).contains("degraded"));
+    }
+
+    #[test]
+    fn the_document_carries_the_degraded_report() {
+        use novaha_core::kv::{KvEntry, Schema, Snapshot};
+        let schema = Schema::new("p");
+        let entry = |v: &str| KvEntry {
+            value: Some(v.as_bytes().to_vec()),
+            modify_index: 3,
+        };
+        let snap = Snapshot {
+            index: 9,
+            entries: [
+                (
+                    "p/compute_nodes/c1/internal/degraded".to_owned(),
+                    entry("nova=up consul=failed"),
+                ),
+                (
+                    "p/compute_nodes/c2/status/failed".to_owned(),
+                    entry("False"),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let st = ClusterState::parse(&schema, &snap);
+        let doc = document(&st, Ok(None), "p");
+        assert_eq!(
+            doc["compute_nodes"]["c1"]["degraded"],
+            "nova=up consul=failed"
+        );
+        assert_eq!(doc["compute_nodes"]["c2"]["degraded"], Value::Null);
     }
 
     #[test]
