@@ -19,10 +19,10 @@ S="$(realpath -m "$1")"; action="$2"; host="$3"
 [ -n "$(host_var "$S" "$host" IP)" ] || osdie "host $host has no address in $S/ports.env"
 run="$S/run"
 case "$action" in
-    kill) stop_pidfiles 0 "$run/nova-compute-$host.pid" "$run/agent-$host.pid" "$run/sshd-$host.pid" ;;
+    kill) kill_pidfiles "$run/nova-compute-$host.pid" "$run/agent-$host.pid" "$run/sshd-$host.pid" ;;
     start) start_host "$S" "$host" ;;
-    kill-agent) stop_pidfiles 0 "$run/agent-$host.pid" ;;
-    kill-sshd) stop_pidfiles 0 "$run/sshd-$host.pid" ;;
+    kill-agent) kill_pidfiles "$run/agent-$host.pid" ;;
+    kill-sshd) kill_pidfiles "$run/sshd-$host.pid" ;;
     status)
         for part in nova-compute agent sshd; do
             if alive "$run/$part-$host.pid"; then echo "$part running"; else echo "$part stopped"; fi

@@ -122,6 +122,30 @@ stop_pidfiles() {
     return $rc
 }
 
+# kill_pidfiles PIDFILE...: SIGKILL to each recorded process group at once
+# (no TERM first: a Consul agent given TERM leaves the cluster gracefully,
+# which is a shutdown, not a crash), waits until they are gone, removes the
+# pid files. Returns non-zero if something survived.
+kill_pidfiles() {
+    local f pid start rc=0
+    for f in "$@"; do
+        if alive "$f"; then
+            read -r pid start < "$f"
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    local deadline=$(( $(date +%s) + 5 ))
+    for f in "$@"; do
+        while alive "$f" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.05; done
+        if alive "$f"; then
+            oslog "$(basename "$f" .pid) survived KILL"; rc=1
+        else
+            rm -f "$f"
+        fi
+    done
+    return $rc
+}
+
 # The nova-compute command line of HOST (also used by compute.sh and the
 # BMC hook, so a powered-on node runs exactly what up.sh started).
 compute_cmd() {
