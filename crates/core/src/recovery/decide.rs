@@ -584,8 +584,9 @@ fn advance(
                     let open: Vec<String> = open_ids(&rec);
                     // Adopted once every open instance was read, or tried:
                     // one unreadable instance does not hold the rest back.
-                    let tried =
-                        |id: &String| obs.progress.contains_key(id) || obs.progress_errors.contains(id);
+                    let tried = |id: &String| {
+                        obs.progress.contains_key(id) || obs.progress_errors.contains(id)
+                    };
                     if !open.iter().all(tried) {
                         let a = Action::Poll {
                             instances: open,

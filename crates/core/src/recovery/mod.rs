@@ -596,6 +596,23 @@ impl Action {
     }
 }
 
+impl Action {
+    /// True for the actions that change the world through a peer (the BMC
+    /// or Nova): the runner proves it still holds the lease right before
+    /// carrying one out (rule 11).
+    pub fn destructive(&self) -> bool {
+        matches!(
+            self,
+            Action::Fence
+                | Action::ForceDown { .. }
+                | Action::PrepareTarget { .. }
+                | Action::Evacuate(_)
+                | Action::RestorePowerState { .. }
+                | Action::RestoreService { .. }
+        )
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let target =

@@ -699,7 +699,11 @@ pub fn run_script(h: &mut Harness, script: &str) {
                     InstanceProgress::Landed {
                         // `-`: Nova shows no host (a down cell, a policy
                         // hiding the attribute)
-                        host: if args[1] == "-" { String::new() } else { args[1].into() },
+                        host: if args[1] == "-" {
+                            String::new()
+                        } else {
+                            args[1].into()
+                        },
                         status: args[2].into(),
                     },
                 );

@@ -750,13 +750,18 @@ fn an_admin_reset_mid_evacuation_tracks_what_is_in_flight_first() {
         expect-phase none
         ",
     );
-    let copy = h
-        .kv
-        .get("t/compute_nodes/c1/incidents/c1-20261121T030000Z")
-        .expect("the incident is archived");
+    let copy =
+        h.kv.get("t/compute_nodes/c1/incidents/c1-20261121T030000Z")
+            .expect("the incident is archived");
     let rec: crate::record::RecoveryRecord = serde_json::from_str(&copy).expect("record");
-    assert_eq!(rec.instances["i1"].state, crate::record::InstanceState::Done);
-    assert_eq!(rec.instances["i2"].state, crate::record::InstanceState::Skipped);
+    assert_eq!(
+        rec.instances["i1"].state,
+        crate::record::InstanceState::Done
+    );
+    assert_eq!(
+        rec.instances["i2"].state,
+        crate::record::InstanceState::Skipped
+    );
 }
 
 #[test]
