@@ -97,6 +97,15 @@ fn one_run(run: usize, mv: Option<&'static str>, servers: usize, detection: Dete
 
     let failed = h.failed().to_owned();
     let ha = h.ha().to_owned();
+    // A host dies at any moment of its nova-compute's heartbeat period,
+    // not at the one the harness's sequence of steps happens to reach:
+    // wait a pseudo-random part of report_interval first.
+    let period_ms = u64::from(detection.timers.report_interval) * 1000;
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let pause = Duration::from_millis((nanos / 1000 + run as u64 * 7919) % period_ms);
+    std::thread::sleep(pause);
     let killed_at = SystemTime::now();
     let start = Instant::now();
     h.stack.kill_host(&failed);
@@ -131,8 +140,9 @@ fn one_run(run: usize, mv: Option<&'static str>, servers: usize, detection: Dete
     };
     let show = |k: &str| at(k).map_or_else(|| "-".to_owned(), |s| format!("{s:.1}"));
     println!(
-        "run {run}: {total:.1} s (since the kill: detected {}, fenced {}, forced_down {}, \
-         evacuating {}, evacuated {}, done {})",
+        "run {run}: {total:.1} s (kill after a random pause of {:.1} s; since the \
+         kill: detected {}, fenced {}, forced_down {}, evacuating {}, evacuated {}, done {})",
+        pause.as_secs_f64(),
         show("detected"),
         show("fenced"),
         show("forced_down"),

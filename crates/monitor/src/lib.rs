@@ -19,6 +19,7 @@ mod consul;
 mod error;
 mod monitor;
 mod nova;
+mod observe;
 mod settings;
 mod tcp;
 
@@ -26,6 +27,7 @@ pub use consul::{ConsulHealth, ConsulVerdict, consul_verdict};
 pub use error::MonitorError;
 pub use monitor::{Monitor, Observation, Problem};
 pub use nova::{Heartbeats, heartbeats, nova_services};
+pub use observe::Observe;
 pub use settings::{
     ConsulSignalSettings, MIN_STALE_AFTER, MonitorSettings, NovaSignalSettings, Signal,
     TcpSignalSettings,
