@@ -511,7 +511,7 @@ pub fn judge_with(
     let mut silent_unjudged = 0;
     for (node, signals) in nova {
         let stored = state.compute_nodes.get(node);
-        let silent = signals.nova.enabled && signals.all_failed();
+        let silent = signals.nova.enabled && signals.all_failed_with(stale.contains(node));
         if stored.is_some_and(|st| st.has_invalid() || st.maintenance.get() == Some(true)) && silent
         {
             silent_unjudged += 1;
@@ -1596,7 +1596,7 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(300))]
             #[test]
             fn stale_nodes_are_judged_as_down_ones(
-                nodes in prop::collection::vec((signals(), 0u32..5, any::<bool>(), any::<bool>(), prop::option::of(0usize..3)), 1..6),
+                nodes in prop::collection::vec((signals(), 0u32..5, any::<bool>(), any::<bool>(), prop::option::of(0usize..3), prop::bool::weighted(0.2)), 1..6),
                 threshold in 0u32..4,
                 fraction in prop::sample::select(vec![0.3, 0.5, 1.0]),
             ) {
@@ -1605,8 +1605,11 @@ mod tests {
                 let mut with_stale = BTreeMap::new();
                 let mut as_down = BTreeMap::new();
                 let mut stale_nodes = BTreeSet::new();
-                for (i, ((up, enabled, forced, consul, tcp, is_stale), fails, failed, awaiting, degraded)) in nodes.iter().enumerate() {
+                for (i, ((up, enabled, forced, consul, tcp, is_stale), fails, failed, awaiting, degraded, maintenance)) in nodes.iter().enumerate() {
                     let name = format!("c{i}");
+                    if *maintenance {
+                        pairs.push((format!("compute_nodes/{name}/config/maintenance"), "True".into()));
+                    }
                     pairs.push((format!("compute_nodes/{name}/internal/number_fails"), fails.to_string()));
                     pairs.push((format!("compute_nodes/{name}/status/failed"), format_bool(*failed).into()));
                     pairs.push((format!("compute_nodes/{name}/internal/awaiting_up"), format_bool(*awaiting).into()));
