@@ -166,6 +166,10 @@ fn status_json_reports_exactly_the_seeded_tree() {
         ("compute_nodes/c2/status/failed", "garbage"),
         ("compute_nodes/c2/status/recovered", "False"),
         ("compute_nodes/c2/internal/number_fails", "0"),
+        (
+            "compute_nodes/c2/internal/degraded",
+            "nova=stale consul=healthy tcp=healthy",
+        ),
         ("ha_nodes/ha-1/status/in_use", "True"),
         ("ha_nodes/ha-1/status/serving", "c1"),
         ("ha_nodes/ha-2/status/in_use", "False"),
@@ -187,10 +191,11 @@ fn status_json_reports_exactly_the_seeded_tree() {
             "leader": null,
             "compute_nodes": {
                 "c1": {"failed": true, "recovered": true, "number_fails": 4,
-                       "maintenance": false, "awaiting_up": false, "phase": "fenced", "ha_node": "ha-1",
-                       "last_error": null, "invalid": []},
+                       "maintenance": false, "awaiting_up": false, "degraded": null,
+                       "phase": "fenced", "ha_node": "ha-1", "last_error": null, "invalid": []},
                 "c2": {"failed": {"invalid": invalid_failed}, "recovered": false,
-                       "number_fails": 0, "maintenance": false, "awaiting_up": false, "phase": null,
+                       "number_fails": 0, "maintenance": false, "awaiting_up": false,
+                       "degraded": "nova=stale consul=healthy tcp=healthy", "phase": null,
                        "ha_node": null, "last_error": null, "invalid": [invalid_failed]},
             },
             "ha_nodes": {

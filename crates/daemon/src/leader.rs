@@ -624,9 +624,11 @@ impl LeaderCycle {
                 .map(|(n, s)| (n.clone(), s.nova.clone()))
                 .collect();
             view.mass_failure = judgement.mass_failure;
+            // Healthy as the judgement sees it: a stale heartbeat fails the
+            // nova signal here too.
             view.healthy = nova
                 .iter()
-                .filter(|(_, s)| !s.all_failed())
+                .filter(|(n, s)| !s.all_failed_with(stale.contains(*n)))
                 .map(|(n, _)| n.clone())
                 .collect();
         }
