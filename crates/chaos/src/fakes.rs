@@ -473,7 +473,11 @@ impl Fencer for ChaosBmc {
                     "rule 7: fenced {node}, cut off by a mass partition"
                 ));
             }
-        } else if h.alive {
+        } else if h.alive
+            && h.healed_at
+                .is_none_or(|at| now > at + crate::world::INTERVAL + crate::world::GRACE)
+        {
+            // Within one monitor read of a heal the daemon cannot know yet.
             w.violation(format!("fenced {node}, which is alive and healthy"));
         }
         if h.bmc_down_until.is_some_and(|u| now < u) {

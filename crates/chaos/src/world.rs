@@ -39,6 +39,9 @@ pub struct Host {
     pub silent_since: Option<Instant>,
     /// Cut off by a partition (alive, but every signal says dead).
     pub partitioned: bool,
+    /// When its last partition healed (the daemon sees it at the monitor's
+    /// next read).
+    pub healed_at: Option<Instant>,
     /// The partition cut off more live hosts at once than the mass-failure
     /// guard allows (two): none of them may be fenced.
     pub mass_partition: bool,
@@ -527,6 +530,7 @@ impl World {
             silent_since: None,
             partitioned: false,
             mass_partition: false,
+            healed_at: None,
             power_on: true,
             bmc_down_until: None,
             restore_after: None,

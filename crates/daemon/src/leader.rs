@@ -606,6 +606,7 @@ impl LeaderCycle {
                 .map(|(n, s)| (n.clone(), s.nova.clone()))
                 .collect();
             view.mass_failure = judgement.mass_failure;
+            view.stale_after = self.interval * 3;
             view.healthy = nova
                 .iter()
                 .filter(|(_, s)| !s.all_failed())

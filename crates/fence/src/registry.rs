@@ -23,11 +23,13 @@ const SECTION: &str = "[fence]";
 pub struct FenceRegistry {
     default: DriverName,
     ipmi: Arc<IpmiFencer>,
-    redfish: Arc<RedfishFencer>,
+    /// Absent only in a [`FenceRegistry::single`].
+    redfish: Option<Arc<RedfishFencer>>,
     libvirt: Arc<LibvirtFencer>,
     /// Present only with `allow_noop = true`.
     noop: Option<Arc<NoopFencer>>,
-    /// Set by [`FenceRegistry::single`]: every node goes through it.
+    /// Set by [`FenceRegistry::single`]: every node goes through it (the
+    /// drivers above are then never built or used).
     only: Option<Arc<dyn Fencer>>,
 }
 
@@ -62,7 +64,11 @@ impl FenceRegistry {
         Ok(Self {
             default: settings.driver,
             ipmi: Arc::new(IpmiFencer::new(settings.ipmi.clone(), t, p)),
-            redfish: Arc::new(RedfishFencer::new(settings.redfish.clone(), t, p)?),
+            redfish: Some(Arc::new(RedfishFencer::new(
+                settings.redfish.clone(),
+                t,
+                p,
+            )?)),
             libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
             noop,
             only: None,
@@ -73,9 +79,19 @@ impl FenceRegistry {
     /// `config/bmc/driver` says: for callers that bring their own
     /// [`Fencer`] (the deterministic fault simulator's modelled BMCs).
     pub fn single(fencer: Arc<dyn Fencer>) -> Result<Self, FenceError> {
-        let mut r = Self::new(&FenceSettings::default())?;
-        r.only = Some(fencer);
-        Ok(r)
+        // The configured drivers are built from defaults without the
+        // Redfish HTTP client (loading the system's CA roots is the costly
+        // part): `only` answers every lookup.
+        let s = FenceSettings::default();
+        let (t, p) = (s.confirm_timeout, s.poll_interval);
+        Ok(Self {
+            default: s.driver,
+            ipmi: Arc::new(IpmiFencer::new(s.ipmi.clone(), t, p)),
+            redfish: None,
+            libvirt: Arc::new(LibvirtFencer::new(s.libvirt.clone(), t, p)),
+            noop: None,
+            only: Some(fencer),
+        })
     }
 
     /// The default driver (`[fence] driver`).
@@ -107,7 +123,15 @@ impl FenceRegistry {
         }
         Ok(match self.driver_of(&target.node, &target.bmc)? {
             DriverName::Ipmi => self.ipmi.clone(),
-            DriverName::Redfish => self.redfish.clone(),
+            DriverName::Redfish => match &self.redfish {
+                Some(r) => r.clone(),
+                None => {
+                    return Err(config_err(
+                        &target.node,
+                        "no redfish driver in this registry",
+                    ));
+                }
+            },
             DriverName::Libvirt => self.libvirt.clone(),
             DriverName::Noop => match &self.noop {
                 Some(noop) => noop.clone(),

@@ -66,6 +66,17 @@ pub struct View {
     /// The nodes with a healthy signal in the latest read (not every
     /// configured signal failed).
     pub healthy: std::collections::BTreeSet<NodeName>,
+    /// A read older than this is stale: nothing is claimed, fenced or sent
+    /// on it (three monitor intervals; zero = never stale).
+    pub stale_after: Duration,
+}
+
+impl View {
+    /// True when the monitor read Nova recently enough to act on it.
+    pub fn fresh(&self) -> bool {
+        self.at
+            .is_some_and(|at| self.stale_after.is_zero() || at.elapsed() <= self.stale_after)
+    }
 }
 
 /// How a recovery task ended.
@@ -253,9 +264,11 @@ impl NodeRunner {
             for h in &mut obs.ha_nodes {
                 h.service = self.service(&view, &h.name);
             }
-            // Until this tenure's monitor has read Nova once, neither the
-            // mass-failure guard nor any service is known.
-            obs.judged = view.at.is_some();
+            // Until this tenure's monitor has read Nova once, and again
+            // when its last read is stale (Nova unreachable for a while),
+            // neither the mass-failure guard nor the node's or any spare's
+            // state is known: nothing is claimed, fenced or sent.
+            obs.judged = view.fresh();
             obs.paused = paused(&self.ctx.schema, &snap);
             obs.node_healthy = view.healthy.contains(&self.node);
             obs.mass_failure = view.mass_failure;

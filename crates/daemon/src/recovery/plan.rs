@@ -74,7 +74,7 @@ pub async fn plan(
     for h in &mut obs.ha_nodes {
         h.service = view.services.get(&h.name).cloned();
     }
-    obs.judged = view.at.is_some();
+    obs.judged = view.fresh();
     obs.mass_failure = view.mass_failure;
     obs.node_healthy = view.healthy.contains(&node);
     obs.paused = crate::recovery::paused(&stages.policy.schema, snap);
