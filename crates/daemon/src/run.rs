@@ -201,6 +201,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         return code;
     }
     let health = Health::new();
+    let mut cycle = cycle.with_health(health.clone());
     // Stopped last, after the resign: a standalone token, not a child of
     // the root, so scrapes and probes still answer while the lock is
     // released (the first signal cancels the root).
