@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{Daemon, DaemonConfig, novaha};
 use novaha_testkit::process::free_port;
@@ -130,19 +131,99 @@ fn unreachable_consul_fails_check_config() {
     assert_fails_with(&o, &format!("127.0.0.1:{port}"));
 }
 
+fn config_with(agent: &ConsulAgent, dir: &Path, prefix: &str, id: &str, extra: String) -> PathBuf {
+    DaemonConfig {
+        extra,
+        ..DaemonConfig::fast(&agent.http_addr(), prefix, id)
+    }
+    .write(dir)
+}
+
 #[test]
-fn check_config_passes_on_a_valid_file_and_live_consul() {
+fn check_config_passes_on_a_valid_file_live_consul_and_cloud() {
     let agent = ConsulAgent::start();
+    let cloud = SimCloud::start();
     let dir = tempfile::tempdir().unwrap();
-    let p = config(&agent, dir.path(), "t-check");
+    let p = config_with(&agent, dir.path(), "t-check", "cli", cloud.admin());
     let o = run(&["check-config", "-c", p.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("is valid"), "{}", stdout(&o));
-    assert!(stdout(&o).contains(agent.node_name()), "{}", stdout(&o));
-    // The shipped example is valid too (Consul unreachable is the only problem).
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("is valid"), "{out}");
+    assert!(out.contains(agent.node_name()), "{out}");
+    assert!(out.contains("the token may write t-check/"), "{out}");
+    assert!(out.contains("openstack: authenticated as user "), "{out}");
+    assert!(out.contains("at microversion 2."), "{out}");
+    assert!(
+        out.contains(
+            "the role may read 4 nova-compute service(s) and list every project's servers"
+        ),
+        "{out}"
+    );
+    // Nothing was written by the write check.
+    assert_eq!(agent.kv_get("t-check/novaha/check_config"), None);
+    // The shipped example is valid too (only reachability problems).
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/novaha.example.toml");
     let o = run(&["check-config", "-c", example.to_str().unwrap()]);
     assert!(!stderr(&o).contains("invalid ("), "{}", stderr(&o));
+}
+
+#[test]
+fn check_config_names_a_missing_cloud_refused_credentials_and_a_weak_role() {
+    let agent = ConsulAgent::start();
+    let cloud = SimCloud::start();
+    let dir = tempfile::tempdir().unwrap();
+    // No cloud at all (the packaged config): a problem, not a pass.
+    let p = config_with(&agent, dir.path(), "t-check2", "none", String::new());
+    let o = std::process::Command::new(bin())
+        .args(["check-config", "-c", p.to_str().unwrap()])
+        .env_remove("OS_CLOUD")
+        .env_remove("OS_AUTH_URL")
+        .env_remove("OS_CLIENT_CONFIG_FILE")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_fails_with(&o, "  - openstack: no usable cloud");
+    // Consul passed and is said so.
+    assert!(
+        stdout(&o).contains("the token may write t-check2/"),
+        "{}",
+        stdout(&o)
+    );
+    // A wrong password.
+    let p = config_with(
+        &agent,
+        dir.path(),
+        "t-check2",
+        "wrong",
+        cloud.section("admin", "nope", "admin"),
+    );
+    let o = run(&["check-config", "-c", p.to_str().unwrap()]);
+    assert_fails_with(&o, "  - openstack.auth: keystone refused or did not answer");
+    assert!(
+        !stderr(&o).contains("nope"),
+        "the password leaked: {}",
+        stderr(&o)
+    );
+    // A member, not an admin: both rights are missing, each named.
+    let p = config_with(
+        &agent,
+        dir.path(),
+        "t-check2",
+        "member",
+        cloud.section("user-1", "user-1", "project-1"),
+    );
+    let o = run(&["check-config", "-c", p.to_str().unwrap()]);
+    assert_fails_with(&o, "openstack.auth: the role may not read Nova's services");
+    assert_fails_with(
+        &o,
+        "openstack.auth: the role may not list every project's servers",
+    );
+    assert!(
+        stdout(&o).contains("openstack: authenticated"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -519,8 +600,9 @@ fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 #[test]
 fn logs_are_json_when_asked_rust_log_wins_and_the_token_never_shows() {
     let agent = ConsulAgent::start();
+    let cloud = SimCloud::start();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DaemonConfig::fast(&agent.http_addr(), "t-log", "logger").write(dir.path());
+    let cfg = config_with(&agent, dir.path(), "t-log", "logger", cloud.admin());
     let cfg = cfg.to_str().unwrap();
     let token = "tok-SECRET-4711";
     let o = run_env(

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use novaha_sim::{Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{
-    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, recovery_record,
+    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
 };
 use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
 use serde_json::Value;
@@ -589,4 +589,45 @@ fn the_health_check_finds_a_wrong_bmc_password_before_any_failure() {
             .as_str()
             .is_some_and(|t| t > first.as_str())
     });
+}
+
+/// `check-config --bmc` reads every node's power once through its own BMC
+/// (never switching it): a good BMC passes with its power, a wrong password
+/// is a problem naming the node, and the password is never printed.
+#[test]
+fn check_config_bmc_reads_every_power_once_and_names_the_broken_one() {
+    let c = Cluster::new("f-check", "1h");
+    let good = IpmiBmc::start(USER, PASSWORD);
+    let bad = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &good, PASSWORD);
+    c.register_ipmi("compute-2", &bad, WRONG);
+    let cfg = c.dir.path().join("admin.toml");
+    let o = novaha(
+        bin(),
+        &["check-config", "--bmc", "-c", cfg.to_str().unwrap()],
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.contains("bmc of compute-1: power on read through ipmi"),
+        "{out}{err}"
+    );
+    assert!(err.contains("  - bmc.compute-2: ipmi: "), "{out}{err}");
+    assert!(!err.contains("bmc.compute-1"), "{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD) && !err.contains(WRONG));
+    // Read only: nothing was switched.
+    assert!(good.power_is_on() && bad.power_is_on());
+    assert!(
+        !good.calls().iter().any(|l| l.starts_with("set ")),
+        "{:?}",
+        good.calls()
+    );
+    // Without --bmc no BMC is asked.
+    let before = good.calls().len();
+    let o = novaha(bin(), &["check-config", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(good.calls().len(), before);
 }

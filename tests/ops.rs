@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul::{ConsulAgent, consul_bin};
 use novaha_testkit::daemon::{Daemon, DaemonConfig, novaha};
 use novaha_testkit::process::{ChildGuard, free_port, repo_root, tool, wait_until};
@@ -653,7 +654,7 @@ fn consul_call(
 
 /// A daemon config on the real `ha_cluster` prefix (the policy is written
 /// for it) whose token comes from a file, never the command line.
-fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
+fn acl_config(dir: &Path, consul: &str, id: &str, token: &str, openstack: &str) -> PathBuf {
     let token_file = dir.join(format!("{id}.token"));
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let path = dir.join(format!("{id}.toml"));
@@ -663,7 +664,7 @@ fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
             "[consul]\naddress = \"{consul}\"\ntoken_file = \"{}\"\nrequest_timeout = \"5s\"\n\n\
              [election]\nsession_ttl = \"10s\"\nlock_delay = \"1s\"\ncheck_ttl = \"2s\"\nid = \"{id}\"\n\n\
              [monitor]\ninterval = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
-             [log]\nformat = \"text\"\nlevel = \"info\"\n",
+             [log]\nformat = \"text\"\nlevel = \"info\"\n{openstack}",
             token_file.display(),
             free_port()
         ),
@@ -679,12 +680,19 @@ fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
     let rules =
         std::fs::read_to_string(repo_root().join("deploy/consul/novaha-policy.hcl")).unwrap();
     let token = agent.token_with_policy("novaha", &rules);
-    let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token);
+    let cloud = SimCloud::start();
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token, &cloud.admin());
     let c = cfg.to_str().unwrap();
 
-    // check-config reaches the agent with this token alone.
+    // check-config reaches the agent with this token alone, and finds it
+    // may write the prefix.
     let o = novaha(bin(), &["check-config", "-c", c]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("the token may write ha_cluster/"),
+        "{}",
+        stdout(&o)
+    );
 
     let d = Daemon::spawn(bin(), &cfg, "acl-a", dir.path(), &[]);
     assert!(
@@ -743,8 +751,28 @@ fn a_token_without_the_policy_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let token =
         agent.token_with_policy("unrelated", "key_prefix \"other/\" { policy = \"write\" }");
-    let cfg = acl_config(dir.path(), &agent.addr(), "acl-b", &token);
+    let cloud = SimCloud::start();
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-b", &token, &cloud.admin());
     let c = cfg.to_str().unwrap();
+    // check-config names the missing right before the daemon meets it.
+    let o = novaha(bin(), &["check-config", "-c", c]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("  - consul.token: the token may not write below ha_cluster/"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(&token), "the token leaked");
+    // A read-only token is refused the same way.
+    let reader =
+        agent.token_with_policy("reader", "key_prefix \"ha_cluster/\" { policy = \"read\" }");
+    let ro = acl_config(dir.path(), &agent.addr(), "acl-ro", &reader, &cloud.admin());
+    let o = novaha(bin(), &["check-config", "-c", ro.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("  - consul.token: the token may not write below ha_cluster/"),
+        "{}",
+        stderr(&o)
+    );
     let o = novaha(bin(), &["run", "--once", "-c", c]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{}{err}", stdout(&o));
@@ -944,11 +972,15 @@ fn deb_builds_installs_runs_and_purges() {
     // Consul through the environment (NOVAHA_<SECTION>__<KEY>).
     let agent = ConsulAgent::start();
     let port = free_port();
-    let env = [
+    // The packaged config names no cloud: the OS_* variables do, as they
+    // would from /etc/default/novaha.
+    let cloud = SimCloud::start();
+    let mut env = vec![
         ("NOVAHA_CONSUL__ADDRESS", agent.http_addr()),
         ("NOVAHA_HTTP__LISTEN", format!("127.0.0.1:{port}")),
         ("NOVAHA_ELECTION__ID", "deb-test".to_owned()),
     ];
+    env.extend(cloud.os_env());
     let o = Command::new("/usr/bin/novaha")
         .args(["check-config", "-c", "/etc/novaha/novaha.toml"])
         .envs(env.iter().map(|(k, v)| (k, v)))

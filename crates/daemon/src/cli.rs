@@ -44,12 +44,18 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Validate the config file and Consul reachability; print every
-    /// problem; exit non-zero on any.
+    /// Validate the config file, Consul (reachable, the token may write
+    /// the prefix) and OpenStack (authenticates, catalog, microversion, the
+    /// role may read services and list every project's servers); print
+    /// every problem; exit non-zero on any.
     CheckConfig {
         /// The config file.
         #[command(flatten)]
         config: ConfigArg,
+        /// Also read every compute node's power once through its BMC (read
+        /// only, never switched).
+        #[arg(long)]
+        bmc: bool,
     },
     /// Show the leader, every compute node and every HA node.
     Status {

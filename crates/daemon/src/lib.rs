@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod blind;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -78,9 +79,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, bmc } => {
             logging::init_default();
-            return run::check_config(&config.path).await;
+            return check::check_config(&config.path, bmc).await;
         }
         Command::Run { config, once } => {
             let cfg = config!(config);

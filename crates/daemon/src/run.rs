@@ -1,4 +1,4 @@
-//! `novaha run` (the daemon and `--once`) and `novaha check-config`.
+//! `novaha run` (the daemon and `--once`).
 //!
 //! One root [`CancellationToken`]: the first SIGTERM/SIGINT cancels it (stop
 //! deciding, resign: release the lock and destroy the session, exit 0); a
@@ -7,7 +7,6 @@
 //! leader work, go back to standby and race again.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -375,53 +374,6 @@ async fn run_once(
         crate::recovery::once_summary(&report, &outcomes, &plans)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// `novaha check-config`: every config problem, then Consul reachability.
-pub async fn check_config(path: &Path) -> ExitCode {
-    let cfg = match crate::load(path) {
-        Ok(c) => c,
-        Err(code) => {
-            eprintln!("novaha: consul reachability not checked: fix the config first");
-            return code;
-        }
-    };
-    let reach = async {
-        let (consul, _) = connect(&cfg)?;
-        consul.ping().await.context("ping")?;
-        let node = consul.agent_node_name().await.context("agent node name")?;
-        anyhow::Ok(node)
-    };
-    match tokio::time::timeout(cfg.consul.request_timeout + Duration::from_secs(1), reach).await {
-        Ok(Ok(node)) => {
-            println!(
-                "config {} is valid; consul {} reachable (agent node {node}); prefix {}; fence driver {}; {} notifier(s)",
-                path.display(),
-                cfg.consul.address,
-                cfg.consul.prefix,
-                cfg.fence.driver,
-                cfg.notify.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("novaha: config {} problem(s):", path.display());
-            eprintln!(
-                "  - consul.address: consul at {} is not reachable: {e:#}",
-                cfg.consul.address
-            );
-            ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("novaha: config {} problem(s):", path.display());
-            eprintln!(
-                "  - consul.address: consul at {} did not answer within {}",
-                cfg.consul.address,
-                humantime::format_duration(cfg.consul.request_timeout)
-            );
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]
