@@ -201,6 +201,11 @@ fn readyz_is_503_while_consul_does_not_answer() {
         "{}",
         d.log()
     );
+    // It waits for Consul instead of exiting (under systemd: no restart,
+    // so no start limit to hit).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut d = d;
+    assert!(d.guard().is_running(), "{}", d.log());
 }
 
 /// A real Prometheus server scrapes a running leader; its query API
@@ -458,9 +463,18 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ExecStart=/usr/bin/novaha run -c /etc/novaha/novaha.toml",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
+        // A burst of failures (a Consul restart) never leaves the unit in
+        // start-limit-hit; an invalid config is not restarted in a loop.
+        "StartLimitIntervalSec=0",
+        "RestartPreventExitStatus=2",
     ] {
         assert!(unit.contains(needed), "the unit lacks {needed}");
     }
+    // Nothing that asks Consul or Keystone may fail the start.
+    assert!(
+        !unit.lines().any(|l| l.starts_with("ExecStartPre=")),
+        "{unit}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("novaha.service");
     std::fs::write(
@@ -963,6 +977,28 @@ fn deb_builds_installs_runs_and_purges() {
     let deb = stdout(&o).lines().last().unwrap().trim().to_owned();
     assert!(deb.ends_with(".deb") && Path::new(&deb).is_file(), "{deb}");
 
+    // Debian's own checker: no error, and none of the warnings the
+    // maintainer scripts and the conffile used to earn.
+    let o = Command::new(tool("NOVAHA_LINTIAN", &["/usr/bin/lintian"], "lintian"))
+        .args(["--no-cfg", "--allow-root"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let report = format!("{}{}", stdout(&o), stderr(&o));
+    for line in report.lines() {
+        assert!(!line.starts_with("E: "), "lintian error: {line}\n{report}");
+        for tag in [
+            "maintainer-script-calls-systemctl",
+            "non-standard-file-perm",
+            "command-with-path-in-maintainer-script",
+            "copyright-without-copyright-notice",
+            "no-changelog",
+        ] {
+            assert!(!line.contains(tag), "lintian: {line}\n{report}");
+        }
+    }
+    assert!(o.status.code().is_some(), "lintian did not run: {report}");
+
     if is_installed() {
         Installed::purge();
     }
@@ -1015,6 +1051,38 @@ fn deb_builds_installs_runs_and_purges() {
         .output()
         .unwrap();
     assert_eq!(stdout(&o).trim(), "root:novaha 640");
+    let o = Command::new("dpkg-statoverride")
+        .args(["--list", "/etc/novaha/novaha.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "root novaha 640 /etc/novaha/novaha.toml");
+    // The unit's state is tracked by deb-systemd-helper, and a first
+    // install enables nothing (the config must name the cloud first).
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/novaha.service");
+    assert!(!wants.exists(), "a first install enabled the unit");
+    let state = Path::new("/var/lib/systemd/deb-systemd-helper-enabled/novaha.service.dsh-also");
+    assert!(state.is_file(), "no deb-systemd-helper state");
+    // The administrator enables it (what `systemctl enable` does); then an
+    // upgrade replaces the conffile (they never edited it): it comes back
+    // root:novaha 0640, not the package's root:root 0644, and the unit
+    // stays enabled.
+    std::fs::create_dir_all(wants.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/lib/systemd/system/novaha.service", wants).unwrap();
+    let upgrade = repackage_with_new_conffile(&deb, dir.path());
+    let o = Command::new("dpkg")
+        .arg("-i")
+        .arg(&upgrade)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "upgrade: {}{}", stdout(&o), stderr(&o));
+    let conf = std::fs::read_to_string("/etc/novaha/novaha.toml").unwrap();
+    assert!(conf.contains("# upgraded"), "the conffile was not replaced");
+    let o = Command::new("stat")
+        .args(["-c", "%U:%G %a", "/etc/novaha/novaha.toml", "/etc/novaha"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "root:novaha 640\nroot:novaha 750\n");
+    assert!(wants.is_symlink(), "the upgrade disabled the unit");
 
     // The installed binary with the installed config, pointed at a test
     // Consul through the environment (NOVAHA_<SECTION>__<KEY>).
@@ -1074,6 +1142,81 @@ fn deb_builds_installs_runs_and_purges() {
     assert!(!is_installed());
     assert!(!Path::new("/usr/bin/novaha").exists());
     assert!(!Path::new("/etc/novaha").exists(), "purge left /etc/novaha");
+    assert!(!wants.exists(), "purge left the unit enabled");
+    assert!(!state.exists(), "purge left the deb-systemd-helper state");
+    let o = Command::new("dpkg-statoverride")
+        .args(["--list", "/etc/novaha/*"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).is_empty(),
+        "purge left statoverrides: {}",
+        stdout(&o)
+    );
+}
+
+/// The same package as version `-2` with one line added to its conffile:
+/// what an upgrade that ships a new default config looks like to dpkg.
+fn repackage_with_new_conffile(deb: &str, dir: &Path) -> PathBuf {
+    let tree = dir.join("upgrade-tree");
+    let o = Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dpkg-deb -R: {}", stderr(&o));
+    let conf = tree.join("etc/novaha/novaha.toml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("# upgraded\n");
+    std::fs::write(&conf, text).unwrap();
+    let control = tree.join("DEBIAN/control");
+    let c = std::fs::read_to_string(&control).unwrap();
+    let version = c
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &control,
+        c.replace(
+            &format!("Version: {version}"),
+            &format!("Version: {version}.1"),
+        ),
+    )
+    .unwrap();
+    // md5sums lists the conffile too; keep it true.
+    let sums = tree.join("DEBIAN/md5sums");
+    if sums.exists() {
+        let o = Command::new("md5sum")
+            .arg("etc/novaha/novaha.toml")
+            .current_dir(&tree)
+            .output()
+            .unwrap();
+        let line = stdout(&o);
+        let text: String = std::fs::read_to_string(&sums)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.ends_with(" etc/novaha/novaha.toml") {
+                    line.trim_end().to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&sums, text + "\n").unwrap();
+    }
+    let out = dir.join("novaha-upgrade.deb");
+    let o = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dpkg-deb -b: {}", stderr(&o));
+    out
 }
 
 // ---------------------------------------------------------------------------
