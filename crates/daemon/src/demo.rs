@@ -1127,6 +1127,8 @@ mod tests {
                 project: None,
                 requested_at: None,
                 start_requested_at: None,
+                sends: 0,
+                starts: 0,
             },
         );
         let text = render(&story.kv(&snap(&node_keys("True", 3, Some(&rec)))));

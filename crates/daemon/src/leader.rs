@@ -19,9 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use novaha_core::NodeName;
 use novaha_core::detect::{DetectEvent, ResetGrace, judge_at};
 use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
@@ -29,11 +28,13 @@ use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use crate::blind::Sight;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -102,6 +103,9 @@ struct Tenure {
 struct Recovery {
     cfg: Arc<Config>,
     once: bool,
+    /// Run the fence-path health check for the tenure (off when the stages
+    /// were handed in rather than built from the config).
+    health: bool,
     stages: Option<Arc<Stages>>,
     connect_failures: u32,
     view: watch::Sender<Arc<View>>,
@@ -144,6 +148,8 @@ pub struct LeaderCycle {
     last_summary: Option<String>,
     /// The pause last logged, to log a pause once when it starts or ends.
     pause_logged: Option<String>,
+    /// The wall clock (virtual in the fault simulator).
+    clock: Clock,
 }
 
 impl LeaderCycle {
@@ -170,6 +176,7 @@ impl LeaderCycle {
             health: None,
             last_summary: None,
             pause_logged: None,
+            clock: Clock::system(),
         }
     }
 
@@ -179,12 +186,18 @@ impl LeaderCycle {
         self
     }
 
+    /// Reads the wall clock through `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// The per-node and per-state series of one parsed tree.
     fn node_metrics(&mut self, state: &ClusterState) {
         use novaha_core::record::Phase;
         let m = &self.metrics;
         let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
-        let now = Utc::now();
+        let now = self.clock.now();
         m.set_paused(state.paused(now).is_some());
         let mut ha: BTreeMap<&'static str, i64> = BTreeMap::new();
         for h in state.ha_nodes.values() {
@@ -248,6 +261,7 @@ impl LeaderCycle {
         self.recovery = Some(Recovery {
             cfg,
             once,
+            health: true,
             stages: None,
             connect_failures: 0,
             view,
@@ -259,6 +273,18 @@ impl LeaderCycle {
             last: None,
             blind: None,
         });
+        self
+    }
+
+    /// Wires detection and recovery over stages built by the caller (the
+    /// deterministic fault simulator's in-process peers) instead of from
+    /// `cfg`'s cloud; the fence-path health check does not run.
+    pub fn with_stages(mut self, cfg: Arc<Config>, stages: Arc<Stages>) -> Self {
+        self = self.with_recovery(cfg, false);
+        if let Some(r) = self.recovery.as_mut() {
+            r.stages = Some(stages);
+            r.health = false;
+        }
         self
     }
 
@@ -290,7 +316,7 @@ impl LeaderCycle {
                 }
             }
             if let Some(outbox) = r.stages.as_ref().and_then(|s| s.outbox.clone()) {
-                match outbox.deliver_due(&t.lease, Utc::now()).await {
+                match outbox.deliver_due(&t.lease, self.clock.now()).await {
                     Ok(s) => info!(sent = s.count("sent"), "notifications delivered"),
                     Err(e) => {
                         warn!(error = %e, "notification delivery failed; the next leader retries")
@@ -314,18 +340,22 @@ impl LeaderCycle {
         info!(id = %self.id, epoch = lease.epoch(), role = "leader", "acting as leader");
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.sight.begin(Utc::now());
+        self.sight.begin(self.clock.now());
         // The fence-path health check runs for the whole tenure, under a
         // child token of the lease (crate::fence_health).
-        let health = self.recovery.as_ref().filter(|r| !r.once).and_then(|r| {
-            crate::fence_health::start(
-                &r.cfg,
-                self.store.clone(),
-                &self.schema,
-                Some(self.metrics.clone()),
-                lease,
-            )
-        });
+        let health = self
+            .recovery
+            .as_ref()
+            .filter(|r| !r.once && r.health)
+            .and_then(|r| {
+                crate::fence_health::start(
+                    &r.cfg,
+                    self.store.clone(),
+                    &self.schema,
+                    Some(self.metrics.clone()),
+                    lease,
+                )
+            });
         let exit = self.run_cycles(lease, shutdown, &mut tick).await;
         if let Some(h) = health {
             h.stop().await;
@@ -410,7 +440,7 @@ impl LeaderCycle {
         let sight = match self.recovery.as_mut() {
             Some(r) => {
                 let reason = r.blind.take();
-                let sight = self.sight.observe(reason.as_deref(), Utc::now());
+                let sight = self.sight.observe(reason.as_deref(), self.clock.now());
                 self.metrics
                     .set_blind(sight.blind, sight.judgement_age_seconds);
                 if let Some(h) = &self.health {
@@ -423,7 +453,7 @@ impl LeaderCycle {
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
-            at: Utc::now().to_rfc3339(),
+            at: self.clock.now().to_rfc3339(),
             compute_nodes: state.compute_nodes.len(),
             ha_nodes: state.ha_nodes.len(),
             failed: state
@@ -571,7 +601,7 @@ impl LeaderCycle {
             }
         }
         let clock = ResetGrace {
-            now: Utc::now(),
+            now: self.clock.now(),
             grace: stages.policy.reset.grace,
         };
         let judgement = judge_at(
@@ -798,6 +828,7 @@ impl LeaderCycle {
                 view: rec.view.subscribe(),
                 once: rec.once,
                 metrics: Some(self.metrics.clone()),
+                clock: self.clock.clone(),
             };
             let cancel = tenure.lease.token().child_token();
             let handle =
@@ -812,7 +843,7 @@ impl LeaderCycle {
     /// Logs a pause once when it starts, changes or ends (an expired one
     /// ends by itself).
     fn note_pause(&mut self, state: &ClusterState) {
-        let now = Utc::now();
+        let now = self.clock.now();
         let pause = state.paused(now);
         let text = pause.as_ref().map(crate::admin::describe_pause);
         if text == self.pause_logged {

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod blind;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fence_health;
