@@ -345,3 +345,143 @@ fn a_node_in_maintenance_is_not_counted_and_is_counted_again_after_it_ends() {
         || d.log(),
     );
 }
+
+/// A config with no `[consul] address`: everything about Consul comes from
+/// the environment (or from `consul`, verbatim).
+fn consul_free_config(s: &Setup, id: &str, consul: &str, monitor: &str) -> PathBuf {
+    let creds = s.sim().credentials();
+    let openstack = OpenStackAuth {
+        auth_url: creds.auth_url,
+        username: creds.username,
+        password: creds.password,
+        project_name: creds.project_name,
+    }
+    .section();
+    let path = s.dir.path().join(format!("{id}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[consul]\nprefix = \"{}\"\nrequest_timeout = \"5s\"\n{consul}\n\
+             [election]\nsession_ttl = \"10s\"\nlock_delay = \"1s\"\ncheck_ttl = \"2s\"\nid = \"{id}\"\n\n\
+             [monitor]\ninterval = \"500ms\"\nblind_after = \"1s\"\n{monitor}\n\
+             [http]\nlisten = \"127.0.0.1:{}\"\n\n[log]\nformat = \"text\"\nlevel = \"info\"\n\
+             {openstack}\n[fence]\ndriver = \"noop\"\nallow_noop = true\n",
+            s.prefix,
+            novaha_testkit::process::free_port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn consul_mtls_from_every_consul_variable_or_from_the_file() {
+    let s = Setup::start("t-tls");
+    let tls_agent = ConsulAgent::start_tls();
+    let f = tls_agent.tls().clone();
+    let token_file = s.dir.path().join("consul.token");
+    std::fs::write(&token_file, "anonymous-is-fine-here\n").unwrap();
+    let port = tls_agent
+        .https_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let env: Vec<(&str, String)> = vec![
+        ("CONSUL_HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("CONSUL_HTTP_SSL", "true".into()),
+        ("CONSUL_CACERT", f.ca.display().to_string()),
+        ("CONSUL_CLIENT_CERT", f.client_cert.display().to_string()),
+        ("CONSUL_CLIENT_KEY", f.client_key.display().to_string()),
+        ("CONSUL_TLS_SERVER_NAME", f.server_name.clone()),
+        ("CONSUL_HTTP_TOKEN_FILE", token_file.display().to_string()),
+    ];
+    // The consul signal too: the monitor's Consul client speaks mTLS.
+    let cfg = consul_free_config(&s, "a", "", "signals = [\"nova\", \"consul\"]\n");
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = run(&["check-config", "-c", cfg.to_str().unwrap()], &env);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains(&format!("consul https://127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert!(out.contains(tls_agent.node_name()), "{out}");
+    // The daemon leads over mTLS and judges (the consul signal answers).
+    let log = s.dir.path().join("a.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut d = novaha_testkit::process::ChildGuard::spawn(
+        "novaha a (tls)",
+        std::process::Command::new(bin())
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || get(&cfg, "/readyz")
+            == (200, "leader\n".into())
+            && sample(&cfg, "novaha_cycles_total{result=\"ok\"}")
+                .is_some_and(|n| n >= 2.0)),
+        "{:?}\n{}",
+        get(&cfg, "/readyz"),
+        read_log()
+    );
+    assert!(tls_agent.kv_get(&format!("{}/leader", s.prefix)).is_some());
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        read_log()
+    );
+
+    // The same from the file, with a CA directory.
+    let file_cfg = consul_free_config(
+        &s,
+        "b",
+        &format!(
+            "address = \"{}\"\nca_path = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n\
+             tls_server_name = \"{}\"\n",
+            tls_agent.https_addr(),
+            f.ca_dir.display(),
+            f.client_cert.display(),
+            f.client_key.display(),
+            f.server_name
+        ),
+        "",
+    );
+    let o = run(&["check-config", "-c", file_cfg.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Without the client certificate the agent refuses, and check-config
+    // says where.
+    let no_cert: Vec<(&str, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("CONSUL_CLIENT_"))
+        .cloned()
+        .collect();
+    let o = run(&["check-config", "-c", cfg.to_str().unwrap()], &no_cert);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "  - consul.address: consul at https://127.0.0.1:{port} is not reachable"
+        )),
+        "{err}"
+    );
+}

@@ -13,18 +13,7 @@ pub fn init(cfg: &LogConfig) {
             eprintln!("novaha: ignoring invalid RUST_LOG {v:?}: {e}");
             EnvFilter::new(&cfg.level)
         }),
-        _ => {
-            let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
-            // consulrs logs every request at INFO; keep that for RUST_LOG.
-            if cfg.level.contains("consulrs") {
-                filter
-            } else {
-                match "consulrs=warn".parse() {
-                    Ok(d) => filter.add_directive(d),
-                    Err(_) => filter,
-                }
-            }
-        }
+        _ => EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -38,6 +38,7 @@ pub fn consul_settings(cfg: &Config) -> ConsulSettings {
         address: cfg.consul.address.clone(),
         token: cfg.consul.token.clone(),
         request_timeout: cfg.consul.request_timeout,
+        tls: cfg.consul.tls(),
     }
 }
 
