@@ -947,3 +947,69 @@ fn incidents_lists_history_and_incident_show_prints_the_timeline() {
     let o = run(&["incident", "show", "nope", "-c", c]);
     assert_fails_with(&o, "no incident \"nope\"");
 }
+
+/// Under systemd (stderr is the journal stream `JOURNAL_STREAM` names)
+/// every line starts with its syslog priority, so `journalctl -p err`
+/// filters; anywhere else lines are left alone.
+#[test]
+fn under_journald_every_line_carries_its_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = ConsulAgent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = "t-journal";
+    // An invalid value (ERROR) and no cloud (WARN: nothing judged).
+    agent.kv_put(&format!("{p}/compute_nodes/c1/status/failed"), b"maybe");
+    let cfg = config(&agent, dir.path(), p);
+    let run_logged = |name: &str, format: &str, journal: bool| -> String {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.args(["run", "--once", "-c", cfg.to_str().unwrap()])
+            .env("NOVAHA_LOG__FORMAT", format)
+            .env_remove("RUST_LOG")
+            .env_remove("OS_CLOUD")
+            .env_remove("OS_AUTH_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(file);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        } else {
+            cmd.env_remove("JOURNAL_STREAM");
+        }
+        let status = cmd.status().unwrap();
+        assert!(
+            status.success(),
+            "{}",
+            std::fs::read_to_string(&path).unwrap()
+        );
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let text = run_logged("journal.log", "text", true);
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("invalid value in the state tree").starts_with("<3>"),
+        "{text}"
+    );
+    assert!(line("cannot read the cloud").starts_with("<4>"), "{text}");
+    assert!(line("leader cycle done").starts_with("<6>"), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with('<')),
+        "every line has a priority:\n{text}"
+    );
+    // JSON lines too: the prefix, then the object.
+    let json = run_logged("journal.json", "json", true);
+    let first = json.lines().next().unwrap();
+    let (prefix, rest) = first.split_at(3);
+    assert!(matches!(prefix, "<3>" | "<4>" | "<6>" | "<7>"), "{first}");
+    serde_json::from_str::<Value>(rest).unwrap();
+    // Not under journald: no prefix at all.
+    let plain = run_logged("plain.log", "text", false);
+    assert!(!plain.lines().any(|l| l.starts_with('<')), "{plain}");
+    assert!(plain.contains("leader cycle done"), "{plain}");
+}

@@ -495,7 +495,9 @@ impl FenceHealth {
                 )
                 .await?;
         }
-        info!(
+        // Every round at DEBUG: the changes are logged by `note` (WARN per
+        // newly unhealthy node, INFO when one is healthy again).
+        debug!(
             epoch = lease.epoch(),
             nodes = doc.nodes.len(),
             healthy = doc.healthy,
