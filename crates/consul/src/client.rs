@@ -715,6 +715,30 @@ impl Consul {
         Ok(())
     }
 
+    /// The status of the local agent's check `id` (`passing`, `warning`,
+    /// `critical`), or `None` when the agent has no such check.
+    pub async fn check_status(&self, id: &str) -> Result<Option<String>, ConsulError> {
+        let what = "agent checks";
+        let url = self.url(&["agent", "checks"], false, &[]);
+        let a = self
+            .send(what, Method::GET, url, None, self.inner.timeout)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.into_status_error(what));
+        }
+        #[derive(Deserialize)]
+        struct Check {
+            #[serde(rename = "Status")]
+            status: String,
+        }
+        let checks: std::collections::HashMap<String, Check> = serde_json::from_slice(&a.body)
+            .map_err(|e| ConsulError::Decode {
+                what: what.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(checks.get(id).map(|c| c.status.clone()))
+    }
+
     /// Marks the TTL check `id` passing. An error status means the agent
     /// does not know the check (deregistered) or refuses us.
     pub async fn check_pass(&self, id: &str) -> Result<(), ConsulError> {
