@@ -581,6 +581,8 @@ struct AclAgent {
     _dir: tempfile::TempDir,
     port: u16,
     master: String,
+    /// The agent's node name (what the policy's @NODE@ becomes).
+    node: String,
 }
 
 impl AclAgent {
@@ -640,6 +642,7 @@ impl AclAgent {
                     _dir: dir,
                     port: ports[0],
                     master,
+                    node: format!("novaha-acl-{}", ports[0]),
                 };
             }
             guard.kill();
@@ -739,8 +742,24 @@ fn acl_config(dir: &Path, consul: &str, id: &str, token: &str, openstack: &str) 
 fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
     let agent = AclAgent::start();
     let dir = tempfile::tempdir().unwrap();
-    let rules =
+    let template =
         std::fs::read_to_string(repo_root().join("deploy/consul/novaha-policy.hcl")).unwrap();
+    assert!(
+        template.contains("@NODE@"),
+        "the policy names the daemon's own node"
+    );
+    // Instantiated for this agent's node, with the credentials rule on.
+    let rules = template
+        .replace("@NODE@", &agent.node)
+        .replace(
+            "# key_prefix \"novaha_bmc/\" {",
+            "key_prefix \"novaha_bmc/\" {",
+        )
+        .replace("#   policy = \"read\"\n# }", "  policy = \"read\"\n}");
+    assert!(
+        rules.contains("key_prefix \"novaha_bmc/\" {\n  policy = \"read\"\n}"),
+        "{rules}"
+    );
     let token = agent.token_with_policy("novaha", &rules);
     let cloud = SimCloud::start();
     let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token, &cloud.admin());
@@ -786,10 +805,30 @@ fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
     assert!(!d.log().contains("Permission denied"), "{}", d.log());
     assert!(!d.log().contains(&token), "the token leaked into the log");
 
-    // Least privilege: nothing outside what the daemon needs.
+    // Least privilege: nothing outside what the daemon needs: no other
+    // node's sessions or registrations, no key outside its tree, the BMC
+    // credentials read but never written.
+    agent
+        .call("PUT", "/v1/kv/novaha_bmc/c1/password", "pw", &agent.master)
+        .unwrap();
+    let (code, _) = agent
+        .call("GET", "/v1/kv/novaha_bmc/c1/password", "", &token)
+        .unwrap();
+    assert_eq!(code, 200, "the daemon reads the BMC credentials");
     for (method, path, body) in [
         ("PUT", "/v1/kv/other/key", "x"),
         ("GET", "/v1/kv/other/key", ""),
+        ("PUT", "/v1/kv/novaha_bmc/c1/password", "stolen"),
+        (
+            "PUT",
+            "/v1/session/create",
+            r#"{"Node": "some-other-node"}"#,
+        ),
+        (
+            "PUT",
+            "/v1/catalog/register",
+            r#"{"Node": "some-other-node", "Address": "10.0.0.9"}"#,
+        ),
         ("GET", "/v1/acl/tokens", ""),
         (
             "PUT",
@@ -811,6 +850,19 @@ fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
 fn a_token_without_the_policy_is_refused_with_a_clear_error() {
     let agent = AclAgent::start();
     let dir = tempfile::tempdir().unwrap();
+    // An operator's token (the tree, not the BMC credentials) reads no
+    // credentials kept under their own prefix.
+    let operator = agent.token_with_policy(
+        "operator",
+        "key_prefix \"ha_cluster/\" { policy = \"write\" }",
+    );
+    agent
+        .call("PUT", "/v1/kv/novaha_bmc/c1/password", "pw", &agent.master)
+        .unwrap();
+    let (code, _) = agent
+        .call("GET", "/v1/kv/novaha_bmc/c1/password", "", &operator)
+        .unwrap();
+    assert_eq!(code, 403, "an operator reads the BMC credentials");
     let token =
         agent.token_with_policy("unrelated", "key_prefix \"other/\" { policy = \"write\" }");
     let cloud = SimCloud::start();

@@ -201,9 +201,10 @@ async fn check_bmcs(cfg: &Config, report: &mut Report) {
         Ok(c) => c,
         Err(_) => return, // reported by the consul check
     };
+    let creds = crate::credentials::store(cfg, &consul);
     let store = Arc::new(ConsulStore::new(consul, schema.clone()));
     let health = match crate::fence_health::FenceHealth::new(store, schema, &cfg.fence, None) {
-        Ok(h) => h.without_publishing(),
+        Ok(h) => h.without_publishing().with_credentials(creds),
         Err(e) => return report.problem("fence", format!("{e}")),
     };
     // Read only: a private token nobody cancels, nothing is published.

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod fence_health;
 pub mod http;

@@ -9,6 +9,7 @@ use novaha_core::drivers::fence::{FenceError, FenceTarget, Fencer};
 use novaha_core::kv::{BmcConfig, ComputeNodeState};
 
 use crate::common::config_err;
+use crate::credentials::{CredentialStore, Credentialed, CredentialsDir};
 use crate::ipmi::IpmiFencer;
 use crate::libvirt::LibvirtFencer;
 use crate::noop::NoopFencer;
@@ -29,6 +30,8 @@ pub struct FenceRegistry {
     noop: Option<Arc<NoopFencer>>,
     /// Set by [`FenceRegistry::single`]: every node goes through it.
     only: Option<Arc<dyn Fencer>>,
+    /// Where BMC credentials come from before the tree's (crate::credentials).
+    credentials: Option<Arc<dyn CredentialStore>>,
 }
 
 impl std::fmt::Debug for FenceRegistry {
@@ -66,7 +69,19 @@ impl FenceRegistry {
             libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
             noop,
             only: None,
+            credentials: settings
+                .credentials_dir
+                .as_ref()
+                .map(|d| Arc::new(CredentialsDir::new(d)) as Arc<dyn CredentialStore>),
         })
+    }
+
+    /// Takes every node's BMC user and password from `store` first (the
+    /// tree's `config/bmc/*` when it keeps none for a node). Replaces a
+    /// `[fence] credentials_dir` store.
+    pub fn with_credentials(mut self, store: Arc<dyn CredentialStore>) -> Self {
+        self.credentials = Some(store);
+        self
     }
 
     /// A registry that sends every node through one driver, whatever its
@@ -105,6 +120,17 @@ impl FenceRegistry {
         if let Some(only) = &self.only {
             return Ok(only.clone());
         }
+        let fencer = self.driver_for(target)?;
+        Ok(match &self.credentials {
+            Some(store) if fencer.driver() != "noop" => Arc::new(Credentialed {
+                inner: fencer,
+                store: store.clone(),
+            }),
+            _ => fencer,
+        })
+    }
+
+    fn driver_for(&self, target: &FenceTarget) -> Result<Arc<dyn Fencer>, FenceError> {
         Ok(match self.driver_of(&target.node, &target.bmc)? {
             DriverName::Ipmi => self.ipmi.clone(),
             DriverName::Redfish => self.redfish.clone(),
