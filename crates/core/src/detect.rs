@@ -343,8 +343,17 @@ pub fn judge_at(
 
     // First pass: a verdict per node, so the guard can see the whole window.
     let mut verdicts: BTreeMap<&NodeName, (Verdict, Await)> = BTreeMap::new();
+    // Nodes not judged (maintenance, an invalid value) whose every signal
+    // fails: still evidence of a partition, so they count for the guard. A
+    // disabled node (one already recovered and forced down) does not.
+    let mut silent_unjudged = 0;
     for (node, signals) in nova {
         let stored = state.compute_nodes.get(node);
+        let silent = signals.nova.enabled && signals.all_failed();
+        if stored.is_some_and(|st| st.has_invalid() || st.maintenance.get() == Some(true)) && silent
+        {
+            silent_unjudged += 1;
+        }
         if let Some(st) = stored
             && st.has_invalid()
         {
@@ -408,7 +417,11 @@ pub fn judge_at(
         .filter(|(_, (v, _))| matches!(v, Verdict::Failing))
         .map(|(n, _)| (*n).clone())
         .collect();
-    let guard = guard_trips(failing.len(), monitored, thresholds);
+    let guard = guard_trips(
+        failing.len() + silent_unjudged,
+        monitored + silent_unjudged,
+        thresholds,
+    );
     out.mass_failure = guard;
 
     // Second pass: the writes.
@@ -779,6 +792,49 @@ mod tests {
         };
         assert!(guard_trips(3, 100, &th));
         assert!(!guard_trips(2, 100, &th));
+    }
+
+    #[test]
+    fn silent_nodes_in_maintenance_or_with_invalid_values_still_count_for_the_guard() {
+        // A partition cuts off c1, c2 and c3; c3 is in maintenance and c4's
+        // flag holds a typo: neither is judged, but their silence is
+        // evidence of the partition, so c1 and c2 are not failed either.
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/internal/number_fails", "3"),
+            ("compute_nodes/c2/internal/number_fails", "3"),
+            ("compute_nodes/c3/config/maintenance", "True"),
+            ("compute_nodes/c4/status/failed", "maybe"),
+            ("compute_nodes/c5/internal/number_fails", "0"),
+        ]);
+        let th = Thresholds {
+            max_failed_nodes: Some(2),
+            max_failed_fraction: 1.0,
+            ..Thresholds::default()
+        };
+        let n = nova(&[
+            ("c1", sig(false, true)),
+            ("c2", sig(false, true)),
+            ("c3", sig(false, true)),
+            ("c5", sig(true, true)),
+        ]);
+        let j = judge(&schema, &st, Some(&n), &th);
+        assert!(j.mass_failure, "{:?}", j.events);
+        assert!(!ops_text(&j).iter().any(|o| o.contains("failed=True")));
+        let n = nova(&[
+            ("c1", sig(false, true)),
+            ("c2", sig(false, true)),
+            ("c4", sig(false, true)),
+            ("c5", sig(true, true)),
+        ]);
+        let j = judge(&schema, &st, Some(&n), &th);
+        assert!(j.mass_failure, "{:?}", j.events);
+        // A disabled node (recovered, forced down) does not count.
+        let n = nova(&[
+            ("c1", sig(false, true)),
+            ("c2", sig(false, true)),
+            ("c5", sig(false, false)),
+        ]);
+        assert!(!judge(&schema, &st, Some(&n), &th).mass_failure);
     }
 
     fn at(text: &str) -> DateTime<Utc> {

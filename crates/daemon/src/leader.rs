@@ -718,6 +718,11 @@ impl LeaderCycle {
                 .map(|(n, s)| (n.clone(), s.nova.clone()))
                 .collect();
             view.mass_failure = judgement.mass_failure;
+            view.healthy = nova
+                .iter()
+                .filter(|(_, s)| !s.all_failed())
+                .map(|(n, _)| n.clone())
+                .collect();
         }
         let view = Arc::new(view);
         rec.view.send_replace(view.clone());

@@ -195,6 +195,12 @@ fn claim(policy: &Policy, obs: &Observation, now: DateTime<Utc>) -> Decision {
     if let Some(reason) = hold(obs) {
         return unchanged(None, wait(reason, policy.poll_interval, false));
     }
+    if obs.node_healthy {
+        return unchanged(
+            None,
+            wait(WaitReason::NodeHealthy, policy.poll_interval, true),
+        );
+    }
     let free = obs
         .ha_nodes
         .iter()
@@ -271,6 +277,12 @@ fn reset(
         return emit(policy, obs, orig, folded, a);
     }
     let rec = &folded;
+    if policy.reset.restore_nova_service && obs.nova_service.is_none() && !obs.judged {
+        // Not read yet (a new leader): the forced-down service would be
+        // left forced down, and the node never judged again.
+        let a = wait(WaitReason::NotJudged, policy.poll_interval, false);
+        return emit(policy, obs, orig, folded.clone(), a);
+    }
     if policy.reset.restore_nova_service
         && let Some(svc) = &obs.nova_service
         && (svc.forced_down || !svc.enabled)
@@ -511,6 +523,10 @@ fn advance(
                 }
                 if let Some(reason) = hold(obs) {
                     let a = wait(reason, policy.poll_interval, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if obs.node_healthy {
+                    let a = wait(WaitReason::NodeHealthy, policy.poll_interval, true);
                     return emit(policy, obs, orig, rec, a);
                 }
                 if let Some(d) = backoff_pending(policy, &rec, now) {

@@ -309,6 +309,11 @@ pub struct Observation {
     /// unknown and the services are not read: nothing is claimed, fenced
     /// or sent.
     pub judged: bool,
+    /// The monitor's latest read found a healthy signal for the node: it
+    /// came back (a partition healed, a flapping heartbeat) after it was
+    /// judged failed. A node that reads healthy is neither claimed nor
+    /// fenced: an operator decides (`failed` stays True).
+    pub node_healthy: bool,
     /// The cluster is paused (`<prefix>/config/paused`), with the reason:
     /// nothing destructive starts or continues for any node.
     pub paused: Option<String>,
@@ -351,6 +356,7 @@ impl Observation {
             ha_nodes: Vec::new(),
             mass_failure: false,
             judged: false,
+            node_healthy: false,
             paused: None,
             power: None,
             nova_service: None,
@@ -451,6 +457,9 @@ pub enum WaitReason {
     /// The fenced node's power read anything but off before an evacuate
     /// batch: it is fenced again first.
     FenceLost,
+    /// The node reads healthy again before it was fenced: an operator
+    /// decides (reset it, or stop it so that the recovery goes on).
+    NodeHealthy,
 }
 
 impl fmt::Display for WaitReason {
@@ -466,6 +475,7 @@ impl fmt::Display for WaitReason {
             WaitReason::Paused => f.write_str("paused"),
             WaitReason::NotJudged => f.write_str("not-judged"),
             WaitReason::FenceLost => f.write_str("fence-lost"),
+            WaitReason::NodeHealthy => f.write_str("node-healthy"),
         }
     }
 }

@@ -225,6 +225,8 @@ pub struct Harness {
     pub judged: bool,
     /// The cluster's pause reason (`pause on|off` in scripts).
     pub paused: Option<String>,
+    /// The monitor reads the node healthy (`healthy on|off` in scripts).
+    pub healthy: bool,
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -255,6 +257,7 @@ impl Harness {
             },
             judged: true,
             paused: None,
+            healthy: false,
         };
         for n in failed {
             let node = NodeName::from(*n);
@@ -311,6 +314,7 @@ impl Harness {
         obs.mass_failure = self.mass_failure;
         obs.judged = self.judged;
         obs.paused = self.paused.clone();
+        obs.node_healthy = self.healthy;
         obs.nova_service = side.nova_known.then(|| side.world.service.clone());
         obs.ha_service = record
             .as_ref()
@@ -635,6 +639,7 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 s.enabled = false;
             }
             "nova-unknown" => h.side(current.as_str()).nova_known = false,
+            "nova-known" => h.side(current.as_str()).nova_known = true,
             "nova" => {
                 // nova up|down: the node's heartbeat as Nova reports it
                 h.side(current.as_str()).world.service.up = args[0] == "up";
@@ -785,6 +790,7 @@ pub fn run_script(h: &mut Harness, script: &str) {
                     }
                 }
             }
+            "healthy" => h.healthy = args[0] == "on",
             "not-judged" => h.judged = false,
             "judged" => h.judged = true,
             "pause" => {

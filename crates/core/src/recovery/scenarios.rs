@@ -1018,3 +1018,55 @@ fn clock_skew_between_controllers_neither_stalls_nor_errors_early() {
         ",
     );
 }
+
+#[test]
+fn a_node_that_reads_healthy_again_is_neither_claimed_nor_fenced() {
+    // Judged failed during a partition (or while paused), healthy again when
+    // the recovery would start: fencing it would kill instances that run.
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        healthy on
+        > wait node-healthy 5s alert
+        expect-kv status/recovered False
+        healthy off
+        > claim ha-1
+        healthy on
+        > wait node-healthy 5s alert
+        healthy off
+        > fence
+        ",
+    );
+}
+
+#[test]
+fn a_reset_waits_until_the_node_service_is_known_before_archiving() {
+    // A new leader (no monitor read yet) applies the operator's reset: it
+    // must not skip restoring the forced-down service it cannot see yet,
+    // or the node stays forced down in Nova and is never judged again.
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "instance i1 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        landed i1 ha-1 ACTIVE
+        > notify
+        notified
+        > finish
+        kv status/failed False
+        kv status/recovered False
+        epoch e2
+        nova-unknown
+        not-judged
+        > wait not-judged
+        expect-phase done
+        judged
+        nova-known
+        > restore-service svc-c1 unforce=true enable=true
+        ",
+    );
+}

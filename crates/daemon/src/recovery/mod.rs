@@ -63,6 +63,9 @@ pub struct View {
     pub services: BTreeMap<NodeName, NovaService>,
     /// The mass-failure guard tripped in the latest judgement.
     pub mass_failure: bool,
+    /// The nodes with a healthy signal in the latest read (not every
+    /// configured signal failed).
+    pub healthy: std::collections::BTreeSet<NodeName>,
 }
 
 /// How a recovery task ended.
@@ -253,6 +256,8 @@ impl NodeRunner {
             // Until this tenure's monitor has read Nova once, neither the
             // mass-failure guard nor any service is known.
             obs.judged = view.at.is_some();
+            obs.paused = paused(&self.ctx.schema, &snap);
+            obs.node_healthy = view.healthy.contains(&self.node);
             obs.mass_failure = view.mass_failure;
             obs.nova_service = self.service(&view, &self.node);
             obs.ha_service = record
@@ -680,6 +685,17 @@ impl NodeRunner {
 enum Flow {
     Continue,
     End(Outcome),
+}
+
+/// Why the cluster is paused, when `<prefix>/config/paused` is present (a
+/// value that does not parse still pauses: the safe side).
+pub fn paused(schema: &Schema, snap: &novaha_core::kv::Snapshot) -> Option<String> {
+    let key = format!("{}/config/paused", schema.prefix());
+    let raw = snap.entries.get(&key)?.value.clone().unwrap_or_default();
+    let reason = serde_json::from_slice::<serde_json::Value>(&raw)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned));
+    Some(reason.unwrap_or_else(|| "paused (value not understood)".to_owned()))
 }
 
 /// True when `node` has recovery work for a leader: a claim to make, a
