@@ -65,12 +65,11 @@ pub struct DemoOptions {
     pub keep: bool,
 }
 
-/// The demo's own log: warnings only, and not the Consul client's
-/// complaints about keys that do not exist yet (the story says it all).
+/// The demo's own log: warnings only (the story says it all).
 pub fn init_logging() {
     crate::logging::init(&crate::config::LogConfig {
         format: crate::config::LogFormat::Text,
-        level: "warn,rustify=off,consulrs=off".to_owned(),
+        level: "warn".to_owned(),
     });
 }
 

@@ -91,7 +91,9 @@ impl Stages {
         let consul = consul_settings(cfg);
         let monitor = Monitor::new(cfg.monitor.signals(), nova.clone(), Some(&consul))
             .context("build the monitor")?;
-        let fences = FenceRegistry::new(&cfg.fence).context("build the fence drivers")?;
+        let (consul_client, _) = crate::run::connect(cfg)?;
+        let fences =
+            crate::credentials::registry(cfg, &consul_client).context("build the fence drivers")?;
         let evacuator = NovaEvacuator::new(nova);
         let mut policy = policy(cfg, schema);
         policy.restore_power_state = evacuator.lands_shutoff();

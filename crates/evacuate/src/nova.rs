@@ -399,6 +399,7 @@ mod tests {
             path: "/servers/x/action".into(),
             status,
             body: "b".into(),
+            request_id: None,
         };
         assert!(map_err(http(503)).is_retryable());
         let e = map_err(http(409));
@@ -410,6 +411,7 @@ mod tests {
             path: "/servers/x/action".into(),
             after: std::time::Duration::from_secs(1),
             mutating: true,
+            request_id: None,
         };
         assert!(map_err(t).is_retryable());
     }

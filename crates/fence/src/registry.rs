@@ -9,6 +9,7 @@ use novaha_core::drivers::fence::{FenceError, FenceTarget, Fencer};
 use novaha_core::kv::{BmcConfig, ComputeNodeState};
 
 use crate::common::config_err;
+use crate::credentials::{CredentialStore, Credentialed, CredentialsDir};
 use crate::ipmi::IpmiFencer;
 use crate::libvirt::LibvirtFencer;
 use crate::noop::NoopFencer;
@@ -31,6 +32,8 @@ pub struct FenceRegistry {
     /// Set by [`FenceRegistry::single`]: every node goes through it (the
     /// drivers above are then never built or used).
     only: Option<Arc<dyn Fencer>>,
+    /// Where BMC credentials come from before the tree's (crate::credentials).
+    credentials: Option<Arc<dyn CredentialStore>>,
 }
 
 impl std::fmt::Debug for FenceRegistry {
@@ -72,7 +75,19 @@ impl FenceRegistry {
             libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
             noop,
             only: None,
+            credentials: settings
+                .credentials_dir
+                .as_ref()
+                .map(|d| Arc::new(CredentialsDir::new(d)) as Arc<dyn CredentialStore>),
         })
+    }
+
+    /// Takes every node's BMC user and password from `store` first (the
+    /// tree's `config/bmc/*` when it keeps none for a node). Replaces a
+    /// `[fence] credentials_dir` store.
+    pub fn with_credentials(mut self, store: Arc<dyn CredentialStore>) -> Self {
+        self.credentials = Some(store);
+        self
     }
 
     /// A registry that sends every node through one driver, whatever its
@@ -121,6 +136,17 @@ impl FenceRegistry {
         if let Some(only) = &self.only {
             return Ok(only.clone());
         }
+        let fencer = self.driver_for(target)?;
+        Ok(match &self.credentials {
+            Some(store) if fencer.driver() != "noop" => Arc::new(Credentialed {
+                inner: fencer,
+                store: store.clone(),
+            }),
+            _ => fencer,
+        })
+    }
+
+    fn driver_for(&self, target: &FenceTarget) -> Result<Arc<dyn Fencer>, FenceError> {
         Ok(match self.driver_of(&target.node, &target.bmc)? {
             DriverName::Ipmi => self.ipmi.clone(),
             DriverName::Redfish => match &self.redfish {

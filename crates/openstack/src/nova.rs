@@ -320,6 +320,7 @@ impl NovaClient {
                     path: "/".into(),
                     detail: "no v2.1 entry in the versions list".into(),
                     body: String::new(),
+                    request_id: None,
                 })?,
             (None, None) => {
                 return Err(OpenStackError::Malformed {
@@ -328,6 +329,7 @@ impl NovaClient {
                     path: "/".into(),
                     detail: "neither `version` nor `versions` in the answer".into(),
                     body: String::new(),
+                    request_id: None,
                 });
             }
         };

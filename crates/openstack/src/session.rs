@@ -108,6 +108,40 @@ impl Call {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub body: Vec<u8>,
+    /// The request id the peer answered with (`x-openstack-request-id`,
+    /// else `x-compute-request-id`), else the one sent.
+    pub request_id: String,
+}
+
+/// The header novaha sends its own request id in, and reads the peer's from.
+const REQUEST_ID: &str = "x-openstack-request-id";
+
+/// A fresh request id in the form oslo.middleware accepts as a global
+/// request id (`req-<uuid>`): Nova then logs it beside its own.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    // A version-4 UUID.
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "req-{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The id the peer answered with, if it did.
+fn answered_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    ["x-openstack-request-id", "x-compute-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 #[derive(Debug, Deserialize)]
@@ -384,14 +418,17 @@ impl Session {
         const CALL: &str = "keystone authenticate";
         let url = format!("{}/auth/tokens", self.cloud.auth_url);
         let path = url_path(&url);
+        let rid = new_request_id();
         let sent = self
             .http
             .post(&url)
+            .header(REQUEST_ID, &rid)
             .json(&self.auth_body())
             .send()
             .await
-            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false))?;
+            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?;
         let status = sent.status();
+        let rid = answered_id(sent.headers()).unwrap_or(rid);
         let subject = sent
             .headers()
             .get("x-subject-token")
@@ -400,7 +437,7 @@ impl Session {
         let body = sent
             .bytes()
             .await
-            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false))?;
+            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?;
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let body = excerpt(&text, &self.secrets());
@@ -418,6 +455,7 @@ impl Session {
                         path,
                         status: status.as_u16(),
                         body,
+                        request_id: Some(rid.as_str().into()),
                     }
                 },
             );
@@ -428,6 +466,7 @@ impl Session {
             path: path.clone(),
             detail,
             body: excerpt(&text, &self.secrets()),
+            request_id: Some(rid.as_str().into()),
         };
         let value = subject
             .filter(|s| !s.is_empty())
@@ -465,6 +504,7 @@ impl Session {
         path: &str,
         e: reqwest::Error,
         mutating: bool,
+        request_id: &str,
     ) -> OpenStackError {
         if e.is_timeout() {
             OpenStackError::Timeout {
@@ -473,6 +513,7 @@ impl Session {
                 path: path.to_owned(),
                 after: self.cloud.timeout,
                 mutating,
+                request_id: Some(request_id.into()),
             }
         } else {
             // reqwest's message names the URL (no credentials in it) and the cause.
@@ -489,6 +530,7 @@ impl Session {
                 path: path.to_owned(),
                 detail: excerpt(&detail, &self.secrets()),
                 mutating,
+                request_id: Some(request_id.into()),
             }
         }
     }
@@ -560,12 +602,17 @@ impl Session {
                 path: url_path(&self.cloud.auth_url),
                 detail: "token is not a valid header value".into(),
                 body: String::new(),
+                request_id: None,
             })?;
         auth.set_sensitive(true);
+        // Every call carries its own id; Nova logs it as the global request
+        // id beside its own (which it answers with).
+        let rid = new_request_id();
         let mut req = self
             .http
             .request(call.method.clone(), &url)
             .header(HeaderName::from_static("x-auth-token"), auth)
+            .header(REQUEST_ID, &rid)
             .headers(call.headers.clone());
         if let Some(body) = &call.body {
             req = req.json(body);
@@ -574,16 +621,27 @@ impl Session {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating))?;
+            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
         let status = resp.status();
+        let answered = answered_id(resp.headers());
         let body = resp
             .bytes()
             .await
-            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating))?;
-        tracing::debug!(call = call.name, method, path = %path, status = status.as_u16(), "openstack call");
+            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
+        tracing::debug!(
+            call = call.name,
+            method,
+            path = %path,
+            status = status.as_u16(),
+            request_id = %rid,
+            answered_request_id = answered.as_deref().unwrap_or(""),
+            "openstack call"
+        );
+        let rid = answered.unwrap_or(rid);
         if status.is_success() {
             return Ok(Ok(Answer {
                 body: body.to_vec(),
+                request_id: rid,
             }));
         }
         let mut secrets = self.secrets();
@@ -594,6 +652,7 @@ impl Session {
             path,
             status: status.as_u16(),
             body: excerpt(&String::from_utf8_lossy(&body), &secrets),
+            request_id: Some(rid.into()),
         };
         if status == StatusCode::UNAUTHORIZED {
             Ok(Err(err))
@@ -615,6 +674,7 @@ impl Session {
             path: call.path.clone(),
             detail: excerpt(&e.to_string(), &self.secrets()),
             body: excerpt(&String::from_utf8_lossy(&answer.body), &self.secrets()),
+            request_id: Some(answer.request_id.as_str().into()),
         })
     }
 

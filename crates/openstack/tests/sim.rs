@@ -634,3 +634,43 @@ async fn os_environment_variables_authenticate() {
     assert!(matches!(err, OpenStackError::NoEndpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("Mars"), "{err}");
 }
+
+/// Every call carries its own `X-OpenStack-Request-ID` (a `req-<uuid>`
+/// oslo.middleware accepts as a global request id), reads and writes,
+/// Keystone and Nova; an error names the id the cloud answered with, so an
+/// operator can find it in Nova's log.
+#[tokio::test]
+async fn every_call_sends_a_request_id_and_an_error_names_the_answered_one() {
+    let sim = start(SimConfig::default()).await;
+    let nova = nova(&sim).await;
+    nova.compute_services().await.unwrap();
+    let server = nova.servers_on_host("compute-1").await.unwrap().remove(0);
+    sim.add_fault(FaultRule::new("/action", FaultKind::Status { status: 409 }).method("POST"));
+    let err = nova.evacuate(&server.id, None).await.unwrap_err();
+    let seen = sim.seen();
+    assert!(seen.len() >= 4, "{seen:?}");
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &seen {
+        let id = s
+            .sent
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} {} sent no request id", s.method, s.path));
+        let uuid = id.strip_prefix("req-").expect("req-<uuid>");
+        assert_eq!(uuid.len(), 36, "{id}");
+        assert_eq!(uuid.as_bytes()[14], b'4', "a version-4 uuid: {id}");
+        assert!(ids.insert(id.to_owned()), "{id} sent twice");
+    }
+    assert!(seen.iter().any(|s| s.path.ends_with("/auth/tokens")));
+    let evacuate = seen.last().unwrap();
+    assert!(evacuate.path.ends_with("/action"), "{evacuate:?}");
+    assert_eq!(err.status(), Some(409));
+    assert_eq!(err.request_id(), Some(evacuate.answered.as_str()));
+    assert!(
+        err.to_string()
+            .ends_with(&format!(" (request id {})", evacuate.answered)),
+        "{err}"
+    );
+    // The mutating call's record carries it too.
+    let call = sim.calls().into_iter().last().unwrap();
+    assert_eq!(call.request_id, evacuate.sent);
+}

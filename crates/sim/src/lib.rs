@@ -283,7 +283,15 @@ impl SimHandle {
 
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
-        self.shared.lock().calls.clear();
+        let mut w = self.shared.lock();
+        w.calls.clear();
+        w.seen.clear();
+    }
+
+    /// Every Keystone and Nova request so far (reads too), with the
+    /// `X-OpenStack-Request-ID` the client sent and the one answered.
+    pub fn seen(&self) -> Vec<model::SeenRequest> {
+        self.shared.lock().seen.clone()
     }
 
     /// Adds a fault rule; returns its id.
@@ -430,12 +438,40 @@ fn redact(v: &mut Value) {
 }
 
 /// The middleware in front of Keystone and Nova: records mutating calls,
-/// then applies the first matching fault rule.
+/// then applies the first matching fault rule. Every answer carries an
+/// `x-openstack-request-id` (as Nova's and Keystone's do), and the
+/// client's own `X-OpenStack-Request-ID` is recorded with it.
 async fn record_and_inject(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if path.starts_with("/sim/") || path == "/sim" {
         return next.run(req).await;
     }
+    let sent = req
+        .headers()
+        .get("x-openstack-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answered = format!("req-{}", uuid::Uuid::new_v4());
+    sh.lock().seen.push(model::SeenRequest {
+        method: req.method().as_str().to_owned(),
+        path: path.clone(),
+        sent: sent.clone(),
+        answered: answered.clone(),
+    });
+    let mut resp = record_and_inject_inner(sh, req, next, sent).await;
+    if let Ok(v) = HeaderValue::from_str(&answered) {
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
+}
+
+async fn record_and_inject_inner(
+    sh: Arc<Shared>,
+    req: Request,
+    next: Next,
+    request_id: Option<String>,
+) -> Response {
+    let path = req.uri().path().to_owned();
     let method = req.method().as_str().to_owned();
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
@@ -469,6 +505,7 @@ async fn record_and_inject(State(sh): State<Arc<Shared>>, req: Request, next: Ne
                 path: path_q,
                 body,
                 time,
+                request_id,
             });
         }
         control::draw_fault(&mut w, &method, &path)

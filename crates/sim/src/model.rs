@@ -270,6 +270,24 @@ pub struct Call {
     pub body: serde_json::Value,
     /// When it arrived (sim wall clock, RFC 3339).
     pub time: DateTime<Utc>,
+    /// The `X-OpenStack-Request-ID` the client sent (its global request
+    /// id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One request as it reached the sim (reads too): what a client sent as
+/// its `X-OpenStack-Request-ID`, and the id the sim answered with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path (no query).
+    pub path: String,
+    /// The client's `X-OpenStack-Request-ID`, if any.
+    pub sent: Option<String>,
+    /// The `x-openstack-request-id` the sim answered with.
+    pub answered: String,
 }
 
 /// Errors of the Rust control methods (the same failures the control API
@@ -350,6 +368,8 @@ pub struct World {
     pub tokens: HashMap<String, Token>,
     /// The mutating calls received.
     pub calls: Vec<Call>,
+    /// Every request (reads too), with its request ids.
+    pub seen: Vec<SeenRequest>,
     /// Active fault rules.
     pub faults: Vec<FaultRule>,
     /// Next fault rule id.
@@ -399,6 +419,7 @@ impl World {
             app_creds: Vec::new(),
             tokens: HashMap::new(),
             calls: Vec::new(),
+            seen: Vec::new(),
             faults: Vec::new(),
             next_fault_id: 1,
             fail_evacuations: 0,
