@@ -1127,6 +1127,7 @@ mod tests {
                 project: None,
                 requested_at: None,
                 start_requested_at: None,
+                ..InstanceRecord::default()
             },
         );
         let text = render(&story.kv(&snap(&node_keys("True", 3, Some(&rec)))));

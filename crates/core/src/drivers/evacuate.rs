@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::capacity::Resources;
 use crate::drivers::fence::Fenced;
 use crate::types::NodeName;
 
 /// An instance (Nova server) as the recovery sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instance {
     /// Server uuid.
     pub id: String,
@@ -32,6 +33,12 @@ pub struct Instance {
     pub project_id: String,
     /// Server metadata (opt-out keys live here).
     pub metadata: BTreeMap<String, String>,
+    /// Boots from a volume (no image, a root volume attached): its root
+    /// disk survives an evacuation ([`crate::storage`]).
+    pub boot_from_volume: bool,
+    /// What its flavor takes in Placement; `None` when Nova did not say
+    /// (microversion below 2.47 does not embed the flavor).
+    pub resources: Option<Resources>,
 }
 
 /// Where an evacuated instance stands, as read back from Nova.

@@ -590,6 +590,7 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             project: Some(inst.project_id.clone()).filter(|n| !n.is_empty()),
             requested_at: None,
             start_requested_at: None,
+            ..InstanceRecord::default()
         };
         if inst.host != obs.node.as_str() {
             entry.state = InstanceState::Done;

@@ -349,6 +349,7 @@ impl EvacuateOrder {
                     user_id: i.owner.clone().unwrap_or_default(),
                     project_id: i.project.clone().unwrap_or_default(),
                     metadata: BTreeMap::new(),
+                    ..Instance::default()
                 })
             })
             .collect();

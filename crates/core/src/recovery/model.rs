@@ -416,6 +416,10 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
                             user_id: "u1".into(),
                             project_id: "p1".into(),
                             metadata: i.metadata.clone(),
+                            // Safe to move: the model is about the safety
+                            // rules, not storage (see crate::storage).
+                            boot_from_volume: true,
+                            resources: None,
                         })
                         .collect(),
                 )
@@ -658,6 +662,10 @@ pub fn run_script(h: &mut Harness, script: &str) {
                             user_id: "u1".into(),
                             project_id: "p1".into(),
                             metadata: i.metadata.clone(),
+                            // Safe to move: the model is about the safety
+                            // rules, not storage (see crate::storage).
+                            boot_from_volume: true,
+                            resources: None,
                         })
                         .collect(),
                 );
