@@ -13,6 +13,7 @@
 pub mod capacity;
 pub mod detect;
 pub mod drivers;
+pub mod evacuation;
 pub mod kv;
 pub mod record;
 pub mod recovery;

@@ -606,6 +606,7 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             entry.state = InstanceState::Skipped;
             entry.error = Some(format!("not opted in (metadata {key})"));
         }
+        crate::evacuation::annotate(policy, obs.flags.shared_storage, inst, &mut entry);
         rec.instances.insert(inst.id.clone(), entry);
     }
 }
@@ -732,13 +733,17 @@ fn evacuate_step(
         .filter(|i| i.state == InstanceState::Requested)
         .count();
     let slots = policy.concurrency.max(1).saturating_sub(in_flight);
-    let pending: Vec<String> = rec
-        .instances
-        .iter()
-        .filter(|(_, i)| i.state == InstanceState::Pending)
-        .map(|(id, _)| id.clone())
-        .take(slots)
-        .collect();
+    // Priority order; the HA node while they fit, else per the policy.
+    let batch = crate::evacuation::choose(policy, obs, &rec, slots);
+    let pending = batch.ids;
+    if pending.is_empty()
+        && in_flight == 0
+        && let Some(why) = batch.waiting
+    {
+        rec.last_error = Some(why);
+        let a = wait(WaitReason::NoRoom, policy.poll_interval, true);
+        return emit(policy, obs, orig, rec, a);
+    }
     if !pending.is_empty() {
         if let Some(ha) = rec.ha_node.clone() {
             match &obs.ha_service {
@@ -767,7 +772,11 @@ fn evacuate_step(
             if let Some(i) = rec.instances.get_mut(id) {
                 i.state = InstanceState::Requested;
                 i.requested_at = Some(now);
+                i.via_scheduler = rec.ha_node.is_some() && batch.scheduler.contains(id);
                 i.target = rec.ha_node.as_ref().map(|h| h.to_string());
+                if i.via_scheduler {
+                    i.target = None;
+                }
             }
         }
         let Some(order) = EvacuateOrder::new(&obs.node, &rec, &pending) else {

@@ -443,23 +443,22 @@ impl NodeRunner {
             },
             Action::Evacuate(order) => {
                 let fenced = order.fenced();
-                let target = order.target.clone();
                 let mut calls = tokio::task::JoinSet::new();
                 for inst in order.instances.clone() {
                     let ev = stages.evacuator.clone();
                     let fenced = fenced.clone();
-                    let target = target.clone();
+                    let target = order.target_for(&inst.id).cloned();
                     calls.spawn(async move {
                         let r = ev.evacuate(&fenced, &inst, target.as_ref()).await;
-                        (inst.id, r)
+                        let target_name = target.map_or("scheduler".to_owned(), |t| t.to_string());
+                        (inst.id, r.map(|()| target_name))
                     });
                 }
-                let target_name = target.as_ref().map_or("scheduler", |t| t.as_str());
                 // Every call of the batch runs to its end (destructive units).
                 while let Some(joined) = calls.join_next().await {
                     match joined {
-                        Ok((id, Ok(()))) => {
-                            info!(node = %node, stage = "evacuate", instance = %id, target = target_name, "evacuate call accepted");
+                        Ok((id, Ok(target))) => {
+                            info!(node = %node, stage = "evacuate", instance = %id, target, "evacuate call accepted");
                         }
                         Ok((id, Err(e))) => {
                             self.nova_error(&e);
