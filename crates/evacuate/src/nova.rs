@@ -299,6 +299,9 @@ mod tests {
                 message: m.into(),
                 code: Some(500),
             }),
+            image: None,
+            volumes_attached: Vec::new(),
+            flavor: None,
         }
     }
 

@@ -43,7 +43,9 @@ pub mod model;
 mod nova;
 
 pub use faults::{FaultKind, FaultRule};
-pub use model::{Call, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError, User};
+pub use model::{
+    Call, Flavor, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError, User,
+};
 
 use model::World;
 
@@ -274,6 +276,31 @@ impl SimHandle {
             return Err(SimError::UnknownHost(host.to_owned()));
         }
         Ok(w.add_server(name, host, user_id, project_id, metadata))
+    }
+
+    /// Adds an ACTIVE server on `host` with `flavor`, booted from a new
+    /// root volume when `boot_from_volume` (Nova then shows `"image": ""`
+    /// and the volume attached), else from the image.
+    pub fn add_server_with(
+        &self,
+        name: &str,
+        host: &str,
+        owner: (&str, &str),
+        metadata: std::collections::BTreeMap<String, String>,
+        flavor: Flavor,
+        boot_from_volume: bool,
+    ) -> Result<uuid::Uuid, SimError> {
+        let mut w = self.shared.lock();
+        if w.compute(host).is_none() {
+            return Err(SimError::UnknownHost(host.to_owned()));
+        }
+        let id = w.add_server(name, host, owner.0, owner.1, metadata);
+        let volume = boot_from_volume.then(|| w.rng.uuid());
+        if let Some(s) = w.server_mut(&id) {
+            s.flavor = flavor;
+            s.root_volume = volume;
+        }
+        Ok(id)
     }
 
     /// Every mutating call received so far (GET /sim/calls).

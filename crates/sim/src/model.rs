@@ -141,6 +141,60 @@ pub struct Server {
     pub created: DateTime<Utc>,
     /// Last update.
     pub updated: DateTime<Utc>,
+    /// Its flavor (embedded in the server from microversion 2.47).
+    pub flavor: Flavor,
+    /// The root volume's id when it boots from a volume (Nova then shows
+    /// `"image": ""` and the volume under
+    /// `os-extended-volumes:volumes_attached`); `None` = booted from the
+    /// image.
+    pub root_volume: Option<Uuid>,
+}
+
+/// A flavor, as a server embeds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flavor {
+    /// Its name (`original_name`).
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// RAM in MB.
+    pub ram: u64,
+    /// Root disk in GB.
+    pub disk: u64,
+    /// Ephemeral disk in GB.
+    pub ephemeral: u64,
+    /// Swap in MB.
+    pub swap: u64,
+}
+
+impl Flavor {
+    /// `m1.tiny`: 1 vCPU, 512 MB, 1 GB (every seeded server's).
+    pub fn tiny() -> Self {
+        Self::new("m1.tiny", 1, 512, 1)
+    }
+
+    /// A flavor without ephemeral disk or swap.
+    pub fn new(name: &str, vcpus: u64, ram: u64, disk: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            vcpus,
+            ram,
+            disk,
+            ephemeral: 0,
+            swap: 0,
+        }
+    }
+
+    /// What Placement allocates for it (`VCPU`, `MEMORY_MB`, `DISK_GB`);
+    /// no root disk when the server boots from a volume.
+    pub fn usage(&self, boot_from_volume: bool) -> [u64; 3] {
+        let root = if boot_from_volume { 0 } else { self.disk };
+        [
+            self.vcpus,
+            self.ram,
+            root + self.ephemeral + self.swap.div_ceil(1024),
+        ]
+    }
 }
 
 /// One Nova migration record (evacuations only, in this sim).
@@ -596,6 +650,8 @@ impl World {
             locked_reason: None,
             created,
             updated: created,
+            flavor: Flavor::tiny(),
+            root_volume: None,
         });
         id
     }
