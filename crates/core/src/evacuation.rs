@@ -157,7 +157,12 @@ mod tests {
     fn annotate_records_class_resources_priority_and_skips_local() {
         let p = policy();
         let mut e = InstanceRecord::default();
-        annotate(&p, None, &inst("a", true, &[("novaha_priority", "7")]), &mut e);
+        annotate(
+            &p,
+            None,
+            &inst("a", true, &[("novaha_priority", "7")]),
+            &mut e,
+        );
         assert_eq!(e.storage, Some(StorageClass::Volume));
         assert_eq!(e.state, InstanceState::Pending);
         assert_eq!(e.priority, 7);
@@ -169,7 +174,12 @@ mod tests {
         assert_eq!(e.state, InstanceState::Pending);
 
         let mut e = InstanceRecord::default();
-        annotate(&p, None, &inst("c", false, &[("novaha_priority", "x")]), &mut e);
+        annotate(
+            &p,
+            None,
+            &inst("c", false, &[("novaha_priority", "x")]),
+            &mut e,
+        );
         assert_eq!(e.storage, Some(StorageClass::Local));
         assert_eq!(e.state, InstanceState::Skipped);
         assert!(e.error.as_deref().unwrap_or("").contains("local storage"));
@@ -177,8 +187,16 @@ mod tests {
 
         // Opted in, or rebuild policy: evacuated, still recorded local.
         let mut e = InstanceRecord::default();
-        annotate(&p, None, &inst("d", false, &[("novaha_rebuild_ok", "true")]), &mut e);
-        assert_eq!((e.storage, e.state), (Some(StorageClass::Local), InstanceState::Pending));
+        annotate(
+            &p,
+            None,
+            &inst("d", false, &[("novaha_rebuild_ok", "true")]),
+            &mut e,
+        );
+        assert_eq!(
+            (e.storage, e.state),
+            (Some(StorageClass::Local), InstanceState::Pending)
+        );
         let mut rebuild = policy();
         rebuild.storage.local = LocalStorage::Rebuild;
         let mut e = InstanceRecord::default();
@@ -275,12 +293,8 @@ mod tests {
         let i0 = rec.instances.get_mut("i0").expect("i0");
         i0.via_scheduler = false;
         let mut o = obs(2048);
-        o.progress.insert(
-            "i0".into(),
-            InstanceProgress::Failed {
-                reason: "x".into(),
-            },
-        );
+        o.progress
+            .insert("i0".into(), InstanceProgress::Failed { reason: "x".into() });
         assert_eq!(choose(&policy(), &o, &rec, 8).ids, ["i1", "i2"]);
     }
 

@@ -605,8 +605,14 @@ mod tests {
         assert_eq!(get("c3"), Some(None), "empty = no override");
         assert_eq!(get("c5"), Some(None), "absent = no override");
         let c4 = &st.compute_nodes[&NodeName::from("c4")];
-        assert!(c4.has_invalid(), "an unparsable override holds the node back");
-        assert_eq!(c4.invalid[0].key, "p/compute_nodes/c4/config/shared_storage");
+        assert!(
+            c4.has_invalid(),
+            "an unparsable override holds the node back"
+        );
+        assert_eq!(
+            c4.invalid[0].key,
+            "p/compute_nodes/c4/config/shared_storage"
+        );
     }
 
     fn snap(pairs: &[(&str, &[u8])]) -> Snapshot {

@@ -236,7 +236,11 @@ mod tests {
         assert!(s.validate().is_empty());
         let mut p = Policy::default();
         s.apply(&mut p);
-        assert_eq!(p, Policy::default(), "the section's defaults are the policy's");
+        assert_eq!(
+            p,
+            Policy::default(),
+            "the section's defaults are the policy's"
+        );
         assert_eq!(s.capacity_interval, Duration::from_secs(60));
     }
 

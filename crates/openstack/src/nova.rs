@@ -836,7 +836,11 @@ mod tests {
         let i = bfv.to_instance();
         assert!(i.boot_from_volume);
         let r = i.resources.expect("embedded flavor");
-        assert_eq!((r.vcpus, r.memory_mb, r.disk_gb), (2, 2048, 1), "no root disk");
+        assert_eq!(
+            (r.vcpus, r.memory_mb, r.disk_gb),
+            (2, 2048, 1),
+            "no root disk"
+        );
         let image: Server = serde_json::from_str(
             r#"{"id": "u2", "status": "ACTIVE",
                 "image": {"id": "img", "links": []},

@@ -491,7 +491,10 @@ fn server_value(w: &World, base: &str, s: &Server, mv: Microversion) -> Value {
     };
     // Booted from a volume: Nova shows an empty image and the root volume.
     let (image, volumes) = match s.root_volume {
-        Some(v) => (json!(""), json!([{"id": v.to_string(), "delete_on_termination": false}])),
+        Some(v) => (
+            json!(""),
+            json!([{"id": v.to_string(), "delete_on_termination": false}]),
+        ),
         None => (
             json!({"id": "70a599e0-31e7-49b7-b260-868f441e862b",
                    "links": [{"rel": "bookmark",

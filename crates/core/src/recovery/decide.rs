@@ -821,6 +821,7 @@ fn report(obs: &Observation, rec: &RecoveryRecord) -> IncidentReport {
                 error: i.error.clone(),
                 owner: i.owner.clone(),
                 project: i.project.clone(),
+                storage: i.storage,
             })
             .collect(),
     }
