@@ -40,6 +40,9 @@ struct Settings {
     recovery: String,
     /// `[[notify]]` sections (none by default).
     notify: String,
+    /// Extra `[evacuate]` keys (by default the sim's image-backed instances
+    /// are declared on shared storage, so they move).
+    evacuate: String,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             monitor: String::new(),
             recovery: String::new(),
             notify: String::new(),
+            evacuate: "shared_storage = true\n".to_owned(),
         }
     }
 }
@@ -133,13 +137,14 @@ allow_noop = true
 concurrency = {concurrency}
 poll_interval = "300ms"
 timeout = "60s"
-
+{evacuate}
 [recovery]
 backoff_initial = "500ms"
 backoff_max = "2s"
 {recovery}
 {notify}"#,
             concurrency = s.concurrency,
+            evacuate = s.evacuate,
             recovery = s.recovery,
             notify = s.notify,
         );
@@ -898,4 +903,142 @@ fn a_reset_node_that_never_comes_up_is_recovered_after_the_reset_grace() {
         phase(&s["compute_nodes"]["compute-1"]) == Some("done")
     });
     assert_eq!(c.count_in_logs("node fenced"), 2, "{}", c.logs());
+}
+
+/// Storage classes end to end (docs/recovery.md, "Storage classes"): a failed
+/// host declared shared in the K/V tree, with one boot-from-volume instance,
+/// one image-backed (shared) and one whose metadata says its disk is local.
+/// Under the default `local_storage = "skip"` the first two are evacuated
+/// once each and the local one is `skipped` with its reason, never sent;
+/// `novaha status` shows each class, and the owner's mail (a real SMTP
+/// server) says which moved and that the local one needs a human.
+#[test]
+fn a_local_instance_is_skipped_with_its_reason_and_the_owner_is_told() {
+    use novaha_sim::Flavor;
+    use novaha_testkit::smtp::{SmtpOptions, SmtpServer};
+
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let notify = format!(
+        "[[notify]]\ndriver = \"email\"\nsmtp_url = \"{}?tls=none\"\n\
+         from = \"novaha@example.org\"\nadmins = [\"ops@example.org\"]\ntimeout = \"5s\"\n",
+        smtp.url()
+    );
+    let c = Cluster::start(
+        "r-storage",
+        sim_config(2, 0, 1, Duration::from_millis(500)),
+        Settings {
+            notify,
+            // Nothing shared by default: compute-1 declares it in the tree.
+            evacuate: "shared_storage = false\n".to_owned(),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.agent.kv_put(
+        &format!("{}/compute_nodes/compute-1/config/shared_storage", c.prefix),
+        b"True",
+    );
+    let owner = c
+        .sim()
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
+    let project = owner.default_project_id.clone().unwrap();
+    let add = |name: &str, bfv: bool, md: &[(&str, &str)]| {
+        c.sim()
+            .add_server_with(
+                name,
+                "compute-1",
+                (&owner.id, &project),
+                md.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                Flavor::new("m1.small", 1, 1024, 10),
+                bfv,
+            )
+            .unwrap()
+            .to_string()
+    };
+    let vol = add("db-volume", true, &[]);
+    let shared = add("web-shared", false, &[]);
+    let local = add("cache-local", false, &[("novaha_storage", "local")]);
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    let s = c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+
+    let rec = c.record("compute-1").unwrap();
+    let i = |id: &str| rec["instances"][id].clone();
+    assert_eq!(i(&vol)["storage"], "volume", "{rec:#}");
+    assert_eq!(i(&vol)["state"], "done", "{rec:#}");
+    assert_eq!(i(&vol)["target"], "ha-1", "{rec:#}");
+    assert_eq!(i(&shared)["storage"], "shared", "{rec:#}");
+    assert_eq!(i(&shared)["state"], "done", "{rec:#}");
+    assert_eq!(i(&local)["storage"], "local", "{rec:#}");
+    assert_eq!(i(&local)["state"], "skipped", "{rec:#}");
+    let why = i(&local)["error"].as_str().unwrap().to_owned();
+    assert!(
+        why.contains("local storage") && why.contains("needs a human"),
+        "{why}"
+    );
+    // Sent exactly once each; the local one never.
+    let calls = c.evacuate_calls();
+    assert_eq!(calls.get(&vol), Some(&1), "{calls:?}");
+    assert_eq!(calls.get(&shared), Some(&1), "{calls:?}");
+    assert_eq!(calls.get(&local), None, "{calls:?}");
+    assert_eq!(c.server_ids_on("compute-1"), vec![local.clone()]);
+    // `novaha status` shows each instance's class.
+    let st = &s["compute_nodes"]["compute-1"]["instances"];
+    assert_eq!(st[&local]["storage"], "local", "{st:#}");
+    assert_eq!(st[&vol]["storage"], "volume", "{st:#}");
+    let text = String::from_utf8(c.cli().run(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "instance cache-local ({local}): skipped, storage local"
+        )),
+        "{text}"
+    );
+
+    // The admin summary and the owner's message.
+    let msgs = smtp.wait_for_messages(2, Duration::from_secs(30));
+    let mine: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r == "user-1@example.org"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{msgs:#?}");
+    let body = mine[0].text.clone().unwrap_or_default();
+    for needle in [
+        "db-volume",
+        "web-shared",
+        "moved to ha-1",
+        "Not moved (each needs a human):",
+        &format!("cache-local ({local}): root disk on the failed host's local storage"),
+        "needs a human",
+    ] {
+        assert!(
+            body.contains(needle),
+            "owner mail lacks {needle:?}:\n{body}"
+        );
+    }
+    assert!(!body.contains("rebuilt from its image"), "{body}");
+    assert!(
+        mine[0].subject.contains("1 not moved"),
+        "{}",
+        mine[0].subject
+    );
+    let admin: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r == "ops@example.org"))
+        .collect();
+    assert_eq!(admin.len(), 1, "{msgs:#?}");
+    assert!(
+        admin[0].subject.contains("1 skipped"),
+        "{}",
+        admin[0].subject
+    );
 }

@@ -209,6 +209,8 @@ target = "ha_node"
 concurrency = {concurrency}
 poll_interval = "500ms"
 timeout = "3m"
+# The fake driver's instances are image-backed: declared shared so they move.
+shared_storage = true
 
 [recovery]
 backoff_initial = "500ms"

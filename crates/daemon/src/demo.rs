@@ -358,6 +358,9 @@ allow_noop = true
 [evacuate]
 target = "ha_node"
 poll_interval = "500ms"
+# The demo cloud's instances are image-backed; their disks are declared to be
+# on storage every compute shares, so they keep them when evacuated.
+shared_storage = true
 
 [[notify]]
 driver = "log"

@@ -45,6 +45,28 @@ pub fn document(
                 Ok(None) => (Value::Null, Value::Null, Value::Null),
                 Err(bad) => (invalid(bad), Value::Null, Value::Null),
             };
+            // Each instance of a recovery: where it stands, where its disk
+            // lives (what evacuating it risks), where it went.
+            let instances: serde_json::Map<String, Value> = match &n.recovery.value {
+                Ok(Some(r)) => r
+                    .instances
+                    .iter()
+                    .map(|(id, i)| {
+                        (
+                            id.clone(),
+                            json!({
+                                "name": i.name,
+                                "state": i.state,
+                                "storage": i.storage,
+                                "target": i.target,
+                                "via_scheduler": i.via_scheduler,
+                                "error": i.error,
+                            }),
+                        )
+                    })
+                    .collect(),
+                _ => serde_json::Map::new(),
+            };
             (
                 n.name.to_string(),
                 json!({
@@ -56,6 +78,7 @@ pub fn document(
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
+                    "instances": instances,
                     "invalid": n.invalid.iter().map(|b| json!({
                         "key": b.key, "raw": b.raw, "reason": b.reason
                     })).collect::<Vec<_>>(),
@@ -203,6 +226,44 @@ impl Table {
     }
 }
 
+/// One instance of a recovery as a note line: name, state, storage class
+/// and what happened (`local` and done = rebuilt, its disk lost).
+fn instance_note(id: &str, i: &Value) -> (String, Tone) {
+    let name = i["name"].as_str().unwrap_or(id);
+    let state = i["state"].as_str().unwrap_or("?");
+    let storage = i["storage"].as_str().unwrap_or("unknown");
+    let mut line = format!("instance {name} ({id}): {state}, storage {storage}");
+    let target = i["target"].as_str();
+    let tone = match state {
+        "done" => {
+            if let Some(t) = target {
+                line.push_str(&format!(" -> {t}"));
+            }
+            if storage == "local" {
+                line.push_str(" (rebuilt from image: root disk data lost)");
+                Tone::Warn
+            } else {
+                Tone::Good
+            }
+        }
+        "error" | "skipped" => Tone::Bad,
+        _ => {
+            match target {
+                Some(t) => line.push_str(&format!(" -> {t}")),
+                None if i["via_scheduler"].as_bool() == Some(true) || state == "requested" => {
+                    line.push_str(" -> scheduler")
+                }
+                None => {}
+            }
+            Tone::Warn
+        }
+    };
+    if let Some(e) = i["error"].as_str() {
+        line.push_str(&format!(": {e}"));
+    }
+    (line, tone)
+}
+
 /// Renders the document as text for people, without colour.
 pub fn text(doc: &Value) -> String {
     table(doc, false)
@@ -281,6 +342,9 @@ pub fn table(doc: &Value, colour: bool) -> String {
             }
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
+            }
+            for (id, i) in n["instances"].as_object().into_iter().flatten() {
+                notes.push(instance_note(id, i));
             }
             for bad in n["invalid"].as_array().into_iter().flatten() {
                 notes.push((
@@ -403,6 +467,30 @@ mod tests {
             },
             "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
         })
+    }
+
+    #[test]
+    fn each_instance_of_a_recovery_shows_its_storage_class_and_fate() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["instances"] = json!({
+            "u1": {"name": "db", "state": "done", "storage": "volume", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u2": {"name": "cache", "state": "done", "storage": "local", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u3": {"name": null, "state": "skipped", "storage": "local", "target": null,
+                   "via_scheduler": false, "error": "root disk on local storage"},
+            "u4": {"name": "web", "state": "requested", "storage": "shared", "target": null,
+                   "via_scheduler": true, "error": null},
+        });
+        let out = table(&d, false);
+        for needle in [
+            "instance db (u1): done, storage volume -> ha-1\n",
+            "instance cache (u2): done, storage local -> ha-1 (rebuilt from image: root disk data lost)",
+            "instance u3 (u3): skipped, storage local: root disk on local storage",
+            "instance web (u4): requested, storage shared -> scheduler",
+        ] {
+            assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
+        }
     }
 
     #[test]
