@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::capacity::Resources;
+use crate::capacity::{HostCapacity, Resources};
 use crate::drivers::fence::Fenced;
 use crate::types::NodeName;
 
@@ -127,6 +127,16 @@ pub trait Evacuator: Send + Sync {
     /// a server that is already ACTIVE counts as started. Not retried
     /// inside; not cancel-safe.
     async fn start(&self, instance_id: &str) -> Result<(), EvacuateError>;
+
+    /// The room on `host` as Placement reports it (inventories and the
+    /// allocations on it by consumer), so that only what fits is sent there
+    /// ([`crate::evacuation::choose`]). `Ok(None)` when the cloud has no
+    /// Placement or no provider for the host: evacuations then go unchecked.
+    /// Read-only, cancel-safe. The default knows nothing.
+    async fn capacity(&self, host: &NodeName) -> Result<Option<HostCapacity>, EvacuateError> {
+        let _ = host;
+        Ok(None)
+    }
 
     /// The administrator's reset, Nova half
     /// ([`crate::recovery::Action::RestoreService`]): clears `node`'s

@@ -242,6 +242,23 @@ impl NodeRunner {
                 .and_then(|r| r.ha_node.as_ref())
                 .and_then(|ha| self.service(&view, ha));
             self.results.fold_into(&mut obs);
+            if let Some(rec) = &record
+                && let Some(ha) = &rec.ha_node
+                && self.sends_next(rec)
+            {
+                obs.ha_capacity = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                    c = self.ctx.stages.evacuator.capacity(ha) => match c {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.nova_error(&e);
+                            warn!(node = %self.node, ha_node = %ha, error = %e, "reading the HA node's capacity failed: sending unchecked");
+                            None
+                        }
+                    },
+                };
+            }
             let policy = &self.ctx.stages.policy;
             let d = decide(policy, record.as_ref(), &obs, Utc::now());
             if !d.ops.is_empty() {
@@ -276,6 +293,20 @@ impl NodeRunner {
                 Flow::Continue => {}
                 Flow::End(o) => return o,
             }
+        }
+    }
+
+    /// True when the next decision may send evacuations, so the claimed HA
+    /// node's room is read first: instances still pending, or the listing
+    /// just made (it is folded and sent in the same decision).
+    fn sends_next(&self, rec: &RecoveryRecord) -> bool {
+        match rec.phase {
+            Phase::Evacuating => rec
+                .instances
+                .values()
+                .any(|i| i.state == InstanceState::Pending),
+            Phase::ForcedDown => self.results.instances.is_some(),
+            _ => false,
         }
     }
 
