@@ -197,6 +197,48 @@ impl Flavor {
     }
 }
 
+/// One resource class of a host's Placement inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Inventory {
+    /// `total`.
+    pub total: u64,
+    /// `reserved`.
+    pub reserved: u64,
+    /// `allocation_ratio`.
+    pub allocation_ratio: f64,
+    /// `max_unit`.
+    pub max_unit: u64,
+}
+
+/// The resource classes the sim's providers have, in Placement's names.
+pub const RESOURCE_CLASSES: [&str; 3] = ["VCPU", "MEMORY_MB", "DISK_GB"];
+
+/// A host's default inventory: the hypervisor's 64 vCPUs, 256 GiB and
+/// 2000 GB with Nova's initial allocation ratios (16, 1.5, 1) and 512 MB
+/// of memory reserved for the host.
+pub fn default_inventory() -> [Inventory; 3] {
+    [
+        Inventory {
+            total: 64,
+            reserved: 0,
+            allocation_ratio: 16.0,
+            max_unit: 64,
+        },
+        Inventory {
+            total: 262_144,
+            reserved: 512,
+            allocation_ratio: 1.5,
+            max_unit: 262_144,
+        },
+        Inventory {
+            total: 2000,
+            reserved: 0,
+            allocation_ratio: 1.0,
+            max_unit: 2000,
+        },
+    ]
+}
+
 /// One Nova migration record (evacuations only, in this sim).
 #[derive(Debug, Clone, Serialize)]
 pub struct Migration {
@@ -411,6 +453,10 @@ pub struct World {
     /// Fail the next N evacuations (migration error) regardless of target.
     pub fail_evacuations: u32,
     next_service_id: u32,
+    /// Placement inventories changed from [`default_inventory`], by host.
+    pub inventories: HashMap<String, [Inventory; 3]>,
+    /// Placement provider generations (bumped by each inventory write).
+    pub generations: HashMap<String, u64>,
 }
 
 /// Keystone's id of the `Default` domain.
@@ -457,6 +503,8 @@ impl World {
             next_fault_id: 1,
             fail_evacuations: 0,
             next_service_id: 1,
+            inventories: HashMap::new(),
+            generations: HashMap::new(),
         };
         w.seed_identity(cfg);
         w.add_service("nova-scheduler", "controller", "internal", false);
@@ -909,6 +957,32 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// The Placement inventory of `host` (VCPU, MEMORY_MB, DISK_GB).
+    pub fn inventory(&self, host: &str) -> [Inventory; 3] {
+        self.inventories
+            .get(host)
+            .copied()
+            .unwrap_or_else(default_inventory)
+    }
+
+    /// The Placement allocations on `host`'s provider, by server: every
+    /// server on the host, plus each evacuation in flight to it (Nova
+    /// claims the destination when it accepts the evacuation).
+    pub fn allocations_on(&self, host: &str) -> Vec<(Uuid, [u64; 3])> {
+        let mut out: Vec<(Uuid, [u64; 3])> = self
+            .servers
+            .iter()
+            .filter(|s| s.host == host)
+            .map(|s| (s.id, s.flavor.usage(s.root_volume.is_some())))
+            .collect();
+        for p in self.pending.iter().filter(|p| p.target == host) {
+            if let Some(s) = self.server(&p.server) {
+                out.push((s.id, s.flavor.usage(s.root_volume.is_some())));
+            }
+        }
+        out
     }
 
     /// The user by id.
