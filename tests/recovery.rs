@@ -1042,3 +1042,164 @@ fn a_local_instance_is_skipped_with_its_reason_and_the_owner_is_told() {
         admin[0].subject
     );
 }
+
+/// Capacity from Placement (docs/recovery.md, "Capacity"): the spare's
+/// inventory fits 2 of the 3 instances (3 GB of its 8 GB memory reserved,
+/// 2 GB each). The two of highest `novaha_priority` go to the spare; the
+/// third goes through the scheduler under `ha_node_then_scheduler`, or waits
+/// with an alert under `ha_node` (never sent, never ERROR) until the
+/// operator frees room, then lands on the spare. One evacuation each.
+fn capacity_case(prefix: &str, target: &str) -> (Cluster, [String; 3]) {
+    use novaha_sim::{Flavor, Inventory};
+    let c = Cluster::start(
+        prefix,
+        sim_config(2, 0, 1, Duration::from_millis(500)),
+        Settings {
+            evacuate: format!("target = \"{target}\"\n"),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.sim()
+        .set_inventory(
+            "ha-1",
+            "MEMORY_MB",
+            Inventory {
+                total: 8192,
+                reserved: 3072,
+                allocation_ratio: 1.0,
+                max_unit: 8192,
+            },
+        )
+        .unwrap();
+    let owner = c
+        .sim()
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
+    let project = owner.default_project_id.clone().unwrap();
+    let add = |name: &str, prio: Option<&str>| {
+        let md = prio
+            .map(|p| ("novaha_priority".to_owned(), p.to_owned()))
+            .into_iter()
+            .collect();
+        c.sim()
+            .add_server_with(
+                name,
+                "compute-1",
+                (&owner.id, &project),
+                md,
+                Flavor::new("m1.medium", 1, 2048, 10),
+                true,
+            )
+            .unwrap()
+            .to_string()
+    };
+    // Created low priority first, so the order is the priority's doing.
+    let low = add("low", None);
+    let mid = add("mid", Some("5"));
+    let high = add("high", Some("10"));
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    (c, [high, mid, low])
+}
+
+#[test]
+fn a_spare_that_fits_two_of_three_sends_the_third_through_the_scheduler() {
+    let (c, [high, mid, low]) = capacity_case("r-cap-sched", "ha_node_then_scheduler");
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    let rec = c.record("compute-1").unwrap();
+    for id in [&high, &mid, &low] {
+        assert_eq!(rec["instances"][id]["state"], "done", "{rec:#}");
+    }
+    let on_ha = c.server_ids_on("ha-1");
+    assert!(on_ha.contains(&high) && on_ha.contains(&mid), "{on_ha:?}");
+    assert_eq!(c.server_ids_on("compute-2"), vec![low.clone()]);
+    assert_eq!(rec["instances"][&low]["via_scheduler"], true, "{rec:#}");
+    assert_eq!(rec["instances"][&low]["target"], "compute-2", "{rec:#}");
+    for s in c.sim().servers() {
+        assert_eq!(s.status, "ACTIVE", "{s:?}");
+    }
+    let calls = c.evacuate_calls();
+    for id in [&high, &mid, &low] {
+        assert_eq!(calls.get(id), Some(&1), "{calls:?}");
+    }
+    // The third call named no host: the scheduler chose.
+    let sched = c
+        .sim()
+        .calls()
+        .into_iter()
+        .find(|x| x.path.contains(&low) && x.body.get("evacuate").is_some())
+        .unwrap();
+    assert!(sched.body["evacuate"].get("host").is_none(), "{sched:?}");
+}
+
+#[test]
+fn a_spare_that_fits_two_of_three_makes_the_third_wait_with_an_alert_under_ha_node() {
+    let (c, [high, mid, low]) = capacity_case("r-cap-wait", "ha_node");
+    let s = c.wait("two landed, one waiting", Duration::from_secs(60), |s| {
+        let n = &s["compute_nodes"]["compute-1"];
+        n["instances"][&high]["state"] == "done"
+            && n["instances"][&mid]["state"] == "done"
+            && n["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no room on ha-1"))
+    });
+    let n = &s["compute_nodes"]["compute-1"];
+    assert_eq!(n["phase"], "evacuating", "{n:#}");
+    assert_eq!(n["instances"][&low]["state"], "pending", "{n:#}");
+    let why = n["last_error"].as_str().unwrap();
+    assert!(why.starts_with(&format!("{low}: no room on ha-1")), "{why}");
+    assert!(
+        c.daemons[0].wait_log("no-room-on-ha-node", 1, Duration::from_secs(10)),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.logs()
+            .contains("recovery waiting: an operator may need to act"),
+        "the wait alerts: {}",
+        c.logs()
+    );
+    // Never sent, never ERROR: still on the dead host as it was.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.evacuate_calls().get(&low), None);
+    let srv = c
+        .sim()
+        .servers()
+        .into_iter()
+        .find(|s| s.id.to_string() == low)
+        .unwrap();
+    assert_eq!(
+        (srv.host.as_str(), srv.status.as_str()),
+        ("compute-1", "ACTIVE")
+    );
+
+    // The operator frees room on the spare: the third lands there.
+    c.sim()
+        .set_inventory(
+            "ha-1",
+            "MEMORY_MB",
+            novaha_sim::Inventory {
+                total: 8192,
+                reserved: 0,
+                allocation_ratio: 1.0,
+                max_unit: 8192,
+            },
+        )
+        .unwrap();
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    assert_eq!(c.server_ids_on("ha-1").len(), 3);
+    let calls = c.evacuate_calls();
+    for id in [&high, &mid, &low] {
+        assert_eq!(calls.get(id), Some(&1), "{calls:?}");
+    }
+}

@@ -673,16 +673,38 @@ async fn placement_reads_providers_inventories_allocations_and_follows_evacuatio
     assert_eq!((mem.total, mem.reserved), (262_144, 512));
     assert_eq!(mem.allocation_ratio, 1.5);
 
-    let user = sim.users().into_iter().find(|u| u.name == "user-1").unwrap();
+    let user = sim
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
     let project = user.default_project_id.clone().unwrap();
     let flavor = novaha_sim::Flavor::new("m1.small", 2, 2048, 20);
     let vol = sim
-        .add_server_with("v", "compute-1", (&user.id, &project), Default::default(), flavor.clone(), true)
+        .add_server_with(
+            "v",
+            "compute-1",
+            (&user.id, &project),
+            Default::default(),
+            flavor.clone(),
+            true,
+        )
         .unwrap();
     let img = sim
-        .add_server_with("i", "compute-1", (&user.id, &project), Default::default(), flavor, false)
+        .add_server_with(
+            "i",
+            "compute-1",
+            (&user.id, &project),
+            Default::default(),
+            flavor,
+            false,
+        )
         .unwrap();
-    let c1 = placement.provider_named("compute-1").await.unwrap().unwrap();
+    let c1 = placement
+        .provider_named("compute-1")
+        .await
+        .unwrap()
+        .unwrap();
     let allocs = placement.allocations(&c1.uuid).await.unwrap();
     let r = |disk| Resources {
         vcpus: 2,
@@ -696,11 +718,7 @@ async fn placement_reads_providers_inventories_allocations_and_follows_evacuatio
     let servers = nova.servers_on_host("compute-1").await.unwrap();
     let by_id = |id: &dyn std::fmt::Display| {
         let id = id.to_string();
-        servers
-            .iter()
-            .find(|s| s.id == id)
-            .unwrap()
-            .to_instance()
+        servers.iter().find(|s| s.id == id).unwrap().to_instance()
     };
     assert!(by_id(&vol).boot_from_volume);
     assert_eq!(by_id(&vol).resources, Some(r(0)));

@@ -46,8 +46,7 @@ mod placement;
 
 pub use faults::{FaultKind, FaultRule};
 pub use model::{
-    Call, Flavor, Inventory, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError,
-    User,
+    Call, Flavor, Inventory, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError, User,
 };
 
 use model::World;

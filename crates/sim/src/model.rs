@@ -869,10 +869,29 @@ impl World {
         self.server_idx.get(id).copied()
     }
 
+    /// True when `usage` fits in `host`'s Placement room: per class,
+    /// `(total - reserved) * ratio - allocated`, and at most `max_unit`.
+    pub fn fits(&self, host: &str, usage: [u64; 3]) -> bool {
+        let inv = self.inventory(host);
+        let mut used = [0u64; 3];
+        for (_, r) in self.allocations_on(host) {
+            for k in 0..3 {
+                used[k] += r[k];
+            }
+        }
+        (0..3).all(|k| {
+            let cap = (inv[k].total.saturating_sub(inv[k].reserved) as f64
+                * inv[k].allocation_ratio)
+                .floor() as u64;
+            usage[k] <= inv[k].max_unit && used[k] + usage[k] <= cap
+        })
+    }
+
     /// The scheduler's choice of an evacuation target: an enabled, up,
-    /// not forced-down compute host other than `source`, with the fewest
-    /// servers (ties broken by name, so the choice is deterministic).
-    pub fn schedule(&self, source: &str) -> Option<String> {
+    /// not forced-down compute host other than `source` with room for
+    /// `usage` in Placement, with the fewest servers (ties broken by name,
+    /// so the choice is deterministic).
+    pub fn schedule(&self, source: &str, usage: [u64; 3]) -> Option<String> {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for s in &self.servers {
             *counts.entry(s.host.as_str()).or_default() += 1;
@@ -881,6 +900,7 @@ impl World {
             .iter()
             .filter(|s| s.binary == "nova-compute" && s.host != source)
             .filter(|s| !s.disabled && !s.forced_down && self.heartbeat_up(s))
+            .filter(|s| self.fits(&s.host, usage))
             .min_by(|a, b| {
                 let ca = counts.get(a.host.as_str()).copied().unwrap_or(0);
                 let cb = counts.get(b.host.as_str()).copied().unwrap_or(0);
@@ -891,7 +911,8 @@ impl World {
 
     /// Starts an evacuation of `server` (already validated by the API):
     /// REBUILD/rebuilding now, a migration `accepted`, landing after
-    /// evacuate_delay. `target` None and no schedulable host: the
+    /// evacuate_delay. A named `target` without room for the server in
+    /// Placement, or `None` and no schedulable host with room: the
     /// migration errors at once and the server goes ERROR (NoValidHost).
     pub fn start_evacuation(
         &mut self,
@@ -906,7 +927,13 @@ impl World {
             .server(&server)
             .ok_or_else(|| SimError::UnknownServer(server.to_string()))?
             .clone();
-        let chosen = target.or_else(|| self.schedule(&s.host));
+        let usage = s.flavor.usage(s.root_volume.is_some());
+        // Nova's conductor checks a named host through the scheduler too: a
+        // host without room is NoValidHost (the server goes ERROR).
+        let chosen = match target {
+            Some(t) => Some(t).filter(|t| self.fits(t, usage)),
+            None => self.schedule(&s.host, usage),
+        };
         let fail = if self.fail_evacuations > 0 {
             self.fail_evacuations -= 1;
             Some("injected evacuation failure".to_owned())
@@ -1086,6 +1113,37 @@ mod tests {
             ("ACTIVE", "compute-2")
         );
         assert_eq!(w.migrations[0].status, "done");
+    }
+
+    #[tokio::test]
+    async fn a_named_host_without_room_is_no_valid_host_and_the_scheduler_skips_full_hosts() {
+        let mut w = World::new(&cfg());
+        let full = Inventory {
+            total: 1024,
+            reserved: 1024,
+            allocation_ratio: 1.0,
+            max_unit: 1024,
+        };
+        let mut inv = w.inventory("compute-2");
+        inv[1] = full;
+        w.inventories.insert("compute-2".into(), inv);
+        w.inventories.insert("ha-1".into(), inv);
+        let id = w.servers[0].id;
+        w.start_evacuation(id, Some("compute-2".into()), false, "u")
+            .expect("evacuate");
+        assert_eq!(w.server(&id).expect("server").status, "ERROR");
+        assert_eq!(w.migrations[0].status, "error");
+        // No host with room at all: the scheduler finds none either.
+        let other = w.servers[1].id;
+        w.start_evacuation(other, None, false, "u")
+            .expect("evacuate");
+        assert_eq!(w.server(&other).expect("server").status, "ERROR");
+        assert_eq!(w.schedule("compute-1", [1, 512, 1]), None);
+        w.inventories.remove("compute-2");
+        assert_eq!(
+            w.schedule("compute-1", [1, 512, 1]).as_deref(),
+            Some("compute-2")
+        );
     }
 
     #[test]
