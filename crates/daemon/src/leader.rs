@@ -84,6 +84,11 @@ pub struct CycleReport {
     /// Nova could not be read: nothing was judged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nova_unreachable: bool,
+    /// The last failures-tolerated figure by availability zone (`""` = no
+    /// zone), read every `[evacuate] capacity_interval`; absent until read
+    /// or without Placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's recovery work of one tenure (one lease).
@@ -114,6 +119,9 @@ struct Recovery {
     /// Recovery tasks that ended, with how (for `run --once`).
     outcomes: Vec<(NodeName, Outcome)>,
     last: Option<(Vec<NodeName>, bool, bool)>,
+    /// When the failures-tolerated figure was last read, and the figure.
+    capacity_at: Option<Instant>,
+    tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's state across cycles of one or more tenures.
@@ -223,6 +231,8 @@ impl LeaderCycle {
             plans: Vec::new(),
             outcomes: Vec::new(),
             last: None,
+            capacity_at: None,
+            tolerated: None,
         });
         self
     }
@@ -364,6 +374,7 @@ impl LeaderCycle {
             .as_mut()
             .and_then(|r| r.last.take())
             .unwrap_or_default();
+        let failures_tolerated = self.recovery.as_ref().and_then(|r| r.tolerated.clone());
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
@@ -380,6 +391,7 @@ impl LeaderCycle {
             judged_failed,
             mass_failure,
             nova_unreachable,
+            failures_tolerated,
         };
         let key = self.schema.internal(LAST_CYCLE);
         let value = serde_json::to_vec(&report)
@@ -579,6 +591,39 @@ impl LeaderCycle {
         }
         let view = Arc::new(view);
         rec.view.send_replace(view.clone());
+        if let Some(reader) = &stages.capacity
+            && !reader.interval.is_zero()
+            && rec
+                .capacity_at
+                .is_none_or(|at| at.elapsed() >= reader.interval)
+        {
+            rec.capacity_at = Some(Instant::now());
+            let read = tokio::select! {
+                biased;
+                _ = lease.lost() => {
+                    return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+                }
+                r = crate::capacity::read_loads(reader, state) => r,
+            };
+            match read {
+                Ok(loads) => {
+                    let t = crate::capacity::tolerated(&loads, stages.policy.target);
+                    self.metrics.set_failures_tolerated(&t);
+                    if t.values().any(|n| *n == 0) {
+                        warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
+                    } else {
+                        info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
+                    }
+                    rec.tolerated = Some(t);
+                }
+                Err(e) => {
+                    if e.is_retryable() {
+                        self.metrics.api_error("placement");
+                    }
+                    warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
+                }
+            }
+        }
         rec.last = Some((
             judged_failed.clone(),
             judgement.mass_failure,

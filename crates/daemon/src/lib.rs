@@ -9,6 +9,7 @@
 //! and never overwrite a flag they did not mean to set.
 
 pub mod admin;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod demo;

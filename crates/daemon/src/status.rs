@@ -226,6 +226,30 @@ impl Table {
     }
 }
 
+/// The failures-tolerated line: per zone, how many of the largest hosts
+/// could fail at once with their instances placed (red at 0).
+fn tolerated_text(t: &Value, colour: bool) -> String {
+    let Some(zones) = t.as_object() else {
+        return String::new();
+    };
+    let parts: Vec<String> = zones
+        .iter()
+        .map(|(z, n)| {
+            let z = if z.is_empty() { "all" } else { z.as_str() };
+            let tone = if n.as_u64() == Some(0) {
+                Tone::Bad
+            } else {
+                Tone::Good
+            };
+            format!("{z}={}", paint(&show(n), tone, colour))
+        })
+        .collect();
+    format!(
+        "failures tolerated (largest hosts failing at once): {}\n",
+        parts.join(", ")
+    )
+}
+
 /// One instance of a recovery as a note line: name, state, storage class
 /// and what happened (`local` and done = rebuilt, its disk lost).
 fn instance_note(id: &str, i: &Value) -> (String, Tone) {
@@ -429,6 +453,17 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     if !health.is_null() {
         doc["fence_health"] = health;
     }
+    // The leader's last failures-tolerated figure (crate::capacity), from
+    // its cycle report, once it has read one.
+    let last_cycle = schema.internal(crate::leader::LAST_CYCLE);
+    if let Some(t) = snap
+        .raw(&last_cycle)
+        .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+        .map(|v| v["failures_tolerated"].clone())
+        .filter(|t| !t.is_null())
+    {
+        doc["failures_tolerated"] = t;
+    }
     if as_json {
         println!(
             "{}",
@@ -442,6 +477,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         );
         print!("{}", table(&doc, colour));
         print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
+        print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -491,6 +527,17 @@ mod tests {
         ] {
             assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
         }
+    }
+
+    #[test]
+    fn failures_tolerated_line_per_zone() {
+        let t = json!({"az1": 2, "": 0});
+        assert_eq!(
+            tolerated_text(&t, false),
+            "failures tolerated (largest hosts failing at once): all=0, az1=2\n"
+        );
+        assert!(tolerated_text(&t, true).contains("\x1b[1;31m0"));
+        assert_eq!(tolerated_text(&Value::Null, false), "");
     }
 
     #[test]

@@ -782,6 +782,7 @@ mod tests {
             judged_failed: Vec::new(),
             mass_failure: false,
             nova_unreachable: false,
+            failures_tolerated: None,
         }
     }
 
