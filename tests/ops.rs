@@ -311,6 +311,7 @@ fn deploy_prometheus_rules_and_config_pass_promtool() {
         "NovahaRecoveryStuck",
         "NovahaBmcUnreachable",
         "NovahaMassFailureGuard",
+        "NovahaNoHostFailureTolerated",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),
@@ -341,6 +342,7 @@ fn alert_rules_and_dashboard_name_only_exported_series() {
     m.notification("email", "sent");
     m.api_error("nova");
     m.admin_reset();
+    m.set_failures_tolerated(&std::collections::BTreeMap::from([("nova".to_owned(), 1)]));
     let metrics = m.encode();
     let o = run_with_stdin(
         Command::new(promtool()).args(["check", "metrics"]),

@@ -1203,3 +1203,81 @@ fn a_spare_that_fits_two_of_three_makes_the_third_wait_with_an_alert_under_ha_no
         assert_eq!(calls.get(id), Some(&1), "{calls:?}");
     }
 }
+
+/// The failures-tolerated figure on a cloud worked out by hand (docs/
+/// recovery.md, "Failures tolerated"), memory being the only tight class:
+/// computes with 8 GB each, loaded 4, 2 and 0 GB; one spare with 6 GB.
+/// `ha_node`: the largest host (4 GB) fits the spare, the next (2 GB) has no
+/// spare left: 1. `ha_node_then_scheduler`: the second overflows 2 GB into
+/// the survivors' free 8 GB (compute-3): 2; the third (empty) still carries
+/// that overflow with nothing left free: 2.
+#[test]
+fn failures_tolerated_is_the_figure_worked_out_by_hand() {
+    use novaha_sim::{Flavor, Inventory};
+    for (target, want) in [("ha_node", 1), ("ha_node_then_scheduler", 2)] {
+        let c = Cluster::start(
+            &format!("r-tol-{want}"),
+            sim_config(3, 0, 1, Duration::from_millis(500)),
+            Settings {
+                evacuate: format!(
+                    "shared_storage = true\ntarget = \"{target}\"\ncapacity_interval = \"1s\"\n"
+                ),
+                ..Settings::default()
+            },
+            1,
+        );
+        let mem = |total| Inventory {
+            total,
+            reserved: 0,
+            allocation_ratio: 1.0,
+            max_unit: total,
+        };
+        for h in ["compute-1", "compute-2", "compute-3"] {
+            c.sim().set_inventory(h, "MEMORY_MB", mem(8192)).unwrap();
+        }
+        c.sim()
+            .set_inventory("ha-1", "MEMORY_MB", mem(6144))
+            .unwrap();
+        let owner = c
+            .sim()
+            .users()
+            .into_iter()
+            .find(|u| u.name == "user-1")
+            .unwrap();
+        let project = owner.default_project_id.clone().unwrap();
+        for (i, host) in ["compute-1", "compute-1", "compute-2"].iter().enumerate() {
+            c.sim()
+                .add_server_with(
+                    &format!("vm-{i}"),
+                    host,
+                    (&owner.id, &project),
+                    BTreeMap::new(),
+                    Flavor::new("m1.medium", 1, 2048, 10),
+                    false,
+                )
+                .unwrap();
+        }
+        let leader = c.wait_leader();
+        let line = format!("novaha_capacity_failures_tolerated{{zone=\"nova\"}} {want}\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut m = c.metrics(&leader);
+        while !m.contains(&line) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            m = c.metrics(&leader);
+        }
+        assert!(
+            m.contains(&line),
+            "{target}: {line} not in:\n{m}\n{}",
+            c.logs()
+        );
+        let s = c.status();
+        assert_eq!(s["failures_tolerated"]["nova"], want, "{target}: {s:#}");
+        let text = String::from_utf8(c.cli().run(&["status"]).stdout).unwrap();
+        assert!(
+            text.contains(&format!(
+                "failures tolerated (largest hosts failing at once): nova={want}"
+            )),
+            "{text}"
+        );
+    }
+}
