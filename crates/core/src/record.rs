@@ -101,6 +101,14 @@ pub struct InstanceRecord {
     /// ACTIVE before (Nova microversion >= 2.95). Absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_requested_at: Option<DateTime<Utc>>,
+    /// How many times the instance was recorded `requested` (an evacuate
+    /// call that Nova shows never took effect is sent again, a bounded
+    /// number of times). Absent in older records (= 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sends: u32,
+    /// How many times a start was asked for it. Absent in older records.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub starts: u32,
     /// Where its root disk lives, decided when listed (absent in older
     /// records: unknown). `local` and done means rebuilt from its image,
     /// root disk data lost.
@@ -138,6 +146,11 @@ pub struct RecoveryRecord {
     /// The claimed HA node, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ha_node: Option<NodeName>,
+    /// HA nodes this recovery claimed before and gave up because Nova
+    /// stopped reporting them up (they stay `in_use` until the
+    /// administrator's reset releases them with `ha_node`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_ha_nodes: Vec<NodeName>,
     /// The failed node's nova-compute service id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nova_service_id: Option<String>,
@@ -176,6 +189,7 @@ impl RecoveryRecord {
             epoch,
             phase: Phase::Claimed,
             ha_node: None,
+            former_ha_nodes: Vec::new(),
             nova_service_id: None,
             timeline: BTreeMap::from([("detected".to_owned(), detected)]),
             fence: None,
@@ -209,6 +223,8 @@ mod tests {
                 project: Some("p1".into()),
                 requested_at: Some(now),
                 start_requested_at: None,
+                sends: 0,
+                starts: 0,
                 storage: Some(StorageClass::Local),
                 resources: Some(Resources {
                     vcpus: 1,

@@ -1130,6 +1130,8 @@ mod tests {
                 project: None,
                 requested_at: None,
                 start_requested_at: None,
+                sends: 0,
+                starts: 0,
                 ..InstanceRecord::default()
             },
         );

@@ -19,9 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use novaha_core::NodeName;
 use novaha_core::detect::{DetectEvent, ResetGrace, judge_at};
 use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
@@ -29,10 +28,12 @@ use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::recovery::plan::{Plan, plan};
@@ -105,6 +106,9 @@ struct Tenure {
 struct Recovery {
     cfg: Arc<Config>,
     once: bool,
+    /// Run the fence-path health check for the tenure (off when the stages
+    /// were handed in rather than built from the config).
+    health: bool,
     stages: Option<Arc<Stages>>,
     connect_failures: u32,
     view: watch::Sender<Arc<View>>,
@@ -140,6 +144,8 @@ pub struct LeaderCycle {
     metrics: Arc<Metrics>,
     /// Nodes with per-node series, to drop the series of a removed node.
     metric_nodes: BTreeSet<NodeName>,
+    /// The wall clock (virtual in the fault simulator).
+    clock: Clock,
 }
 
 impl LeaderCycle {
@@ -162,7 +168,14 @@ impl LeaderCycle {
             recovery: None,
             metrics,
             metric_nodes: BTreeSet::new(),
+            clock: Clock::system(),
         }
+    }
+
+    /// Reads the wall clock through `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The per-node and per-state series of one parsed tree.
@@ -170,7 +183,7 @@ impl LeaderCycle {
         use novaha_core::record::Phase;
         let m = &self.metrics;
         let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
-        let now = Utc::now();
+        let now = self.clock.now();
         for cn in state.compute_nodes.values() {
             let name = cn.name.as_str();
             let record = cn.recovery.value.as_ref().ok().and_then(|r| r.as_ref());
@@ -222,6 +235,7 @@ impl LeaderCycle {
         self.recovery = Some(Recovery {
             cfg,
             once,
+            health: true,
             stages: None,
             connect_failures: 0,
             view,
@@ -234,6 +248,18 @@ impl LeaderCycle {
             capacity_at: None,
             tolerated: None,
         });
+        self
+    }
+
+    /// Wires detection and recovery over stages built by the caller (the
+    /// deterministic fault simulator's in-process peers) instead of from
+    /// `cfg`'s cloud; the fence-path health check does not run.
+    pub fn with_stages(mut self, cfg: Arc<Config>, stages: Arc<Stages>) -> Self {
+        self = self.with_recovery(cfg, false);
+        if let Some(r) = self.recovery.as_mut() {
+            r.stages = Some(stages);
+            r.health = false;
+        }
         self
     }
 
@@ -265,7 +291,7 @@ impl LeaderCycle {
                 }
             }
             if let Some(outbox) = r.stages.as_ref().and_then(|s| s.outbox.clone()) {
-                match outbox.deliver_due(&t.lease, Utc::now()).await {
+                match outbox.deliver_due(&t.lease, self.clock.now()).await {
                     Ok(s) => info!(sent = s.count("sent"), "notifications delivered"),
                     Err(e) => {
                         warn!(error = %e, "notification delivery failed; the next leader retries")
@@ -291,15 +317,19 @@ impl LeaderCycle {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The fence-path health check runs for the whole tenure, under a
         // child token of the lease (crate::fence_health).
-        let health = self.recovery.as_ref().filter(|r| !r.once).and_then(|r| {
-            crate::fence_health::start(
-                &r.cfg,
-                self.store.clone(),
-                &self.schema,
-                Some(self.metrics.clone()),
-                lease,
-            )
-        });
+        let health = self
+            .recovery
+            .as_ref()
+            .filter(|r| !r.once && r.health)
+            .and_then(|r| {
+                crate::fence_health::start(
+                    &r.cfg,
+                    self.store.clone(),
+                    &self.schema,
+                    Some(self.metrics.clone()),
+                    lease,
+                )
+            });
         let exit = self.run_cycles(lease, shutdown, &mut tick).await;
         if let Some(h) = health {
             h.stop().await;
@@ -378,7 +408,7 @@ impl LeaderCycle {
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
-            at: Utc::now().to_rfc3339(),
+            at: self.clock.now().to_rfc3339(),
             compute_nodes: state.compute_nodes.len(),
             ha_nodes: state.ha_nodes.len(),
             failed: state
@@ -491,7 +521,7 @@ impl LeaderCycle {
             }
         }
         let clock = ResetGrace {
-            now: Utc::now(),
+            now: self.clock.now(),
             grace: stages.policy.reset.grace,
         };
         let judgement = judge_at(
@@ -731,6 +761,7 @@ impl LeaderCycle {
                 view: rec.view.subscribe(),
                 once: rec.once,
                 metrics: Some(self.metrics.clone()),
+                clock: self.clock.clone(),
             };
             let cancel = tenure.lease.token().child_token();
             let handle =

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod capacity;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fence_health;

@@ -18,7 +18,7 @@ use novaha_core::recovery::Policy;
 use novaha_core::store::StateStore;
 use novaha_evacuate::NovaEvacuator;
 use novaha_fence::FenceRegistry;
-use novaha_monitor::Monitor;
+use novaha_monitor::{Monitor, Observe};
 use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
 use novaha_openstack::{NovaClient, PlacementClient};
 
@@ -29,7 +29,7 @@ use crate::run::consul_settings;
 /// Everything the leader's cycle and the recovery runner call.
 pub struct Stages {
     /// The monitor: one `observe` per cycle.
-    pub monitor: Monitor,
+    pub monitor: Arc<dyn Observe>,
     /// The fence drivers, chosen per node.
     pub fences: FenceRegistry,
     /// The Nova side of a recovery.
@@ -144,7 +144,7 @@ impl Stages {
             Some(Arc::new(outbox))
         };
         Ok(Self {
-            monitor,
+            monitor: Arc::new(monitor),
             fences,
             evacuator: Arc::new(evacuator),
             outbox,

@@ -27,6 +27,8 @@ pub struct FenceRegistry {
     libvirt: Arc<LibvirtFencer>,
     /// Present only with `allow_noop = true`.
     noop: Option<Arc<NoopFencer>>,
+    /// Set by [`FenceRegistry::single`]: every node goes through it.
+    only: Option<Arc<dyn Fencer>>,
 }
 
 impl std::fmt::Debug for FenceRegistry {
@@ -63,7 +65,17 @@ impl FenceRegistry {
             redfish: Arc::new(RedfishFencer::new(settings.redfish.clone(), t, p)?),
             libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
             noop,
+            only: None,
         })
+    }
+
+    /// A registry that sends every node through one driver, whatever its
+    /// `config/bmc/driver` says: for callers that bring their own
+    /// [`Fencer`] (the deterministic fault simulator's modelled BMCs).
+    pub fn single(fencer: Arc<dyn Fencer>) -> Result<Self, FenceError> {
+        let mut r = Self::new(&FenceSettings::default())?;
+        r.only = Some(fencer);
+        Ok(r)
     }
 
     /// The default driver (`[fence] driver`).
@@ -90,6 +102,9 @@ impl FenceRegistry {
     /// The fencer for `target`, by its `config/bmc/driver` or the default.
     /// `noop` is refused unless the section allowed it.
     pub fn fencer_for(&self, target: &FenceTarget) -> Result<Arc<dyn Fencer>, FenceError> {
+        if let Some(only) = &self.only {
+            return Ok(only.clone());
+        }
         Ok(match self.driver_of(&target.node, &target.bmc)? {
             DriverName::Ipmi => self.ipmi.clone(),
             DriverName::Redfish => self.redfish.clone(),

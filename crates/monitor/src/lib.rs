@@ -18,6 +18,7 @@ mod consul;
 mod error;
 mod monitor;
 mod nova;
+mod observe;
 mod settings;
 mod tcp;
 
@@ -25,5 +26,6 @@ pub use consul::{ConsulHealth, ConsulVerdict, consul_verdict};
 pub use error::MonitorError;
 pub use monitor::{Monitor, Observation, Problem};
 pub use nova::nova_services;
+pub use observe::Observe;
 pub use settings::{ConsulSignalSettings, MonitorSettings, Signal, TcpSignalSettings};
 pub use tcp::{TcpOutcome, probe};

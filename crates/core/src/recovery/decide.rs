@@ -6,12 +6,14 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    Action, Decision, EvacuateOrder, Failure, Observation, Policy, Step, TargetPolicy, WaitReason,
+    Action, Decision, EvacuateOrder, Failure, HaNodeObs, MAX_SENDS, Observation, Policy, Step,
+    TargetPolicy, WaitReason, usable,
 };
 use crate::drivers::{IncidentReport, Instance, InstanceOutcome, InstanceProgress};
 use crate::kv::format_bool;
 use crate::record::{InstanceRecord, InstanceState, Phase, RECORD_VERSION, RecoveryRecord};
 use crate::store::KvOp;
+use crate::types::{NodeName, PowerState};
 
 /// Decides the next step for one node.
 ///
@@ -101,6 +103,25 @@ fn wait(reason: WaitReason, retry_after: Duration, alert: bool) -> Action {
     }
 }
 
+/// Why nothing destructive may start or continue for the node now: its
+/// maintenance flag, or the cluster's pause (docs/safety.md, rule 9).
+fn hold(obs: &Observation) -> Option<WaitReason> {
+    if obs.flags.maintenance {
+        Some(WaitReason::Maintenance)
+    } else if obs.paused.is_some() {
+        Some(WaitReason::Paused)
+    } else {
+        None
+    }
+}
+
+/// A spare that `node`'s recovery may claim: registered free (a parsed
+/// `False`), not the node itself, not given up before, and up in Nova
+/// (rule 10).
+fn claimable(h: &HaNodeObs, node: &NodeName, given_up: &[NodeName]) -> bool {
+    &h.name != node && h.in_use.value == Ok(false) && h.usable() && !given_up.contains(&h.name)
+}
+
 fn unchanged(record: Option<&RecoveryRecord>, action: Action) -> Decision {
     Decision {
         ops: Vec::new(),
@@ -165,10 +186,19 @@ fn claim(policy: &Policy, obs: &Observation, now: DateTime<Utc>) -> Decision {
             wait(WaitReason::MassFailure, policy.poll_interval, true),
         );
     }
+    if !obs.judged {
+        return unchanged(
+            None,
+            wait(WaitReason::NotJudged, policy.poll_interval, false),
+        );
+    }
+    if let Some(reason) = hold(obs) {
+        return unchanged(None, wait(reason, policy.poll_interval, false));
+    }
     let free = obs
         .ha_nodes
         .iter()
-        .filter(|h| h.name != obs.node && h.in_use.value == Ok(false))
+        .filter(|h| claimable(h, &obs.node, &[]))
         .min_by(|a, b| a.name.cmp(&b.name));
     let ha = match (policy.target, free) {
         (TargetPolicy::Scheduler, _) => None,
@@ -214,8 +244,33 @@ fn claim(policy: &Policy, obs: &Observation, now: DateTime<Utc>) -> Decision {
     }
 }
 
-fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime<Utc>) -> Decision {
+fn reset(
+    policy: &Policy,
+    orig: &RecoveryRecord,
+    obs: &Observation,
+    now: DateTime<Utc>,
+) -> Decision {
     let s = &policy.schema;
+    // An instance in flight is never dropped (rule 3): the evacuations
+    // already sent are tracked to their end before anything is undone; the
+    // ones never sent are recorded as skipped, for a human.
+    let mut folded = orig.clone();
+    fold_progress(policy, obs, &mut folded, now);
+    for i in folded.instances.values_mut() {
+        if i.state == InstanceState::Pending {
+            i.state = InstanceState::Skipped;
+            i.error = Some("not evacuated: the node was reset by an administrator".to_owned());
+        }
+    }
+    let in_flight = ids_in(&folded, InstanceState::Requested);
+    if !in_flight.is_empty() {
+        let a = Action::Poll {
+            instances: in_flight,
+            after: policy.poll_interval,
+        };
+        return emit(policy, obs, orig, folded, a);
+    }
+    let rec = &folded;
     if policy.reset.restore_nova_service
         && let Some(svc) = &obs.nova_service
         && (svc.forced_down || !svc.enabled)
@@ -226,25 +281,20 @@ fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime
             return emit(
                 policy,
                 obs,
-                rec,
+                orig,
                 next,
                 wait(WaitReason::Backoff(Step::RestoreService), retry, alert),
             );
         }
-        if let Some(at) = rec.retry_at
-            && at > now
-        {
-            return unchanged(
-                Some(rec),
-                wait(
-                    WaitReason::Backoff(Step::RestoreService),
-                    until(now, at),
-                    false,
-                ),
-            );
+        if let Some(d) = backoff_pending(policy, rec, now) {
+            let a = wait(WaitReason::Backoff(Step::RestoreService), d, false);
+            return emit(policy, obs, orig, folded.clone(), a);
         }
-        return unchanged(
-            Some(rec),
+        return emit(
+            policy,
+            obs,
+            orig,
+            folded.clone(),
             Action::RestoreService {
                 service_id: svc.id.clone(),
                 unforce: svc.forced_down,
@@ -288,23 +338,25 @@ fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime
         key: s.recovery(&obs.node),
         cas: obs.flags.record_index,
     });
-    let mut released = None;
-    if policy.reset.release_ha_node
-        && let Some(ha) = &rec.ha_node
-        && let Some(h) = obs.ha_nodes.iter().find(|h| &h.name == ha)
-        && h.in_use.value == Ok(true)
-        && h.serving.as_ref() == Some(&obs.node)
-    {
-        ops.push(KvOp::set(
-            s.in_use(ha),
-            format_bool(false),
-            h.in_use.modify_index,
-        ));
-        ops.push(KvOp::Delete {
-            key: s.serving(ha),
-            cas: h.serving_index,
-        });
-        released = Some(ha.clone());
+    let mut released = Vec::new();
+    let claimed = rec.ha_node.iter().chain(rec.former_ha_nodes.iter());
+    for ha in claimed.filter(|_| policy.reset.release_ha_node) {
+        if let Some(h) = obs.ha_nodes.iter().find(|h| &h.name == ha)
+            && h.in_use.value == Ok(true)
+            && h.serving.as_ref() == Some(&obs.node)
+            && !released.contains(ha)
+        {
+            ops.push(KvOp::set(
+                s.in_use(ha),
+                format_bool(false),
+                h.in_use.modify_index,
+            ));
+            ops.push(KvOp::Delete {
+                key: s.serving(ha),
+                cas: h.serving_index,
+            });
+            released.push(ha.clone());
+        }
     }
     Decision {
         ops,
@@ -318,6 +370,15 @@ fn reset(policy: &Policy, rec: &RecoveryRecord, obs: &Observation, now: DateTime
 
 fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> Duration {
     (at - now).to_std().unwrap_or_default()
+}
+
+/// The ids of the record's instances in `state`, in the record's order.
+fn ids_in(rec: &RecoveryRecord, state: InstanceState) -> Vec<String> {
+    rec.instances
+        .iter()
+        .filter(|(_, i)| i.state == state)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Records a failed step; returns the retry delay and whether to alert.
@@ -384,8 +445,28 @@ fn failure_of(obs: &Observation, step: Step) -> Option<&Failure> {
         .map(|(_, f)| f)
 }
 
-fn backoff_pending(rec: &RecoveryRecord, now: DateTime<Utc>) -> Option<Duration> {
-    rec.retry_at.filter(|at| *at > now).map(|at| until(now, at))
+/// The rest of the current step's backoff, if it is still running. A
+/// `retry_at` further away than the longest backoff was written by a
+/// controller whose clock ran ahead of ours: it is not waited for.
+fn backoff_pending(policy: &Policy, rec: &RecoveryRecord, now: DateTime<Utc>) -> Option<Duration> {
+    rec.retry_at
+        .filter(|at| *at > now)
+        .map(|at| until(now, at))
+        .filter(|d| *d <= policy.backoff_max)
+}
+
+/// A new leader adopts the record: the deadlines its predecessor wrote
+/// (by its own clock) start again from this leader's clock, so clock skew
+/// between the controllers can only delay an error, never bring one early.
+fn rebase(rec: &mut RecoveryRecord, now: DateTime<Utc>) {
+    for i in rec.instances.values_mut().filter(|i| !i.state.is_final()) {
+        if i.requested_at.is_some() {
+            i.requested_at = Some(now);
+        }
+        if i.start_requested_at.is_some() {
+            i.start_requested_at = Some(now);
+        }
+    }
 }
 
 fn advance(
@@ -400,6 +481,9 @@ fn advance(
     // (one may have landed, or been moved by hand, while no one watched)
     // and adopts the record only then. Other phases are adopted at once.
     let resync = resumed && rec.phase == Phase::Evacuating;
+    if resumed {
+        rebase(&mut rec, now);
+    }
     if resumed && !resync {
         rec.epoch = obs.epoch.clone();
         rec.timeline.insert("resumed".to_owned(), now);
@@ -421,7 +505,15 @@ fn advance(
                     let a = wait(WaitReason::MassFailure, policy.poll_interval, true);
                     return emit(policy, obs, orig, rec, a);
                 }
-                if let Some(d) = backoff_pending(&rec, now) {
+                if !obs.judged {
+                    let a = wait(WaitReason::NotJudged, policy.poll_interval, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if let Some(reason) = hold(obs) {
+                    let a = wait(reason, policy.poll_interval, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if let Some(d) = backoff_pending(policy, &rec, now) {
                     let a = wait(WaitReason::Backoff(Step::Fence), d, false);
                     return emit(policy, obs, orig, rec, a);
                 }
@@ -440,7 +532,11 @@ fn advance(
                 if let Some(f) = failure_of(obs, Step::ForceDown) {
                     return failed_step(policy, obs, orig, rec, Step::ForceDown, f, now);
                 }
-                if let Some(d) = backoff_pending(&rec, now) {
+                if let Some(reason) = hold(obs) {
+                    let a = wait(reason, policy.poll_interval, false);
+                    return emit(policy, obs, orig, rec, a);
+                }
+                if let Some(d) = backoff_pending(policy, &rec, now) {
                     let a = wait(WaitReason::Backoff(Step::ForceDown), d, false);
                     return emit(policy, obs, orig, rec, a);
                 }
@@ -469,7 +565,7 @@ fn advance(
                 if let Some(f) = failure_of(obs, Step::ListInstances) {
                     return failed_step(policy, obs, orig, rec, Step::ListInstances, f, now);
                 }
-                if let Some(d) = backoff_pending(&rec, now) {
+                if let Some(d) = backoff_pending(policy, &rec, now) {
                     let a = wait(WaitReason::Backoff(Step::ListInstances), d, false);
                     return emit(policy, obs, orig, rec, a);
                 }
@@ -486,7 +582,12 @@ fn advance(
                 fold_progress(policy, obs, &mut rec, now);
                 if resync {
                     let open: Vec<String> = open_ids(&rec);
-                    if !open.iter().all(|id| obs.progress.contains_key(id)) {
+                    // Adopted once every open instance was read, or tried:
+                    // one unreadable instance does not hold the rest back.
+                    let tried = |id: &String| {
+                        obs.progress.contains_key(id) || obs.progress_errors.contains(id)
+                    };
+                    if !open.iter().all(tried) {
                         let a = Action::Poll {
                             instances: open,
                             after: Duration::ZERO,
@@ -521,7 +622,7 @@ fn advance(
                     let a = wait(WaitReason::Backoff(Step::Notify), retry, alert);
                     return emit(policy, obs, orig, rec, a);
                 }
-                if let Some(d) = backoff_pending(&rec, now) {
+                if let Some(d) = backoff_pending(policy, &rec, now) {
                     let a = wait(WaitReason::Backoff(Step::Notify), d, false);
                     return emit(policy, obs, orig, rec, a);
                 }
@@ -551,6 +652,13 @@ fn advance(
             Phase::Done | Phase::Stuck => return emit(policy, obs, orig, rec, Action::Idle),
         }
     }
+}
+
+/// True when Nova shows an instance on a known host other than the failed
+/// node. A server read without a host (a down cell, a policy hiding the
+/// attribute) is unknown, never landed (rule 3).
+fn landed_elsewhere(host: &str, node: &str) -> bool {
+    !host.trim().is_empty() && host != node
 }
 
 fn open_ids(rec: &RecoveryRecord) -> Vec<String> {
@@ -590,9 +698,11 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             project: Some(inst.project_id.clone()).filter(|n| !n.is_empty()),
             requested_at: None,
             start_requested_at: None,
+            sends: 0,
+            starts: 0,
             ..InstanceRecord::default()
         };
-        if inst.host != obs.node.as_str() {
+        if landed_elsewhere(&inst.host, obs.node.as_str()) {
             entry.state = InstanceState::Done;
             entry.target = Some(inst.host.clone());
         } else if let Some(v) = inst.metadata.get(&policy.opt_out_key)
@@ -618,7 +728,7 @@ fn fold_progress(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, n
             InstanceState::Pending => {
                 // Moved while no one watched: done, never evacuated.
                 if let Some(InstanceProgress::Landed { host, .. }) = obs.progress.get(id)
-                    && host != node
+                    && landed_elsewhere(host, node)
                 {
                     inst.state = InstanceState::Done;
                     inst.target = Some(host.clone());
@@ -647,18 +757,21 @@ fn fold_requested(
         inst.error = Some(format!("evacuate refused: {}", f.message));
         return;
     }
-    if let Some(f) = obs.start_failures.get(id) {
+    if let Some(f) = obs.start_failures.get(id)
+        && !f.retryable
+    {
         inst.state = InstanceState::Error;
         inst.error = Some(format!("landed SHUTOFF, start failed: {}", f.message));
         return;
     }
+    let due = |at: Option<DateTime<Utc>>| at.is_some_and(|at| now >= add(at, policy.resend_after));
     match obs.progress.get(id) {
         Some(InstanceProgress::Failed { reason }) => {
             inst.state = InstanceState::Error;
             inst.error = Some(reason.clone());
             return;
         }
-        Some(InstanceProgress::Landed { host, status }) if host != node => {
+        Some(InstanceProgress::Landed { host, status }) if landed_elsewhere(host, node) => {
             inst.target = Some(host.clone());
             if status.eq_ignore_ascii_case("ERROR") {
                 inst.state = InstanceState::Error;
@@ -672,13 +785,41 @@ fn fold_requested(
                 inst.state = InstanceState::Done;
                 return;
             }
+            if inst.starts >= MAX_SENDS && due(inst.start_requested_at) {
+                inst.state = InstanceState::Error;
+                inst.error = Some(format!(
+                    "landed SHUTOFF on {host}; {} start calls never took effect",
+                    inst.starts
+                ));
+                return;
+            }
+        }
+        Some(InstanceProgress::Landed { host, .. }) if host == node && due(inst.requested_at) => {
+            // Still untouched on the failed node well after it was recorded
+            // `requested`: the evacuate call never took effect (a commit
+            // whose outcome was unknown, a leader that died before its
+            // call). Sent again, a bounded number of times.
+            if inst.sends >= MAX_SENDS {
+                inst.state = InstanceState::Error;
+                inst.error = Some(format!(
+                    "{} evacuate calls never took effect: still on {node}",
+                    inst.sends
+                ));
+            } else {
+                inst.state = InstanceState::Pending;
+                inst.target = None;
+            }
+            return;
         }
         _ => {}
     }
     match inst.requested_at {
         // A record from before the field existed: the clock starts now.
         None => inst.requested_at = Some(now),
-        Some(at) if now >= add(at, policy.evacuate_timeout) => {
+        // Timed out only on a fresh read that says it has not landed: an
+        // instance nobody read this round (a blocked step, an unreadable
+        // server) is not judged.
+        Some(at) if now >= add(at, policy.evacuate_timeout) && obs.progress.contains_key(id) => {
             inst.state = InstanceState::Error;
             inst.error = Some(format!(
                 "did not land within {}s",
@@ -697,17 +838,20 @@ fn evacuate_step(
     now: DateTime<Utc>,
 ) -> Decision {
     let node = obs.node.as_str();
-    // Landed SHUTOFF but ACTIVE before (microversion >= 2.95): start it once.
+    // Landed SHUTOFF but ACTIVE before (microversion >= 2.95): start it,
+    // again if a start did not take effect (a start is idempotent).
     let to_start: Vec<String> = rec
         .instances
         .iter()
         .filter(|(id, i)| {
             i.state == InstanceState::Requested
-                && i.start_requested_at.is_none()
                 && policy.restore_power_state
                 && i.prior_status.eq_ignore_ascii_case("ACTIVE")
+                && i.starts < MAX_SENDS
+                && i.start_requested_at
+                    .is_none_or(|at| now >= add(at, policy.resend_after))
                 && matches!(obs.progress.get(*id), Some(InstanceProgress::Landed { host, status })
-                    if host != node && status.eq_ignore_ascii_case("SHUTOFF"))
+                    if landed_elsewhere(host, node) && status.eq_ignore_ascii_case("SHUTOFF"))
         })
         .map(|(id, _)| id.clone())
         .collect();
@@ -715,6 +859,7 @@ fn evacuate_step(
         for id in &to_start {
             if let Some(i) = rec.instances.get_mut(id) {
                 i.start_requested_at = Some(now);
+                i.starts = i.starts.saturating_add(1);
             }
         }
         return emit(
@@ -727,78 +872,187 @@ fn evacuate_step(
             },
         );
     }
-    let in_flight = rec
-        .instances
-        .values()
-        .filter(|i| i.state == InstanceState::Requested)
-        .count();
-    let slots = policy.concurrency.max(1).saturating_sub(in_flight);
+    let in_flight = ids_in(&rec, InstanceState::Requested);
+    let slots = policy.concurrency.max(1).saturating_sub(in_flight.len());
     // Priority order; the HA node while they fit, else per the policy.
     let batch = crate::evacuation::choose(policy, obs, &rec, slots);
     let pending = batch.ids;
+    // Nothing may be sent now: keep tracking what is in flight, or wait.
+    let blocked = |rec: RecoveryRecord, reason: WaitReason, after: Duration, alert: bool| {
+        let a = if in_flight.is_empty() {
+            wait(reason, after, alert)
+        } else {
+            Action::Poll {
+                instances: in_flight.clone(),
+                after: after.min(policy.poll_interval),
+            }
+        };
+        emit(policy, obs, orig, rec, a)
+    };
     if pending.is_empty()
-        && in_flight == 0
         && let Some(why) = batch.waiting
     {
-        rec.last_error = Some(why);
-        let a = wait(WaitReason::NoRoom, policy.poll_interval, true);
+        // Policy `ha_node` and no room on the spare for what is left.
+        if in_flight.is_empty() {
+            rec.last_error = Some(why);
+        }
+        return blocked(rec, WaitReason::NoRoom, policy.poll_interval, true);
+    }
+    if pending.is_empty() {
+        // The window is full: track what is in flight.
+        let a = Action::Poll {
+            instances: in_flight,
+            after: policy.poll_interval,
+        };
         return emit(policy, obs, orig, rec, a);
     }
-    if !pending.is_empty() {
-        if let Some(ha) = rec.ha_node.clone() {
-            match &obs.ha_service {
-                None => {
-                    let a = wait(WaitReason::HaServiceUnknown, policy.poll_interval, false);
-                    return emit(policy, obs, orig, rec, a);
-                }
-                Some(svc) if !svc.enabled => {
-                    if let Some(f) = failure_of(obs, Step::PrepareTarget) {
-                        return failed_step(policy, obs, orig, rec, Step::PrepareTarget, f, now);
-                    }
-                    if let Some(d) = backoff_pending(&rec, now) {
-                        let a = wait(WaitReason::Backoff(Step::PrepareTarget), d, false);
-                        return emit(policy, obs, orig, rec, a);
-                    }
-                    let a = Action::PrepareTarget {
-                        ha_node: ha,
-                        service_id: svc.id.clone(),
-                    };
-                    return emit(policy, obs, orig, rec, a);
-                }
-                Some(_) => {}
-            }
-        }
-        for id in &pending {
-            if let Some(i) = rec.instances.get_mut(id) {
-                i.state = InstanceState::Requested;
-                i.requested_at = Some(now);
-                i.via_scheduler = rec.ha_node.is_some() && batch.scheduler.contains(id);
-                i.target = rec.ha_node.as_ref().map(|h| h.to_string());
-                if i.via_scheduler {
-                    i.target = None;
-                }
-            }
-        }
-        let Some(order) = EvacuateOrder::new(&obs.node, &rec, &pending) else {
-            let reason = "record is evacuating without fence evidence".to_owned();
-            let mut stuck = orig.clone();
-            stuck.phase = Phase::Stuck;
-            stuck.last_error = Some(reason.clone());
-            return emit(policy, obs, orig, stuck, Action::Stuck { reason });
-        };
-        return emit(policy, obs, orig, rec, Action::Evacuate(order));
+    if let Some(reason) = hold(obs) {
+        return blocked(rec, reason, policy.poll_interval, false);
     }
-    let instances: Vec<String> = rec
-        .instances
-        .iter()
-        .filter(|(_, i)| i.state == InstanceState::Requested)
-        .map(|(id, _)| id.clone())
-        .collect();
-    let a = Action::Poll {
-        instances,
-        after: policy.poll_interval,
+    if !obs.judged {
+        return blocked(rec, WaitReason::NotJudged, policy.poll_interval, false);
+    }
+    if let Some(ha) = rec.ha_node.clone() {
+        let Some(svc) = obs.ha_service.as_ref().filter(|s| usable(Some(s))) else {
+            // Rule 10: a spare Nova does not report up (dead, forced down,
+            // unknown to Nova) takes nothing more.
+            return match retarget(policy, obs, &rec, &ha, now) {
+                Some(d) => d,
+                None => {
+                    rec.last_error = Some(format!(
+                        "HA node {ha} is not up in Nova and no other spare is free"
+                    ));
+                    blocked(rec, WaitReason::NoFreeHaNode, policy.poll_interval, true)
+                }
+            };
+        };
+        if !svc.enabled {
+            if let Some(f) = failure_of(obs, Step::PrepareTarget) {
+                let d = failed_step(policy, obs, orig, rec, Step::PrepareTarget, f, now);
+                return match (&d.action, in_flight.is_empty()) {
+                    (Action::Wait { retry_after, .. }, false) => Decision {
+                        action: Action::Poll {
+                            instances: in_flight.clone(),
+                            after: (*retry_after).min(policy.poll_interval),
+                        },
+                        ..d
+                    },
+                    _ => d,
+                };
+            }
+            if let Some(d) = backoff_pending(policy, &rec, now) {
+                return blocked(rec, WaitReason::Backoff(Step::PrepareTarget), d, false);
+            }
+            let a = Action::PrepareTarget {
+                ha_node: ha,
+                service_id: svc.id.clone(),
+            };
+            return emit(policy, obs, orig, rec, a);
+        }
+    }
+    // Rule 1: the fence is re-verified before every batch.
+    match obs.power {
+        Some(PowerState::Off) => {}
+        Some(read) => return refence(policy, obs, orig, rec, read, now),
+        None => return emit(policy, obs, orig, rec, Action::CheckPower),
+    }
+    for id in &pending {
+        if let Some(i) = rec.instances.get_mut(id) {
+            i.state = InstanceState::Requested;
+            i.requested_at = Some(now);
+            i.sends = i.sends.saturating_add(1);
+            i.via_scheduler = rec.ha_node.is_some() && batch.scheduler.contains(id);
+            i.target = rec.ha_node.as_ref().map(|h| h.to_string());
+            if i.via_scheduler {
+                i.target = None;
+            }
+        }
+    }
+    let Some(order) = EvacuateOrder::new(&obs.node, &rec, &pending) else {
+        let reason = "record is evacuating without fence evidence".to_owned();
+        let mut stuck = orig.clone();
+        stuck.phase = Phase::Stuck;
+        stuck.last_error = Some(reason.clone());
+        return emit(policy, obs, orig, stuck, Action::Stuck { reason });
     };
+    emit(policy, obs, orig, rec, Action::Evacuate(order))
+}
+
+/// The fenced node's power read anything but off before a batch: the fence
+/// is no longer proven. Back to `claimed`, so it is fenced (and verified)
+/// again before any further evacuation; the instances already sent keep
+/// their state and are tracked once the recovery is evacuating again.
+fn refence(
+    policy: &Policy,
+    obs: &Observation,
+    orig: &RecoveryRecord,
+    mut rec: RecoveryRecord,
+    read: PowerState,
+    now: DateTime<Utc>,
+) -> Decision {
+    rec.fence = None;
+    rec.phase = Phase::Claimed;
+    rec.timeline.insert("fence_lost".to_owned(), now);
+    rec.attempts = 0;
+    rec.retry_at = None;
+    rec.last_error = Some(format!(
+        "power read {read} after the fence: fencing again before any further evacuation"
+    ));
+    let a = wait(WaitReason::FenceLost, Duration::ZERO, true);
     emit(policy, obs, orig, rec, a)
+}
+
+/// The claimed spare `from` cannot take evacuations: claim the next free
+/// one (one transaction with the record), or under
+/// `ha_node_then_scheduler` hand the rest to the scheduler. `None` when
+/// there is nowhere to go (policy `ha_node`, no other spare).
+fn retarget(
+    policy: &Policy,
+    obs: &Observation,
+    rec: &RecoveryRecord,
+    from: &NodeName,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
+    let mut given_up = rec.former_ha_nodes.clone();
+    given_up.push(from.clone());
+    let next = obs
+        .ha_nodes
+        .iter()
+        .filter(|h| claimable(h, &obs.node, &given_up))
+        .min_by(|a, b| a.name.cmp(&b.name));
+    if next.is_none() && policy.target == TargetPolicy::HaNode {
+        return None;
+    }
+    let mut next_rec = rec.clone();
+    next_rec.former_ha_nodes = given_up;
+    next_rec.ha_node = next.map(|h| h.name.clone());
+    next_rec.timeline.insert("retargeted".to_owned(), now);
+    next_rec.last_error = Some(format!(
+        "HA node {from} is not up in Nova: the instances not sent yet go to {}",
+        next.map_or("the scheduler".to_owned(), |h| h.name.to_string())
+    ));
+    let s = &policy.schema;
+    let mut ops = vec![record_op(policy, obs, &next_rec)];
+    if let Some(h) = next {
+        ops.push(KvOp::set(
+            s.in_use(&h.name),
+            format_bool(true),
+            h.in_use.modify_index,
+        ));
+        ops.push(KvOp::set(
+            s.serving(&h.name),
+            obs.node.as_str(),
+            h.serving_index,
+        ));
+    }
+    Some(Decision {
+        ops,
+        action: Action::Retarget {
+            from: from.clone(),
+            to: next_rec.ha_node.clone(),
+        },
+        record: Some(next_rec),
+    })
 }
 
 fn report(obs: &Observation, rec: &RecoveryRecord) -> IncidentReport {

@@ -25,7 +25,7 @@
 
 mod decide;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use crate::kv::{
 use crate::record::{FenceRecord, RecoveryRecord};
 use crate::storage::StoragePolicy;
 use crate::store::KvOp;
-use crate::types::NodeName;
+use crate::types::{NodeName, PowerState};
 
 pub use decide::decide;
 
@@ -113,6 +113,12 @@ pub struct Policy {
     pub evacuate_timeout: Duration,
     /// How long to wait between two progress polls.
     pub poll_interval: Duration,
+    /// A `requested` instance that Nova still shows untouched on the failed
+    /// node this long after it was recorded (the evacuate call never took
+    /// effect: a commit whose outcome was unknown, a leader that died before
+    /// its call) is sent again; likewise a start that never took effect.
+    /// At most [`MAX_SENDS`] times each.
+    pub resend_after: Duration,
     /// The first retry delay after a failed step; doubles per attempt.
     pub backoff_initial: Duration,
     /// The longest retry delay.
@@ -150,6 +156,7 @@ impl Default for Policy {
             restore_power_state: false,
             evacuate_timeout: Duration::from_secs(600),
             poll_interval: Duration::from_secs(5),
+            resend_after: Duration::from_secs(30),
             backoff_initial: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             alert_after: 3,
@@ -162,6 +169,10 @@ impl Default for Policy {
         }
     }
 }
+
+/// How many times one instance is sent (evacuate) or started at most, when
+/// Nova shows that the previous call never took effect.
+pub const MAX_SENDS: u32 = 3;
 
 /// The failed node's keys as read, with their CAS indexes.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,6 +190,9 @@ pub struct NodeFlags {
     pub awaiting_up_since_index: u64,
     /// The ModifyIndex of `internal/recovery` (0 = absent).
     pub record_index: u64,
+    /// `config/maintenance` is True: nothing destructive starts or
+    /// continues for the node (docs/safety.md).
+    pub maintenance: bool,
     /// Every invalid value of the node: while any is present nothing is
     /// decided and nothing of the node is written.
     pub invalid: Vec<InvalidValue>,
@@ -197,6 +211,7 @@ impl NodeFlags {
             awaiting_up: state.awaiting_up.clone(),
             awaiting_up_since_index: state.awaiting_up_since.modify_index,
             record_index: state.recovery.modify_index,
+            maintenance: state.maintenance.get() == Some(true),
             invalid: state.invalid.clone(),
             shared_storage: state.shared_storage.get().flatten(),
         }
@@ -214,6 +229,23 @@ pub struct HaNodeObs {
     pub serving: Option<NodeName>,
     /// The ModifyIndex of `status/serving` (0 = absent).
     pub serving_index: u64,
+    /// Its nova-compute service as the monitor last read it (`None` =
+    /// unknown to Nova, or not read yet). Only a spare Nova reports up and
+    /// not forced down is claimed or used.
+    pub service: Option<NovaService>,
+}
+
+impl HaNodeObs {
+    /// True when this spare can take evacuations now: Nova reports its
+    /// service up and not forced down (a disabled one is enabled first).
+    pub fn usable(&self) -> bool {
+        usable(self.service.as_ref())
+    }
+}
+
+/// True when a spare's service, as read, can take evacuations.
+pub fn usable(service: Option<&NovaService>) -> bool {
+    service.is_some_and(|s| s.up && !s.forced_down)
 }
 
 impl HaNodeObs {
@@ -228,6 +260,7 @@ impl HaNodeObs {
                 in_use: h.in_use.clone(),
                 serving: h.serving.clone(),
                 serving_index: snap.cas_index(&schema.serving(&h.name)),
+                service: None,
             })
             .collect()
     }
@@ -288,6 +321,17 @@ pub struct Observation {
     /// The detection's mass-failure guard tripped this cycle: nothing is
     /// claimed or fenced (rule 7).
     pub mass_failure: bool,
+    /// This leader has judged the cluster at least once (a monitor read
+    /// succeeded this tenure). Before that the mass-failure guard is
+    /// unknown and the services are not read: nothing is claimed, fenced
+    /// or sent.
+    pub judged: bool,
+    /// The cluster is paused (`<prefix>/config/paused`), with the reason:
+    /// nothing destructive starts or continues for any node.
+    pub paused: Option<String>,
+    /// The node's power as read by the last [`Action::CheckPower`]
+    /// (`Unknown` when the read failed).
+    pub power: Option<PowerState>,
     /// The node's nova-compute service as last read (or as the last
     /// successful force-down left it); `None` = unknown.
     pub nova_service: Option<NovaService>,
@@ -300,6 +344,8 @@ pub struct Observation {
     pub instances: Option<Vec<Instance>>,
     /// Where instances stand, from [`Action::Poll`] (or any fresh read).
     pub progress: BTreeMap<String, InstanceProgress>,
+    /// Instances whose progress read of the last [`Action::Poll`] failed.
+    pub progress_errors: BTreeSet<String>,
     /// Evacuate calls of the last [`Action::Evacuate`] that failed, by
     /// instance id. A retryable failure is an unknown outcome: the instance
     /// is polled, never re-sent.
@@ -325,11 +371,15 @@ impl Observation {
             flags,
             ha_nodes: Vec::new(),
             mass_failure: false,
+            judged: false,
+            paused: None,
+            power: None,
             nova_service: None,
             ha_service: None,
             fenced: None,
             instances: None,
             progress: BTreeMap::new(),
+            progress_errors: BTreeSet::new(),
             evacuate_failures: BTreeMap::new(),
             start_failures: BTreeMap::new(),
             failure: None,
@@ -432,6 +482,15 @@ pub enum WaitReason {
     NovaServiceUnknown,
     /// The claimed HA node's nova-compute service is not known.
     HaServiceUnknown,
+    /// The node is in maintenance (`config/maintenance`).
+    Maintenance,
+    /// The cluster is paused (`<prefix>/config/paused`).
+    Paused,
+    /// This leader has not judged the cluster yet (no monitor read yet).
+    NotJudged,
+    /// The fenced node's power read anything but off before an evacuate
+    /// batch: it is fenced again first.
+    FenceLost,
     /// Policy `ha_node`: pending instances do not fit in the room Placement
     /// reports on the claimed HA node (the record's `last_error` says which).
     NoRoom,
@@ -446,6 +505,10 @@ impl fmt::Display for WaitReason {
             WaitReason::Backoff(step) => write!(f, "backoff {step}"),
             WaitReason::NovaServiceUnknown => f.write_str("nova-service-unknown"),
             WaitReason::HaServiceUnknown => f.write_str("ha-service-unknown"),
+            WaitReason::Maintenance => f.write_str("maintenance"),
+            WaitReason::Paused => f.write_str("paused"),
+            WaitReason::NotJudged => f.write_str("not-judged"),
+            WaitReason::FenceLost => f.write_str("fence-lost"),
             WaitReason::NoRoom => f.write_str("no-room-on-ha-node"),
         }
     }
@@ -469,6 +532,11 @@ pub enum Action {
     /// Fence the node (power off, verified off), then feed the evidence or
     /// the error back.
     Fence,
+    /// Read the fenced node's power once, changing nothing, and feed the
+    /// reading back ([`Observation::power`]; a failed read is `Unknown`).
+    /// Comes before every evacuate batch: anything but `Off` means the node
+    /// is fenced again before any further evacuation.
+    CheckPower,
     /// Force the node's nova-compute service down and disable it with
     /// `reason` (it carries the epoch).
     ForceDown {
@@ -485,6 +553,14 @@ pub enum Action {
         ha_node: NodeName,
         /// Its service id.
         service_id: String,
+    },
+    /// Commit the ops (the claimed HA node given up, another claimed or the
+    /// scheduler taken instead); that is the whole step.
+    Retarget {
+        /// The spare given up.
+        from: NodeName,
+        /// The spare claimed instead, `None` = the scheduler.
+        to: Option<NodeName>,
     },
     /// Send one evacuate per instance of the order, bounded by concurrency,
     /// each exactly once; feed failures back.
@@ -527,8 +603,8 @@ pub enum Action {
     Reset {
         /// The incident id.
         incident: String,
-        /// The HA node released, if any.
-        released: Option<NodeName>,
+        /// The HA nodes released (the claimed one and any given up before).
+        released: Vec<NodeName>,
     },
     /// Do nothing now; decide again after `retry_after`.
     Wait {
@@ -558,7 +634,25 @@ impl Action {
                 | Action::Wait { .. }
                 | Action::Stuck { .. }
                 | Action::Poll { .. }
+                | Action::CheckPower
                 | Action::DryRun(_)
+        )
+    }
+}
+
+impl Action {
+    /// True for the actions that change the world through a peer (the BMC
+    /// or Nova): the runner proves it still holds the lease right before
+    /// carrying one out (rule 11).
+    pub fn destructive(&self) -> bool {
+        matches!(
+            self,
+            Action::Fence
+                | Action::ForceDown { .. }
+                | Action::PrepareTarget { .. }
+                | Action::Evacuate(_)
+                | Action::RestorePowerState { .. }
+                | Action::RestoreService { .. }
         )
     }
 }
@@ -571,6 +665,8 @@ impl fmt::Display for Action {
             Action::Idle => f.write_str("idle"),
             Action::Claim { ha_node } => write!(f, "claim {}", target(ha_node)),
             Action::Fence => f.write_str("fence"),
+            Action::CheckPower => f.write_str("check-power"),
+            Action::Retarget { from, to } => write!(f, "retarget {from} -> {}", target(to)),
             Action::ForceDown { service_id, reason } => {
                 write!(f, "force-down {service_id} ({reason})")
             }
@@ -605,7 +701,7 @@ impl fmt::Display for Action {
             ),
             Action::Reset { incident, released } => {
                 write!(f, "reset {incident}")?;
-                if let Some(h) = released {
+                for h in released {
                     write!(f, " release {h}")?;
                 }
                 Ok(())

@@ -111,6 +111,8 @@ pub struct World {
     pub ha_services: BTreeMap<NodeName, NovaService>,
     pub instances: BTreeMap<String, WorldInstance>,
     pub power_off: bool,
+    /// Power reads answer Unknown (a BMC that times out).
+    pub power_unreadable: bool,
     /// Evacuate calls made for each instance (accepted or not).
     pub evacuate_calls: BTreeMap<String, u32>,
     /// Evacuate orders seen while the power was not verified off.
@@ -131,6 +133,7 @@ impl World {
             ha_services: BTreeMap::new(),
             instances: BTreeMap::new(),
             power_off: false,
+            power_unreadable: false,
             evacuate_calls: BTreeMap::new(),
             unfenced_evacuations: 0,
             lands_shutoff: false,
@@ -188,6 +191,8 @@ pub struct Results {
     pub fenced: Option<Fenced>,
     pub instances: Option<Vec<Instance>>,
     pub progress: BTreeMap<String, InstanceProgress>,
+    pub progress_errors: std::collections::BTreeSet<String>,
+    pub power: Option<PowerState>,
     pub evacuate_failures: BTreeMap<String, Failure>,
     pub start_failures: BTreeMap<String, Failure>,
     pub failure: Option<(Step, Failure)>,
@@ -216,6 +221,10 @@ pub struct Harness {
     pub trace: Vec<(NodeName, Decision)>,
     /// The detection's thresholds (`detect` in scripts).
     pub thresholds: Thresholds,
+    /// The leader has judged the cluster (`not-judged` in scripts clears it).
+    pub judged: bool,
+    /// The cluster's pause reason (`pause on|off` in scripts).
+    pub paused: Option<String>,
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -244,6 +253,8 @@ impl Harness {
                 threshold: 1,
                 ..Thresholds::default()
             },
+            judged: true,
+            paused: None,
         };
         for n in failed {
             let node = NodeName::from(*n);
@@ -294,7 +305,12 @@ impl Harness {
         let side = &self.nodes[node];
         let mut obs = Observation::new(node.clone(), self.epoch.clone(), NodeFlags::from_state(cn));
         obs.ha_nodes = HaNodeObs::all(&self.policy.schema, &snap, &state);
+        for h in &mut obs.ha_nodes {
+            h.service = side.world.ha_services.get(&h.name).cloned();
+        }
         obs.mass_failure = self.mass_failure;
+        obs.judged = self.judged;
+        obs.paused = self.paused.clone();
         obs.nova_service = side.nova_known.then(|| side.world.service.clone());
         obs.ha_service = record
             .as_ref()
@@ -304,6 +320,8 @@ impl Harness {
         obs.fenced = r.fenced;
         obs.instances = r.instances;
         obs.progress = r.progress;
+        obs.progress_errors = r.progress_errors;
+        obs.power = r.power;
         obs.evacuate_failures = r.evacuate_failures;
         obs.start_failures = r.start_failures;
         obs.failure = r.failure;
@@ -394,6 +412,15 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
             Dice::Fail => r.failure = fail(Step::Fence, true),
             Dice::FailFatal => r.failure = fail(Step::Fence, false),
         },
+        Action::CheckPower => {
+            r.power = Some(if w.power_unreadable {
+                PowerState::Unknown
+            } else if w.power_off {
+                PowerState::Off
+            } else {
+                PowerState::On
+            });
+        }
         Action::ForceDown { .. } => match dice() {
             Dice::Ok => {
                 w.service.forced_down = true;
@@ -528,6 +555,7 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
         }
         Action::Idle
         | Action::Claim { .. }
+        | Action::Retarget { .. }
         | Action::Finish { .. }
         | Action::Reset { .. }
         | Action::Stuck { .. }
@@ -636,6 +664,8 @@ pub fn run_script(h: &mut Harness, script: &str) {
                     .find_map(|a| a.strip_prefix("on="))
                     .unwrap_or(node.as_str())
                     .to_owned();
+                // on=-: Nova reports no host for it
+                let host = if host == "-" { String::new() } else { host };
                 let side = h.side(current.as_str());
                 side.world.add_instance(args[0], &host, args[1]);
                 if args.contains(&"opt-out") {
@@ -675,7 +705,13 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 h.side(current.as_str()).results.progress.insert(
                     args[0].into(),
                     InstanceProgress::Landed {
-                        host: args[1].into(),
+                        // `-`: Nova shows no host (a down cell, a policy
+                        // hiding the attribute)
+                        host: if args[1] == "-" {
+                            String::new()
+                        } else {
+                            args[1].into()
+                        },
                         status: args[2].into(),
                     },
                 );
@@ -713,9 +749,64 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 );
             }
             "notified" => h.side(current.as_str()).results.notified = true,
+            "power" => {
+                // power on|off|unknown: the result of a check-power read
+                let p = match args[0] {
+                    "on" => PowerState::On,
+                    "off" => PowerState::Off,
+                    _ => PowerState::Unknown,
+                };
+                h.side(current.as_str()).results.power = Some(p);
+            }
+            "powered" => {
+                // powered on|off: the node's real power changes (the BMC's
+                // power-restore policy, the datacenter team)
+                h.side(current.as_str()).world.power_off = args[0] == "off";
+            }
+            "progress-fails" => {
+                h.side(current.as_str())
+                    .results
+                    .progress_errors
+                    .insert(args[0].into());
+            }
+            "ha" => {
+                // ha NAME up|down|forced-down|unknown: the spare as Nova reports it
+                let name = NodeName::from(args[0]);
+                let side = h.side(current.as_str());
+                match args[1] {
+                    "unknown" => {
+                        side.world.ha_services.remove(&name);
+                    }
+                    state => {
+                        let s = side
+                            .world
+                            .ha_services
+                            .entry(name.clone())
+                            .or_insert_with(|| NovaService {
+                                id: format!("svc-{name}"),
+                                up: true,
+                                enabled: false,
+                                forced_down: false,
+                            });
+                        s.up = state == "up";
+                        s.forced_down = state == "forced-down";
+                    }
+                }
+            }
+            "not-judged" => h.judged = false,
+            "judged" => h.judged = true,
+            "pause" => {
+                h.paused = (args[0] == "on").then(|| "scripted pause".to_owned());
+            }
             "advance" => {
-                let secs: u64 = args[0].trim_end_matches('s').parse().expect("seconds");
-                h.advance(Duration::from_secs(secs));
+                // advance SECS, or a negative SECS: a controller whose
+                // clock runs behind
+                let secs: i64 = args[0].trim_end_matches('s').parse().expect("seconds");
+                if secs >= 0 {
+                    h.advance(Duration::from_secs(secs.unsigned_abs()));
+                } else {
+                    h.now -= TimeDelta::seconds(-secs);
+                }
             }
             "epoch" => h.epoch = args[0].into(),
             "drop-results" => h.side(current.as_str()).results = Results::default(),

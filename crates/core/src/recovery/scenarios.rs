@@ -55,6 +55,8 @@ fn happy_path_with_opt_out_and_an_instance_already_elsewhere() {
         expect-instance i3 skipped
         expect-instance i4 done c9
         ha-enabled
+        > check-power
+        power off
         > evacuate i1,i2 -> ha-1
         expect-instance i1 requested ha-1
         expect-instance i2 requested ha-1
@@ -137,6 +139,8 @@ fn resume_mid_evacuation_polls_requested_instances_and_never_resends() {
         > list-instances
         list
         ha-enabled
+        > check-power
+        power off
         > evacuate i1,i2 -> ha-1
         # the leader dies after the record landed; i1 was sent, i2 maybe not
         epoch e2
@@ -150,6 +154,8 @@ fn resume_mid_evacuation_polls_requested_instances_and_never_resends() {
         # still resyncing: i3 was not read yet
         inflight i2
         landed i3 c1 ACTIVE
+        > check-power
+        power off
         > evacuate i3 -> ha-1
         expect-instance i1 done ha-1
         expect-instance i2 requested
@@ -192,6 +198,8 @@ fn an_instance_moved_by_hand_during_a_leader_gap_is_done_and_never_evacuated() {
         > list-instances
         list
         ha-enabled
+        > check-power
+        power off
         > evacuate i1 -> ha-1
         epoch e2
         > poll i1,i2 after 0ns
@@ -263,6 +271,8 @@ fn scheduler_policy_claims_no_ha_node_and_evacuates_without_target() {
         forced-down
         > list-instances
         list
+        > check-power
+        power off
         > evacuate i1 -> scheduler
         landed i1 c7 ACTIVE
         > notify
@@ -288,6 +298,8 @@ fn restore_power_state_after_2_95_starts_active_instances_once() {
         > list-instances
         list
         ha-enabled
+        > check-power
+        power off
         > evacuate i1,i2,i3 -> ha-1
         landed i1 ha-1 SHUTOFF
         landed i2 ha-1 SHUTOFF
@@ -331,6 +343,8 @@ fn error_and_timeout_paths_end_every_instance_final() {
         > list-instances
         list
         ha-enabled
+        > check-power
+        power off
         > evacuate i1,i2,i3,i4 -> ha-1
         evacuate-fails i1 fatal
         evacuate-fails i2
@@ -341,6 +355,8 @@ fn error_and_timeout_paths_end_every_instance_final() {
         advance 599
         > poll i2,i4
         advance 1
+        inflight i2
+        inflight i4
         > notify
         expect-instance i2 error
         expect-instance i4 error
@@ -620,6 +636,385 @@ fn nothing_to_do_for_a_healthy_node_or_a_latch_set_by_someone_else() {
         kv status/recovered True
         > idle
         expect-phase none
+        ",
+    );
+}
+
+// The safety defects found by reading the code paths end to end (and by
+// the fault simulator): each script failed on the code before its fix.
+
+/// The preamble every defect script starts from: c1 claimed with ha-1,
+/// fenced, forced down, listed, the spare enabled.
+const TO_EVACUATING: &str = "
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+";
+
+fn run_from_evacuating(failed: &[&str], ha: &[&str], setup: &str, script: &str) -> Harness {
+    run(failed, ha, &format!("{setup}\n{TO_EVACUATING}\n{script}"))
+}
+
+#[test]
+fn a_server_without_a_host_is_never_done() {
+    // A down cell (microversion 2.69+ minimal record) or a policy hiding
+    // OS-EXT-SRV-ATTR:host: the server is unknown, never "landed elsewhere".
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "instance i1 ACTIVE
+        instance i2 UNKNOWN on=-",
+        "
+        > check-power
+        expect-instance i2 pending
+        power off
+        > evacuate i1,i2 -> ha-1
+        landed i1 - UNKNOWN
+        landed i2 - UNKNOWN
+        > poll i1,i2 after 5s
+        expect-instance i1 requested
+        expect-instance i2 requested
+        landed i1 ha-1 ACTIVE
+        landed i2 ha-1 ACTIVE
+        > notify
+        expect-instance i1 done ha-1
+        ",
+    );
+}
+
+#[test]
+fn a_fenced_node_powered_back_on_is_fenced_again_before_the_next_batch() {
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "concurrency 1
+        instance i1 ACTIVE
+        instance i2 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        carry
+        landed i1 ha-1 ACTIVE
+        # the BMC's power-restore policy turns the node back on
+        powered on
+        > check-power
+        carry
+        > wait fence-lost 0ns alert
+        expect-phase claimed
+        expect-instance i1 done ha-1
+        expect-instance i2 pending
+        expect-calls i2 0
+        > fence
+        fenced
+        > list-instances
+        list
+        > check-power
+        power off
+        > evacuate i2 -> ha-1
+        expect-calls i1 1
+        ",
+    );
+}
+
+#[test]
+fn an_admin_reset_mid_evacuation_tracks_what_is_in_flight_first() {
+    let h = run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "concurrency 1
+        instance i1 ACTIVE
+        instance i2 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        # the operator resets the node while i1 is landing
+        kv status/failed False
+        kv status/recovered False
+        > poll i1 after 5s
+        expect-instance i1 requested
+        expect-instance i2 skipped
+        expect-kv /ha_nodes/ha-1/status/in_use True
+        inflight i1
+        > poll i1 after 5s
+        landed i1 ha-1 ACTIVE
+        > restore-service svc-c1 unforce=true enable=true
+        carry
+        > reset c1-20261121T030000Z release ha-1
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        expect-phase none
+        ",
+    );
+    let copy =
+        h.kv.get("t/compute_nodes/c1/incidents/c1-20261121T030000Z")
+            .expect("the incident is archived");
+    let rec: crate::record::RecoveryRecord = serde_json::from_str(&copy).expect("record");
+    assert_eq!(
+        rec.instances["i1"].state,
+        crate::record::InstanceState::Done
+    );
+    assert_eq!(
+        rec.instances["i2"].state,
+        crate::record::InstanceState::Skipped
+    );
+}
+
+#[test]
+fn maintenance_and_pause_stop_claim_fence_force_down_and_evacuation() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        instance i1 ACTIVE
+        kv config/maintenance True
+        > wait maintenance
+        expect-kv status/recovered False
+        kv config/maintenance False
+        pause on
+        > wait paused
+        pause off
+        > claim ha-1
+        kv config/maintenance True
+        > wait maintenance
+        kv config/maintenance False
+        > fence
+        fenced
+        pause on
+        > wait paused
+        pause off
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        pause on
+        > wait paused
+        expect-calls i1 0
+        ",
+    );
+}
+
+#[test]
+fn only_a_spare_nova_reports_up_is_claimed() {
+    run(
+        &["c1"],
+        &["ha-1", "ha-2"],
+        "
+        ha ha-1 down
+        > claim ha-2
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        ",
+    );
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        ha ha-1 unknown
+        > wait no-free-ha-node 5s alert
+        ",
+    );
+}
+
+#[test]
+fn a_spare_that_dies_mid_recovery_takes_nothing_more() {
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1", "ha-2"],
+        "concurrency 1
+        instance i1 ACTIVE
+        instance i2 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        landed i1 ha-1 ACTIVE
+        ha ha-1 down
+        > retarget ha-1 -> ha-2
+        expect-kv /ha_nodes/ha-2/status/in_use True
+        expect-kv /ha_nodes/ha-2/status/serving c1
+        expect-kv /ha_nodes/ha-1/status/in_use True
+        > check-power
+        power off
+        > evacuate i2 -> ha-2
+        landed i2 ha-2 ACTIVE
+        > notify
+        notified
+        > finish
+        kv status/failed False
+        kv status/recovered False
+        forced-down
+        ha ha-1 up
+        > restore-service
+        carry
+        > reset c1-20261121T030000Z release ha-2 release ha-1
+        expect-kv /ha_nodes/ha-1/status/in_use False
+        expect-kv /ha_nodes/ha-2/status/in_use False
+        ",
+    );
+    // Forced down by novaha itself (the spare failed and was recovered):
+    // never enabled again by the prepare step.
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "target ha_node_then_scheduler
+        instance i1 ACTIVE",
+        "
+        ha ha-1 forced-down
+        > retarget ha-1 -> scheduler
+        > check-power
+        power off
+        > evacuate i1 -> scheduler
+        ",
+    );
+}
+
+#[test]
+fn an_evacuation_whose_call_never_took_effect_is_sent_again_never_errored() {
+    // The commit of `requested` timed out but landed: the runner did not
+    // act, so no evacuate call was made.
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "instance i1 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        drop-results
+        > poll i1 after 5s
+        landed i1 c1 ACTIVE
+        advance 30
+        > check-power
+        expect-instance i1 pending
+        power off
+        > evacuate i1 -> ha-1
+        carry
+        expect-calls i1 1
+        landed i1 ha-1 ACTIVE
+        > notify
+        ",
+    );
+    // The same for a start whose call never took effect.
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "restore-power
+        instance i1 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        landed i1 ha-1 SHUTOFF
+        > start i1
+        drop-results
+        > poll i1 after 5s
+        landed i1 ha-1 SHUTOFF
+        advance 30
+        > start i1
+        landed i1 ha-1 ACTIVE
+        > notify
+        expect-instance i1 done ha-1
+        ",
+    );
+}
+
+#[test]
+fn a_fresh_leader_that_has_not_judged_claims_and_fences_nothing() {
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        not-judged
+        > wait not-judged
+        judged
+        > claim ha-1
+        epoch e2
+        not-judged
+        > wait not-judged
+        ",
+    );
+}
+
+#[test]
+fn instances_in_flight_are_tracked_while_the_target_is_blocked() {
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "concurrency 1
+        instance i1 ACTIVE
+        instance i2 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        ha ha-1 unknown
+        > poll i1 after 5s
+        advance 601
+        landed i1 ha-1 ACTIVE
+        > wait no-free-ha-node 5s alert
+        expect-instance i1 done ha-1
+        ",
+    );
+}
+
+#[test]
+fn an_unreadable_instance_does_not_stall_a_resumed_recovery() {
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "instance i1 ACTIVE
+        instance i2 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1,i2 -> ha-1
+        epoch e2
+        > poll i1,i2 after 0ns
+        landed i1 ha-1 ACTIVE
+        progress-fails i2
+        > poll i2 after 5s
+        expect-instance i1 done ha-1
+        expect-instance i2 requested
+        ",
+    );
+}
+
+#[test]
+fn clock_skew_between_controllers_neither_stalls_nor_errors_early() {
+    // A leader whose clock ran an hour ahead wrote the fence backoff.
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        > claim ha-1
+        advance 3600
+        fail fence
+        > wait backoff fence 5s
+        advance -3600
+        epoch e2
+        > fence
+        ",
+    );
+    // A new leader whose clock runs 700 s ahead does not time i1 out.
+    run_from_evacuating(
+        &["c1"],
+        &["ha-1"],
+        "instance i1 ACTIVE",
+        "
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        epoch e2
+        advance 700
+        > poll i1 after 0ns
+        inflight i1
+        > poll i1 after 5s
+        expect-instance i1 requested
         ",
     );
 }

@@ -27,10 +27,10 @@ pub mod plan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use novaha_core::NodeName;
+use novaha_core::PowerState;
 use novaha_core::detect::NovaService;
 use novaha_core::drivers::{Fenced, Instance, InstanceProgress};
 use novaha_core::kv::{ClusterState, Schema};
@@ -41,9 +41,11 @@ use novaha_core::recovery::{
 use novaha_core::store::{LeaderLease, StateStore, StoreError};
 use novaha_fence::target_of;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::stages::Stages;
 
@@ -92,6 +94,8 @@ pub struct RunnerContext {
     pub once: bool,
     /// Where the outcomes are counted (`None` in `run --once`).
     pub metrics: Option<Arc<Metrics>>,
+    /// The wall clock decisions and records are stamped with.
+    pub clock: Clock,
 }
 
 /// The results of the last action, folded into the next observation.
@@ -100,6 +104,8 @@ struct Results {
     fenced: Option<Fenced>,
     instances: Option<Vec<Instance>>,
     progress: BTreeMap<String, InstanceProgress>,
+    progress_errors: std::collections::BTreeSet<String>,
+    power: Option<PowerState>,
     evacuate_failures: BTreeMap<String, Failure>,
     start_failures: BTreeMap<String, Failure>,
     failure: Option<(Step, Failure)>,
@@ -111,6 +117,8 @@ impl Results {
         obs.fenced = self.fenced.clone();
         obs.instances = self.instances.clone();
         obs.progress = self.progress.clone();
+        obs.progress_errors = self.progress_errors.clone();
+        obs.power = self.power;
         obs.evacuate_failures = self.evacuate_failures.clone();
         obs.start_failures = self.start_failures.clone();
         obs.failure = self.failure.clone();
@@ -166,8 +174,12 @@ fn failure(message: String, retryable: bool) -> Failure {
 
 /// Counts what a landed commit changed: instances that reached a final
 /// state, a recovery that finished or got stuck.
-fn count_transitions(m: &Metrics, before: Option<&RecoveryRecord>, after: Option<&RecoveryRecord>) {
-    let now = Utc::now();
+fn count_transitions(
+    m: &Metrics,
+    now: chrono::DateTime<chrono::Utc>,
+    before: Option<&RecoveryRecord>,
+    after: Option<&RecoveryRecord>,
+) {
     let Some(after) = after else { return };
     for (id, i) in &after.instances {
         let was_final = before
@@ -235,6 +247,12 @@ impl NodeRunner {
             );
             obs.ha_nodes = HaNodeObs::all(&self.ctx.schema, &snap, &state);
             let view = self.ctx.view.borrow().clone();
+            for h in &mut obs.ha_nodes {
+                h.service = self.service(&view, &h.name);
+            }
+            // Until this tenure's monitor has read Nova once, neither the
+            // mass-failure guard nor any service is known.
+            obs.judged = view.at.is_some();
             obs.mass_failure = view.mass_failure;
             obs.nova_service = self.service(&view, &self.node);
             obs.ha_service = record
@@ -260,12 +278,16 @@ impl NodeRunner {
                 };
             }
             let policy = &self.ctx.stages.policy;
-            let d = decide(policy, record.as_ref(), &obs, Utc::now());
-            if !d.ops.is_empty() {
+            let now = self.ctx.clock.now();
+            let d = decide(policy, record.as_ref(), &obs, now);
+            // A decision that writes nothing but acts is preceded by a bare
+            // lease check (a transaction of the session check alone): a
+            // stalled or deposed leader never carries it out (rule 11).
+            if !d.ops.is_empty() || d.action.destructive() {
                 match self.ctx.store.commit(&self.lease, &d.ops).await {
                     Ok(()) => {
                         if let Some(m) = &self.ctx.metrics {
-                            count_transitions(m, record.as_ref(), d.record.as_ref());
+                            count_transitions(m, now, record.as_ref(), d.record.as_ref());
                         }
                     }
                     Err(e @ StoreError::NotLeader { .. }) => {
@@ -364,15 +386,38 @@ impl NodeRunner {
                 let target = ha_node.as_ref().map_or("scheduler", |h| h.as_str());
                 warn!(node = %node, stage = "claim", target, epoch = self.lease.epoch(), "recovery claimed: recovered latched");
             }
+            Action::CheckPower => {
+                let Some(target) = self.fence_target().await else {
+                    // Could not read the BMC settings: nothing was read.
+                    return self.wait_step(Duration::ZERO).await;
+                };
+                let read = match stages.fences.fencer_for(&target) {
+                    Ok(fencer) => fencer.power_state(&target).await,
+                    Err(e) => Err(e),
+                };
+                let power = match read {
+                    Ok(p) => p,
+                    Err(e) => {
+                        if e.is_retryable() {
+                            self.api_error("bmc");
+                        }
+                        warn!(node = %node, stage = "check-power", error = %e, "reading the fenced node's power failed: no evacuation until it reads off");
+                        PowerState::Unknown
+                    }
+                };
+                if power == PowerState::Off {
+                    debug!(node = %node, stage = "check-power", "fenced node still reads off");
+                } else {
+                    error!(node = %node, stage = "check-power", power = %power, "fenced node no longer reads off: fencing it again before any further evacuation");
+                }
+                self.results.power = Some(power);
+            }
+            Action::Retarget { from, to } => {
+                let to = to.as_ref().map_or("scheduler", |h| h.as_str());
+                error!(node = %node, from = %from, to, "HA node not up in Nova: the instances not sent yet go elsewhere");
+            }
             Action::Fence => {
-                let snap = self.ctx.store.snapshot().await;
-                let target = snap.ok().and_then(|s| {
-                    ClusterState::parse(&self.ctx.schema, &s)
-                        .compute_nodes
-                        .get(&node)
-                        .map(target_of)
-                });
-                let Some(target) = target else {
+                let Some(target) = self.fence_target().await else {
                     // Could not read the BMC settings: nothing was done.
                     return self.wait_step(Duration::ZERO).await;
                 };
@@ -524,6 +569,7 @@ impl NodeRunner {
                         Err(e) => {
                             self.nova_error(&e);
                             warn!(node = %node, instance = %id, error = %e, "reading an instance's progress failed");
+                            self.results.progress_errors.insert(id);
                         }
                     }
                 }
@@ -552,7 +598,10 @@ impl NodeRunner {
                     info!(node = %node, incident = %report.incident, "no [[notify]] configured: nobody to tell");
                     self.results.notified = true;
                 }
-                Some(outbox) => match outbox.enqueue(&self.lease, &report, Utc::now()).await {
+                Some(outbox) => match outbox
+                    .enqueue(&self.lease, &report, self.ctx.clock.now())
+                    .await
+                {
                     Ok(s) => {
                         info!(node = %node, incident = %report.incident, queued = s.queued.len(), existing = s.existing, "notifications queued");
                         outbox.wake();
@@ -596,7 +645,7 @@ impl NodeRunner {
                 }
             },
             Action::Reset { incident, released } => {
-                let released = released.as_ref().map(|h| h.to_string());
+                let released: Vec<String> = released.iter().map(ToString::to_string).collect();
                 if let Some(m) = &self.ctx.metrics {
                     m.admin_reset();
                 }
@@ -617,7 +666,9 @@ impl NodeRunner {
                     }
                 }
                 self.last_wait = Some(text.clone());
-                if self.ctx.once && !matches!(reason, WaitReason::HaServiceUnknown) {
+                // `run --once` stops at every wait: nothing it waits for
+                // (a backoff, the monitor's next read) comes within one run.
+                if self.ctx.once && !matches!(reason, WaitReason::FenceLost) {
                     return Flow::End(Outcome::Waiting(text));
                 }
                 return self.wait_step(retry_after).await;
@@ -634,6 +685,16 @@ impl NodeRunner {
         }
         self.last_wait = None;
         Flow::Continue
+    }
+
+    /// The node's BMC settings, read fresh from the tree; `None` when the
+    /// tree cannot be read or the node is gone.
+    async fn fence_target(&self) -> Option<novaha_core::drivers::FenceTarget> {
+        let snap = self.ctx.store.snapshot().await.ok()?;
+        ClusterState::parse(&self.ctx.schema, &snap)
+            .compute_nodes
+            .get(&self.node)
+            .map(target_of)
     }
 
     async fn wait_step(&self, d: Duration) -> Flow {
