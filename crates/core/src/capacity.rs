@@ -256,7 +256,7 @@ pub enum Placement {
 /// Orders candidates by priority (higher first), keeping the given order
 /// among equals (the record's order).
 pub fn by_priority(candidates: &mut [Candidate]) {
-    candidates.sort_by(|a, b| b.priority.cmp(&a.priority));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.priority));
 }
 
 /// Places `candidates` (already in sending order, see [`by_priority`]) on
@@ -663,7 +663,7 @@ mod tests {
                 sched in any::<bool>(),
             ) {
                 let t = Targets { spares: true, scheduler: sched };
-                let mut hosts: Vec<HostLoad> = computes.iter().cloned().collect();
+                let mut hosts: Vec<HostLoad> = computes.to_vec();
                 for (i, h) in hosts.iter_mut().enumerate() {
                     h.name = format!("c{i}");
                 }
