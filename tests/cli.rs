@@ -188,10 +188,11 @@ fn status_json_reports_exactly_the_seeded_tree() {
             "compute_nodes": {
                 "c1": {"failed": true, "recovered": true, "number_fails": 4,
                        "maintenance": false, "awaiting_up": false, "phase": "fenced", "ha_node": "ha-1",
-                       "last_error": null, "invalid": []},
+                       "last_error": null, "instances": {}, "invalid": []},
                 "c2": {"failed": {"invalid": invalid_failed}, "recovered": false,
                        "number_fails": 0, "maintenance": false, "awaiting_up": false, "phase": null,
-                       "ha_node": null, "last_error": null, "invalid": [invalid_failed]},
+                       "ha_node": null, "last_error": null, "instances": {},
+                       "invalid": [invalid_failed]},
             },
             "ha_nodes": {
                 "ha-1": {"in_use": true, "serving": "c1"},

@@ -724,10 +724,10 @@ async fn placement_reads_providers_inventories_allocations_and_follows_evacuatio
     assert_eq!(by_id(&vol).resources, Some(r(0)));
     assert!(!by_id(&img).boot_from_volume);
 
-    // Lower the spare's room: 4 GB of memory, 3 GB reserved.
+    // Lower the spare's room: 4 GB of memory, 1 GB reserved.
     let small = Inventory {
         total: 4096,
-        reserved: 3072,
+        reserved: 1024,
         allocation_ratio: 1.0,
         max_unit: 4096,
     };
