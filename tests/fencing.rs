@@ -141,6 +141,8 @@ request_timeout = "2s"
 [evacuate]
 poll_interval = "300ms"
 timeout = "60s"
+# The sim's instances are image-backed: declared shared so they move.
+shared_storage = true
 
 [recovery]
 backoff_initial = "500ms"

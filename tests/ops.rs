@@ -364,6 +364,7 @@ fn deploy_prometheus_rules_and_config_pass_promtool() {
         "NovahaNoFreeSpare",
         "NovahaMassFailureGuard",
         "NovahaPausedLong",
+        "NovahaNoHostFailureTolerated",
     ] {
         assert!(names.contains(&alert), "{alert} missing");
     }
@@ -395,6 +396,7 @@ fn alert_rules_and_dashboard_name_only_exported_series() {
     m.set_blind(true, 42.0);
     m.cycle_blind();
     m.set_ha_nodes(&[("free", 1), ("in_use", 1)]);
+    m.set_failures_tolerated(&std::collections::BTreeMap::from([("nova".to_owned(), 1)]));
     let metrics = m.encode();
     let o = run_with_stdin(
         Command::new(promtool()).args(["check", "metrics"]),

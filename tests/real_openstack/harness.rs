@@ -40,6 +40,8 @@ pub struct Settings {
     pub max_microversion: Option<&'static str>,
     /// `[evacuate] concurrency`.
     pub concurrency: usize,
+    /// `[evacuate] target` (`ha_node`, `ha_node_then_scheduler`, ...).
+    pub target: &'static str,
 }
 
 /// One `novaha run`, killed (SIGKILL) when dropped and also when the test
@@ -205,10 +207,12 @@ retries = 2
 command_timeout = "20s"
 
 [evacuate]
-target = "ha_node"
+target = "{target}"
 concurrency = {concurrency}
 poll_interval = "500ms"
 timeout = "3m"
+# The fake driver's instances are image-backed: declared shared so they move.
+shared_storage = true
 
 [recovery]
 backoff_initial = "500ms"
@@ -232,6 +236,7 @@ level = "info"
             cloud = OpenStack::CLOUD,
             clouds = self.stack.clouds_yaml.display(),
             concurrency = s.concurrency,
+            target = s.target,
             smtp = self.smtp.port(),
             admin_mail = ADMIN_MAIL,
             http = free_port(),

@@ -157,6 +157,10 @@ impl Evacuator for ChaosNova {
                     user_id: "u1".into(),
                     project_id: "p1".into(),
                     metadata: BTreeMap::new(),
+                    // Volume-backed: every instance is evacuated (the
+                    // storage-class policy is tested in its own suites).
+                    boot_from_volume: true,
+                    resources: None,
                 }
             })
             .collect())

@@ -124,6 +124,7 @@ async fn run_async(schedule: &Schedule) -> Outcome {
             outbox: None,
             policy,
             thresholds: stages::thresholds(&cfg),
+            capacity: None,
         };
         let skew = if ctrl == 1 { c.skew_secs } else { 0 };
         let clock = {
@@ -517,11 +518,13 @@ fn final_checks(w: &Shared, schedule: &Schedule) -> Vec<String> {
                     ));
                 }
             }
-            None if failed && cn.recovered.get() == Some(false) => {
-                if scheduler_ok || usable_spare {
-                    out.push(format!("liveness: {name} is failed but was never claimed"));
-                }
+            None if failed
+                && cn.recovered.get() == Some(false)
+                && (scheduler_ok || usable_spare) =>
+            {
+                out.push(format!("liveness: {name} is failed but was never claimed"));
             }
+            None if failed && cn.recovered.get() == Some(false) => {}
             None if dead && !failed => {
                 out.push(format!("liveness: {name} died and was never judged failed"));
             }

@@ -417,13 +417,12 @@ impl World {
                     problems.push(format!("rule 5: novaha deleted {flag} of {node}"));
                 }
                 (KvOp::Set { value, .. }, ["ha_nodes", spare, "status", "in_use"])
-                    if String::from_utf8_lossy(value).eq_ignore_ascii_case("true") =>
+                    if String::from_utf8_lossy(value).eq_ignore_ascii_case("true")
+                        && self.spare_long_down(spare) =>
                 {
-                    if self.spare_long_down(spare) {
-                        problems.push(format!(
-                            "rule 10: claimed spare {spare} that Nova reports down"
-                        ));
-                    }
+                    problems.push(format!(
+                        "rule 10: claimed spare {spare} that Nova reports down"
+                    ));
                 }
                 (KvOp::Set { value, .. }, ["compute_nodes", node, "internal", "recovery"]) => {
                     if let Ok(rec) = serde_json::from_slice::<RecoveryRecord>(value) {

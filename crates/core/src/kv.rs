@@ -63,6 +63,16 @@ pub fn parse_bool(key: &str, raw: Option<&[u8]>) -> Result<bool, InvalidValue> {
     }
 }
 
+/// Parses an optional boolean override: a missing key or an empty value
+/// is `None` (no override), else as [`parse_bool`].
+pub fn parse_opt_bool(key: &str, raw: Option<&[u8]>) -> Result<Option<bool>, InvalidValue> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        Some(r) => parse_bool(key, Some(r)).map(Some),
+    }
+}
+
 /// Parses a non-negative decimal count (`number_fails`). A missing key or an
 /// empty value is 0; a sign, a fraction or any other text is invalid.
 pub fn parse_count(key: &str, raw: Option<&[u8]>) -> Result<u32, InvalidValue> {
@@ -226,6 +236,12 @@ impl Schema {
     /// `{"by","at","reason","until"}` (see [`Pause`]); present = paused.
     pub fn paused(&self) -> String {
         format!("{}/config/paused", self.prefix)
+    }
+
+    /// `compute_nodes/<node>/config/shared_storage`: True/False overrides
+    /// `[evacuate] shared_storage` for this node (docs/recovery.md).
+    pub fn shared_storage(&self, node: &NodeName) -> String {
+        format!("{}/config/shared_storage", self.compute_node(node))
     }
 
     /// The folder of one HA (spare) node.
@@ -422,6 +438,9 @@ pub struct ComputeNodeState {
     pub maintenance_reason: Option<String>,
     /// `config/maintenance_until`: when the maintenance ends by itself.
     pub maintenance_until: Field<Option<DateTime<Utc>>>,
+    /// `config/shared_storage`: `None` when absent or empty (the
+    /// `[evacuate] shared_storage` default applies).
+    pub shared_storage: Field<Option<bool>>,
     /// `internal/awaiting_up`: reset by the administrator, Nova has not
     /// reported it up since.
     pub awaiting_up: Field<bool>,
@@ -679,6 +698,12 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         .raw(&schema.maintenance_reason(&name))
         .map(|r| String::from_utf8_lossy(r).trim().to_owned())
         .filter(|r| !r.is_empty());
+    let shared_storage = Field::read(
+        snap,
+        &schema.shared_storage(&name),
+        parse_opt_bool,
+        &mut invalid,
+    );
     let awaiting_up = flag(snap, &schema.awaiting_up(&name), &mut invalid);
     let awaiting_up_since = Field::read(
         snap,
@@ -753,6 +778,7 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         maintenance,
         maintenance_reason,
         maintenance_until,
+        shared_storage,
         awaiting_up,
         awaiting_up_since,
         recovery,
@@ -796,6 +822,33 @@ mod tests {
         assert!(parse_count("k", Some(b"x")).is_err());
         assert!(parse_count("k", Some(b"1.5")).is_err());
         assert!(parse_count("k", Some(b"99999999999")).is_err());
+    }
+
+    #[test]
+    fn shared_storage_override_is_absent_true_false_or_invalid() {
+        let s = Schema::new("p");
+        let snap = snap(&[
+            ("p/compute_nodes/c1/config/shared_storage", b"True"),
+            ("p/compute_nodes/c2/config/shared_storage", b"no"),
+            ("p/compute_nodes/c3/config/shared_storage", b" "),
+            ("p/compute_nodes/c4/config/shared_storage", b"ceph"),
+            ("p/compute_nodes/c5/status/failed", b"False"),
+        ]);
+        let st = ClusterState::parse(&s, &snap);
+        let get = |n: &str| st.compute_nodes[&NodeName::from(n)].shared_storage.get();
+        assert_eq!(get("c1"), Some(Some(true)));
+        assert_eq!(get("c2"), Some(Some(false)));
+        assert_eq!(get("c3"), Some(None), "empty = no override");
+        assert_eq!(get("c5"), Some(None), "absent = no override");
+        let c4 = &st.compute_nodes[&NodeName::from("c4")];
+        assert!(
+            c4.has_invalid(),
+            "an unparsable override holds the node back"
+        );
+        assert_eq!(
+            c4.invalid[0].key,
+            "p/compute_nodes/c4/config/shared_storage"
+        );
     }
 
     fn snap(pairs: &[(&str, &[u8])]) -> Snapshot {

@@ -63,6 +63,7 @@ fn one_run(run: usize, mv: Option<&'static str>) -> f64 {
         Settings {
             max_microversion: mv,
             concurrency: 8,
+            target: "ha_node",
         },
     );
     let specs: Vec<(String, &str, bool)> = (1..=SERVERS)

@@ -357,6 +357,9 @@ allow_noop = true
 [evacuate]
 target = "ha_node"
 poll_interval = "500ms"
+# The demo cloud's instances are image-backed; their disks are declared to be
+# on storage every compute shares, so they keep them when evacuated.
+shared_storage = true
 
 [[notify]]
 driver = "log"
@@ -1128,6 +1131,7 @@ mod tests {
                 start_requested_at: None,
                 sends: 0,
                 starts: 0,
+                ..InstanceRecord::default()
             },
         );
         let text = render(&story.kv(&snap(&node_keys("True", 3, Some(&rec)))));

@@ -87,6 +87,11 @@ pub struct CycleReport {
     /// Nova could not be read: nothing was judged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nova_unreachable: bool,
+    /// The last failures-tolerated figure by availability zone (`""` = no
+    /// zone), read every `[evacuate] capacity_interval`; absent until read
+    /// or without Placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's recovery work of one tenure (one lease).
@@ -122,6 +127,9 @@ struct Recovery {
     last: Option<(Vec<NodeName>, bool, bool)>,
     /// Why the last cycle judged nothing (`None`: it judged every node).
     blind: Option<String>,
+    /// When the failures-tolerated figure was last read, and the figure.
+    capacity_at: Option<Instant>,
+    tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's state across cycles of one or more tenures.
@@ -272,6 +280,8 @@ impl LeaderCycle {
             outcomes: Vec::new(),
             last: None,
             blind: None,
+            capacity_at: None,
+            tolerated: None,
         });
         self
     }
@@ -450,6 +460,7 @@ impl LeaderCycle {
             }
             None => None,
         };
+        let failures_tolerated = self.recovery.as_ref().and_then(|r| r.tolerated.clone());
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
@@ -466,6 +477,7 @@ impl LeaderCycle {
             judged_failed,
             mass_failure,
             nova_unreachable,
+            failures_tolerated,
         };
         let key = self.schema.internal(LAST_CYCLE);
         let encode = |e: serde_json::Error| {
@@ -727,6 +739,39 @@ impl LeaderCycle {
         }
         let view = Arc::new(view);
         rec.view.send_replace(view.clone());
+        if let Some(reader) = &stages.capacity
+            && !reader.interval.is_zero()
+            && rec
+                .capacity_at
+                .is_none_or(|at| at.elapsed() >= reader.interval)
+        {
+            rec.capacity_at = Some(Instant::now());
+            let read = tokio::select! {
+                biased;
+                _ = lease.lost() => {
+                    return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+                }
+                r = crate::capacity::read_loads(reader, state) => r,
+            };
+            match read {
+                Ok(loads) => {
+                    let t = crate::capacity::tolerated(&loads, stages.policy.target);
+                    self.metrics.set_failures_tolerated(&t);
+                    if t.values().any(|n| *n == 0) {
+                        warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
+                    } else {
+                        info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
+                    }
+                    rec.tolerated = Some(t);
+                }
+                Err(e) => {
+                    if e.is_retryable() {
+                        self.metrics.api_error("placement");
+                    }
+                    warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
+                }
+            }
+        }
         rec.last = Some((
             judged_failed.clone(),
             judgement.mass_failure,

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod blind;
+pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod clock;

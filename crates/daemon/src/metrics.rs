@@ -59,6 +59,9 @@ pub struct Metrics {
     blind: Gauge,
     judgement_age: Gauge<f64, AtomicU64>,
     ha_nodes: Family<Labels, Gauge>,
+    failures_tolerated: Family<Labels, Gauge>,
+    /// The zones of the last failures-tolerated figure (to drop a gone one).
+    tolerated_zones: std::sync::Mutex<Vec<String>>,
 }
 
 /// The HA node states `novaha_ha_nodes{state}` reports, always all of them.
@@ -109,6 +112,8 @@ impl Metrics {
             fence: Family::default(),
             fence_duration: Family::new_with_constructor(seconds_buckets),
             bmc_up: Family::default(),
+            failures_tolerated: Family::default(),
+            tolerated_zones: std::sync::Mutex::new(Vec::new()),
             evacuations: Family::default(),
             evacuation_duration: seconds_buckets(),
             notifications: Family::default(),
@@ -217,6 +222,11 @@ impl Metrics {
             "novaha_fence_duration_seconds",
             "One fence attempt, power-off to verified off",
             m.fence_duration.clone(),
+        );
+        registry.register(
+            "novaha_capacity_failures_tolerated",
+            "How many of the largest compute hosts of a zone could fail at once with their instances fitting on the free spares (and, where the scheduler is allowed, the other hosts' free capacity)",
+            m.failures_tolerated.clone(),
         );
         registry.register(
             "novaha_bmc_up",
@@ -460,6 +470,30 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Sets `novaha_capacity_failures_tolerated{zone}` (zone `""` is shown
+    /// as `none`); zones no longer present are dropped.
+    pub fn set_failures_tolerated(&self, by_zone: &std::collections::BTreeMap<String, u32>) {
+        let label = |z: &str| {
+            let z = if z.is_empty() { "none" } else { z };
+            vec![("zone", z.to_owned())]
+        };
+        let mut known = self
+            .tolerated_zones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for old in known.iter() {
+            if !by_zone.contains_key(old) {
+                self.failures_tolerated.remove(&label(old));
+            }
+        }
+        for (zone, n) in by_zone {
+            self.failures_tolerated
+                .get_or_create(&label(zone))
+                .set(i64::from(*n));
+        }
+        *known = by_zone.keys().cloned().collect();
+    }
+
     /// The fence-path health check's result for a node.
     pub fn set_bmc_up(&self, name: &str, up: bool) {
         self.bmc_up.get_or_create(&node(name)).set(i64::from(up));
@@ -616,6 +650,26 @@ mod tests {
         m.state_invalid_seen(3);
         m.set_state_invalid(2);
         assert_eq!((m.state_invalid_total(), m.state_invalid_current()), (3, 2));
+    }
+
+    #[test]
+    fn failures_tolerated_per_zone_and_gone_zones_drop() {
+        let m = Metrics::new();
+        let mut z = std::collections::BTreeMap::from([("az1".to_owned(), 2), (String::new(), 0)]);
+        m.set_failures_tolerated(&z);
+        let out = m.encode();
+        assert!(
+            out.contains("novaha_capacity_failures_tolerated{zone=\"az1\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("novaha_capacity_failures_tolerated{zone=\"none\"} 0"),
+            "{out}"
+        );
+        z.remove("az1");
+        m.set_failures_tolerated(&z);
+        let out = m.encode();
+        assert!(!out.contains("zone=\"az1\""), "{out}");
     }
 
     #[test]

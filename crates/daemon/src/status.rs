@@ -87,6 +87,28 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
                 );
             }
             invalid.extend(n.invalid.iter().map(invalid_json));
+            // Each instance of a recovery: where it stands, where its disk
+            // lives (what evacuating it risks), where it went.
+            let instances: serde_json::Map<String, Value> = match &n.recovery.value {
+                Ok(Some(r)) => r
+                    .instances
+                    .iter()
+                    .map(|(id, i)| {
+                        (
+                            id.clone(),
+                            json!({
+                                "name": i.name,
+                                "state": i.state,
+                                "storage": i.storage,
+                                "target": i.target,
+                                "via_scheduler": i.via_scheduler,
+                                "error": i.error,
+                            }),
+                        )
+                    })
+                    .collect(),
+                _ => serde_json::Map::new(),
+            };
             (
                 n.name.to_string(),
                 json!({
@@ -100,6 +122,7 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
+                    "instances": instances,
                     "invalid": n.invalid.iter().map(invalid_json).collect::<Vec<_>>(),
                 }),
             )
@@ -350,6 +373,68 @@ impl Table {
     }
 }
 
+/// The failures-tolerated line: per zone, how many of the largest hosts
+/// could fail at once with their instances placed (red at 0).
+fn tolerated_text(t: &Value, colour: bool) -> String {
+    let Some(zones) = t.as_object() else {
+        return String::new();
+    };
+    let parts: Vec<String> = zones
+        .iter()
+        .map(|(z, n)| {
+            let z = if z.is_empty() { "all" } else { z.as_str() };
+            let tone = if n.as_u64() == Some(0) {
+                Tone::Bad
+            } else {
+                Tone::Good
+            };
+            format!("{z}={}", paint(&show(n), tone, colour))
+        })
+        .collect();
+    format!(
+        "failures tolerated (largest hosts failing at once): {}\n",
+        parts.join(", ")
+    )
+}
+
+/// One instance of a recovery as a note line: name, state, storage class
+/// and what happened (`local` and done = rebuilt, its disk lost).
+fn instance_note(id: &str, i: &Value) -> (String, Tone) {
+    let name = i["name"].as_str().unwrap_or(id);
+    let state = i["state"].as_str().unwrap_or("?");
+    let storage = i["storage"].as_str().unwrap_or("unknown");
+    let mut line = format!("instance {name} ({id}): {state}, storage {storage}");
+    let target = i["target"].as_str();
+    let tone = match state {
+        "done" => {
+            if let Some(t) = target {
+                line.push_str(&format!(" -> {t}"));
+            }
+            if storage == "local" {
+                line.push_str(" (rebuilt from image: root disk data lost)");
+                Tone::Warn
+            } else {
+                Tone::Good
+            }
+        }
+        "error" | "skipped" => Tone::Bad,
+        _ => {
+            match target {
+                Some(t) => line.push_str(&format!(" -> {t}")),
+                None if i["via_scheduler"].as_bool() == Some(true) || state == "requested" => {
+                    line.push_str(" -> scheduler")
+                }
+                None => {}
+            }
+            Tone::Warn
+        }
+    };
+    if let Some(e) = i["error"].as_str() {
+        line.push_str(&format!(": {e}"));
+    }
+    (line, tone)
+}
+
 /// Renders the document as text for people, without colour.
 pub fn text(doc: &Value) -> String {
     table(doc, false)
@@ -480,6 +565,9 @@ pub fn table(doc: &Value, colour: bool) -> String {
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
             }
+            for (id, i) in n["instances"].as_object().into_iter().flatten() {
+                notes.push(instance_note(id, i));
+            }
             for bad in n["invalid"].as_array().into_iter().flatten() {
                 notes.push((
                     format!(
@@ -563,7 +651,18 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         // once a leader has published one.
         fence_health: crate::fence_health::status_json(&schema, &snap),
     };
-    let doc = document(&state, extras, schema.prefix(), Utc::now());
+    let mut doc = document(&state, extras, schema.prefix(), Utc::now());
+    // The leader's last failures-tolerated figure (crate::capacity), from
+    // its cycle report, once it has read one.
+    let cycle_key = schema.internal(crate::leader::LAST_CYCLE);
+    if let Some(t) = snap
+        .raw(&cycle_key)
+        .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+        .map(|v| v["failures_tolerated"].clone())
+        .filter(|t| !t.is_null())
+    {
+        doc["failures_tolerated"] = t;
+    }
     if as_json {
         println!(
             "{}",
@@ -577,6 +676,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         );
         print!("{}", table(&doc, colour));
         print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
+        print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
     Ok(exit_code(&doc))
 }
@@ -616,6 +716,41 @@ mod tests {
             },
             "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
         })
+    }
+
+    #[test]
+    fn each_instance_of_a_recovery_shows_its_storage_class_and_fate() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["instances"] = json!({
+            "u1": {"name": "db", "state": "done", "storage": "volume", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u2": {"name": "cache", "state": "done", "storage": "local", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u3": {"name": null, "state": "skipped", "storage": "local", "target": null,
+                   "via_scheduler": false, "error": "root disk on local storage"},
+            "u4": {"name": "web", "state": "requested", "storage": "shared", "target": null,
+                   "via_scheduler": true, "error": null},
+        });
+        let out = table(&d, false);
+        for needle in [
+            "instance db (u1): done, storage volume -> ha-1\n",
+            "instance cache (u2): done, storage local -> ha-1 (rebuilt from image: root disk data lost)",
+            "instance u3 (u3): skipped, storage local: root disk on local storage",
+            "instance web (u4): requested, storage shared -> scheduler",
+        ] {
+            assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
+        }
+    }
+
+    #[test]
+    fn failures_tolerated_line_per_zone() {
+        let t = json!({"az1": 2, "": 0});
+        assert_eq!(
+            tolerated_text(&t, false),
+            "failures tolerated (largest hosts failing at once): all=0, az1=2\n"
+        );
+        assert!(tolerated_text(&t, true).contains("\x1b[1;31m0"));
+        assert_eq!(tolerated_text(&Value::Null, false), "");
     }
 
     #[test]

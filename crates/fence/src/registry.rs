@@ -106,6 +106,7 @@ impl FenceRegistry {
             libvirt: Arc::new(LibvirtFencer::new(s.libvirt.clone(), t, p)),
             noop: None,
             only: Some(fencer),
+            credentials: None,
         })
     }
 

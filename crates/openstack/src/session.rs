@@ -29,6 +29,8 @@ pub enum ServiceType {
     Compute,
     /// Keystone (`identity`).
     Identity,
+    /// Placement (`placement`).
+    Placement,
 }
 
 impl ServiceType {
@@ -37,6 +39,7 @@ impl ServiceType {
         match self {
             Self::Compute => "compute",
             Self::Identity => "identity",
+            Self::Placement => "placement",
         }
     }
 }
