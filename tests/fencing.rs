@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use novaha_sim::{Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{
-    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, recovery_record,
+    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
 };
 use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
 use serde_json::Value;
@@ -141,6 +141,8 @@ request_timeout = "2s"
 [evacuate]
 poll_interval = "300ms"
 timeout = "60s"
+# The sim's instances are image-backed: declared shared so they move.
+shared_storage = true
 
 [recovery]
 backoff_initial = "500ms"
@@ -589,4 +591,148 @@ fn the_health_check_finds_a_wrong_bmc_password_before_any_failure() {
             .as_str()
             .is_some_and(|t| t > first.as_str())
     });
+}
+
+/// `check-config --bmc` reads every node's power once through its own BMC
+/// (never switching it): a good BMC passes with its power, a wrong password
+/// is a problem naming the node, and the password is never printed.
+#[test]
+fn check_config_bmc_reads_every_power_once_and_names_the_broken_one() {
+    let c = Cluster::new("f-check", "1h");
+    let good = IpmiBmc::start(USER, PASSWORD);
+    let bad = IpmiBmc::start(USER, PASSWORD);
+    c.register_ipmi("compute-1", &good, PASSWORD);
+    c.register_ipmi("compute-2", &bad, WRONG);
+    let cfg = c.dir.path().join("admin.toml");
+    let o = novaha(
+        bin(),
+        &["check-config", "--bmc", "-c", cfg.to_str().unwrap()],
+    );
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        out.contains("bmc of compute-1: power on read through ipmi"),
+        "{out}{err}"
+    );
+    assert!(err.contains("  - bmc.compute-2: ipmi: "), "{out}{err}");
+    assert!(!err.contains("bmc.compute-1"), "{err}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD) && !err.contains(WRONG));
+    // Read only: nothing was switched.
+    assert!(good.power_is_on() && bad.power_is_on());
+    assert!(
+        !good.calls().iter().any(|l| l.starts_with("set ")),
+        "{:?}",
+        good.calls()
+    );
+    // Without --bmc no BMC is asked.
+    let before = good.calls().len();
+    let o = novaha(bin(), &["check-config", "-c", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(good.calls().len(), before);
+}
+
+/// BMC credentials kept outside the operator-writable tree: from a
+/// directory readable by the daemon alone (`[fence] credentials_dir`), or
+/// from a K/V prefix of their own (`[fence] credentials_prefix`). They
+/// replace `config/bmc/user|password` of the nodes they cover; a node they
+/// do not cover keeps the tree's (the seed's keys keep working).
+#[test]
+fn bmc_credentials_from_a_private_directory_or_their_own_prefix_replace_the_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::new("f-creds", "1h");
+    let (b1, b2, b3) = (
+        IpmiBmc::start(USER, PASSWORD),
+        IpmiBmc::start(USER, PASSWORD),
+        IpmiBmc::start(USER, PASSWORD),
+    );
+    // The tree holds a wrong password for compute-1 and compute-2, the
+    // right one for compute-3.
+    c.register_ipmi("compute-1", &b1, WRONG);
+    c.register_ipmi("compute-2", &b2, WRONG);
+    c.register_ipmi("compute-3", &b3, PASSWORD);
+    let admin = c.dir.path().join("admin.toml");
+    let with_fence_key = |name: &str, line: &str| {
+        let text = std::fs::read_to_string(&admin).unwrap();
+        let path = c.dir.path().join(name);
+        std::fs::write(
+            &path,
+            text.replacen(
+                "driver = \"ipmi\"\n",
+                &format!("driver = \"ipmi\"\n{line}\n"),
+                1,
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |cfg: &Path| {
+        let o = novaha(
+            bin(),
+            &["check-config", "--bmc", "-c", cfg.to_str().unwrap()],
+        );
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The directory: compute-1's password there (mode 0640), compute-2's
+    // world-readable (refused, not used).
+    let dir = c.dir.path().join("bmc");
+    for (node, mode) in [("compute-1", 0o640), ("compute-2", 0o644)] {
+        std::fs::create_dir_all(dir.join(node)).unwrap();
+        let f = dir.join(node).join("password");
+        std::fs::write(&f, format!("{PASSWORD}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let cfg = with_fence_key(
+        "dir.toml",
+        &format!("credentials_dir = \"{}\"", dir.display()),
+    );
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("bmc of compute-1: power on"), "{out}{err}");
+    assert!(out.contains("bmc of compute-3: power on"), "{out}{err}");
+    assert!(
+        err.contains("bmc.compute-2: ipmi: ") && err.contains("readable by every user"),
+        "{out}{err}"
+    );
+    assert!(!err.contains(PASSWORD) && !out.contains(PASSWORD));
+    // The prefix: compute-1 and compute-2 there.
+    for node in ["compute-1", "compute-2"] {
+        c.agent.kv_put(
+            &format!("f-creds-secrets/{node}/password"),
+            PASSWORD.as_bytes(),
+        );
+    }
+    let cfg = with_fence_key("prefix.toml", "credentials_prefix = \"f-creds-secrets\"");
+    let (code, out, err) = check(&cfg);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for node in ["compute-1", "compute-2", "compute-3"] {
+        assert!(
+            out.contains(&format!("bmc of {node}: power on")),
+            "{out}{err}"
+        );
+    }
+    // Without either, the tree's wrong passwords fail as before.
+    let (code, _, err) = check(&admin);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("bmc.compute-1") && err.contains("bmc.compute-2"),
+        "{err}"
+    );
+    // Both at once is a config problem.
+    let both = with_fence_key(
+        "both.toml",
+        &format!(
+            "credentials_dir = \"{}\"\ncredentials_prefix = \"x\"",
+            dir.display()
+        ),
+    );
+    let (code, _, err) = check(&both);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("fence.credentials_prefix"), "{err}");
 }

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul::{ConsulAgent, consul_bin};
 use novaha_testkit::daemon::{Daemon, DaemonConfig, novaha};
 use novaha_testkit::process::{ChildGuard, free_port, repo_root, tool, wait_until};
@@ -200,6 +201,11 @@ fn readyz_is_503_while_consul_does_not_answer() {
         "{}",
         d.log()
     );
+    // It waits for Consul instead of exiting (under systemd: no restart,
+    // so no start limit to hit).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut d = d;
+    assert!(d.guard().is_running(), "{}", d.log());
 }
 
 /// A real Prometheus server scrapes a running leader; its query API
@@ -303,20 +309,65 @@ fn deploy_prometheus_rules_and_config_pass_promtool() {
         );
         assert!(stdout(&o).contains("SUCCESS"), "{}", stdout(&o));
     }
-    // Every alert the issue asks for is there.
-    let rules = std::fs::read_to_string(dir.join("novaha-alerts.yml")).unwrap();
+    // Every failure an operator must hear about has its alert, each alert
+    // has a runbook_url into a section of docs/runbook.md, and each fires
+    // in at least one `promtool test rules` case (the test file's cases
+    // cannot all expect silence).
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("novaha-alerts.yml")).unwrap())
+            .unwrap();
+    let tests: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("novaha-alerts.test.yml")).unwrap())
+            .unwrap();
+    let runbook = std::fs::read_to_string(repo_root().join("docs/runbook.md")).unwrap();
+    let anchors: std::collections::BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("### ").or_else(|| l.strip_prefix("## ")))
+        .map(|h| h.trim().to_lowercase().replace(' ', "-"))
+        .collect();
+    let fired: std::collections::BTreeSet<&str> = tests["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+        .filter(|c| c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty()))
+        .map(|c| c["alertname"].as_str().unwrap())
+        .collect();
+    let mut names = Vec::new();
+    for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
+        let name = rule["alert"].as_str().unwrap();
+        names.push(name);
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+        let anchor = url
+            .strip_prefix("file:///usr/share/doc/novaha/runbook.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url} is not into the runbook"));
+        assert!(
+            anchors.contains(anchor),
+            "{name}: no section #{anchor} in docs/runbook.md"
+        );
+        assert!(fired.contains(name), "{name} never fires in the rule tests");
+    }
     for alert in [
         "NovahaNoLeader",
+        "NovahaTwoLeaders",
+        "NovahaNoStandby",
+        "NovahaLeaderBlind",
         "NovahaNodeFailed",
         "NovahaRecoveryStuck",
+        "NovahaFenceFailing",
+        "NovahaEvacuationErrors",
         "NovahaBmcUnreachable",
+        "NovahaInvalidState",
+        "NovahaNotificationsFailing",
+        "NovahaNoFreeSpare",
         "NovahaMassFailureGuard",
+        "NovahaPausedLong",
+        "NovahaNoHostFailureTolerated",
         "NovahaNodeDegraded",
     ] {
-        assert!(
-            rules.contains(&format!("alert: {alert}")),
-            "{alert} missing"
-        );
+        assert!(names.contains(&alert), "{alert} missing");
     }
 }
 
@@ -343,6 +394,11 @@ fn alert_rules_and_dashboard_name_only_exported_series() {
     m.notification("email", "sent");
     m.api_error("nova");
     m.admin_reset();
+    m.set_paused(true);
+    m.set_blind(true, 42.0);
+    m.cycle_blind();
+    m.set_ha_nodes(&[("free", 1), ("in_use", 1)]);
+    m.set_failures_tolerated(&std::collections::BTreeMap::from([("nova".to_owned(), 1)]));
     let metrics = m.encode();
     let o = run_with_stdin(
         Command::new(promtool()).args(["check", "metrics"]),
@@ -411,9 +467,18 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ExecStart=/usr/bin/novaha run -c /etc/novaha/novaha.toml",
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
+        // A burst of failures (a Consul restart) never leaves the unit in
+        // start-limit-hit; an invalid config is not restarted in a loop.
+        "StartLimitIntervalSec=0",
+        "RestartPreventExitStatus=2",
     ] {
         assert!(unit.contains(needed), "the unit lacks {needed}");
     }
+    // Nothing that asks Consul or Keystone may fail the start.
+    assert!(
+        !unit.lines().any(|l| l.starts_with("ExecStartPre=")),
+        "{unit}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("novaha.service");
     std::fs::write(
@@ -520,6 +585,8 @@ struct AclAgent {
     _dir: tempfile::TempDir,
     port: u16,
     master: String,
+    /// The agent's node name (what the policy's @NODE@ becomes).
+    node: String,
 }
 
 impl AclAgent {
@@ -579,6 +646,7 @@ impl AclAgent {
                     _dir: dir,
                     port: ports[0],
                     master,
+                    node: format!("novaha-acl-{}", ports[0]),
                 };
             }
             guard.kill();
@@ -655,7 +723,7 @@ fn consul_call(
 
 /// A daemon config on the real `ha_cluster` prefix (the policy is written
 /// for it) whose token comes from a file, never the command line.
-fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
+fn acl_config(dir: &Path, consul: &str, id: &str, token: &str, openstack: &str) -> PathBuf {
     let token_file = dir.join(format!("{id}.token"));
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let path = dir.join(format!("{id}.toml"));
@@ -665,7 +733,7 @@ fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
             "[consul]\naddress = \"{consul}\"\ntoken_file = \"{}\"\nrequest_timeout = \"5s\"\n\n\
              [election]\nsession_ttl = \"10s\"\nlock_delay = \"1s\"\ncheck_ttl = \"2s\"\nid = \"{id}\"\n\n\
              [monitor]\ninterval = \"1s\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
-             [log]\nformat = \"text\"\nlevel = \"info\"\n",
+             [log]\nformat = \"text\"\nlevel = \"info\"\n{openstack}",
             token_file.display(),
             free_port()
         ),
@@ -678,15 +746,38 @@ fn acl_config(dir: &Path, consul: &str, id: &str, token: &str) -> PathBuf {
 fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
     let agent = AclAgent::start();
     let dir = tempfile::tempdir().unwrap();
-    let rules =
+    let template =
         std::fs::read_to_string(repo_root().join("deploy/consul/novaha-policy.hcl")).unwrap();
+    assert!(
+        template.contains("@NODE@"),
+        "the policy names the daemon's own node"
+    );
+    // Instantiated for this agent's node, with the credentials rule on.
+    let rules = template
+        .replace("@NODE@", &agent.node)
+        .replace(
+            "# key_prefix \"novaha_bmc/\" {",
+            "key_prefix \"novaha_bmc/\" {",
+        )
+        .replace("#   policy = \"read\"\n# }", "  policy = \"read\"\n}");
+    assert!(
+        rules.contains("key_prefix \"novaha_bmc/\" {\n  policy = \"read\"\n}"),
+        "{rules}"
+    );
     let token = agent.token_with_policy("novaha", &rules);
-    let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token);
+    let cloud = SimCloud::start();
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-a", &token, &cloud.admin());
     let c = cfg.to_str().unwrap();
 
-    // check-config reaches the agent with this token alone.
+    // check-config reaches the agent with this token alone, and finds it
+    // may write the prefix.
     let o = novaha(bin(), &["check-config", "-c", c]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("the token may write ha_cluster/"),
+        "{}",
+        stdout(&o)
+    );
 
     let d = Daemon::spawn(bin(), &cfg, "acl-a", dir.path(), &[]);
     assert!(
@@ -718,10 +809,30 @@ fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
     assert!(!d.log().contains("Permission denied"), "{}", d.log());
     assert!(!d.log().contains(&token), "the token leaked into the log");
 
-    // Least privilege: nothing outside what the daemon needs.
+    // Least privilege: nothing outside what the daemon needs: no other
+    // node's sessions or registrations, no key outside its tree, the BMC
+    // credentials read but never written.
+    agent
+        .call("PUT", "/v1/kv/novaha_bmc/c1/password", "pw", &agent.master)
+        .unwrap();
+    let (code, _) = agent
+        .call("GET", "/v1/kv/novaha_bmc/c1/password", "", &token)
+        .unwrap();
+    assert_eq!(code, 200, "the daemon reads the BMC credentials");
     for (method, path, body) in [
         ("PUT", "/v1/kv/other/key", "x"),
         ("GET", "/v1/kv/other/key", ""),
+        ("PUT", "/v1/kv/novaha_bmc/c1/password", "stolen"),
+        (
+            "PUT",
+            "/v1/session/create",
+            r#"{"Node": "some-other-node"}"#,
+        ),
+        (
+            "PUT",
+            "/v1/catalog/register",
+            r#"{"Node": "some-other-node", "Address": "10.0.0.9"}"#,
+        ),
         ("GET", "/v1/acl/tokens", ""),
         (
             "PUT",
@@ -743,10 +854,43 @@ fn daemon_leads_with_only_the_deploy_acl_policy_and_nothing_more() {
 fn a_token_without_the_policy_is_refused_with_a_clear_error() {
     let agent = AclAgent::start();
     let dir = tempfile::tempdir().unwrap();
+    // An operator's token (the tree, not the BMC credentials) reads no
+    // credentials kept under their own prefix.
+    let operator = agent.token_with_policy(
+        "operator",
+        "key_prefix \"ha_cluster/\" { policy = \"write\" }",
+    );
+    agent
+        .call("PUT", "/v1/kv/novaha_bmc/c1/password", "pw", &agent.master)
+        .unwrap();
+    let (code, _) = agent
+        .call("GET", "/v1/kv/novaha_bmc/c1/password", "", &operator)
+        .unwrap();
+    assert_eq!(code, 403, "an operator reads the BMC credentials");
     let token =
         agent.token_with_policy("unrelated", "key_prefix \"other/\" { policy = \"write\" }");
-    let cfg = acl_config(dir.path(), &agent.addr(), "acl-b", &token);
+    let cloud = SimCloud::start();
+    let cfg = acl_config(dir.path(), &agent.addr(), "acl-b", &token, &cloud.admin());
     let c = cfg.to_str().unwrap();
+    // check-config names the missing right before the daemon meets it.
+    let o = novaha(bin(), &["check-config", "-c", c]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("  - consul.token: the token may not write below ha_cluster/"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains(&token), "the token leaked");
+    // A read-only token is refused the same way.
+    let reader =
+        agent.token_with_policy("reader", "key_prefix \"ha_cluster/\" { policy = \"read\" }");
+    let ro = acl_config(dir.path(), &agent.addr(), "acl-ro", &reader, &cloud.admin());
+    let o = novaha(bin(), &["check-config", "-c", ro.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("  - consul.token: the token may not write below ha_cluster/"),
+        "{}",
+        stderr(&o)
+    );
     let o = novaha(bin(), &["run", "--once", "-c", c]);
     let err = stderr(&o);
     assert!(!o.status.success(), "{}{err}", stdout(&o));
@@ -889,6 +1033,28 @@ fn deb_builds_installs_runs_and_purges() {
     let deb = stdout(&o).lines().last().unwrap().trim().to_owned();
     assert!(deb.ends_with(".deb") && Path::new(&deb).is_file(), "{deb}");
 
+    // Debian's own checker: no error, and none of the warnings the
+    // maintainer scripts and the conffile used to earn.
+    let o = Command::new(tool("NOVAHA_LINTIAN", &["/usr/bin/lintian"], "lintian"))
+        .args(["--no-cfg", "--allow-root"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let report = format!("{}{}", stdout(&o), stderr(&o));
+    for line in report.lines() {
+        assert!(!line.starts_with("E: "), "lintian error: {line}\n{report}");
+        for tag in [
+            "maintainer-script-calls-systemctl",
+            "non-standard-file-perm",
+            "command-with-path-in-maintainer-script",
+            "copyright-without-copyright-notice",
+            "no-changelog",
+        ] {
+            assert!(!line.contains(tag), "lintian: {line}\n{report}");
+        }
+    }
+    assert!(o.status.code().is_some(), "lintian did not run: {report}");
+
     if is_installed() {
         Installed::purge();
     }
@@ -941,16 +1107,52 @@ fn deb_builds_installs_runs_and_purges() {
         .output()
         .unwrap();
     assert_eq!(stdout(&o).trim(), "root:novaha 640");
+    let o = Command::new("dpkg-statoverride")
+        .args(["--list", "/etc/novaha/novaha.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).trim(), "root novaha 640 /etc/novaha/novaha.toml");
+    // The unit's state is tracked by deb-systemd-helper, and a first
+    // install enables nothing (the config must name the cloud first).
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/novaha.service");
+    assert!(!wants.exists(), "a first install enabled the unit");
+    let state = Path::new("/var/lib/systemd/deb-systemd-helper-enabled/novaha.service.dsh-also");
+    assert!(state.is_file(), "no deb-systemd-helper state");
+    // The administrator enables it (what `systemctl enable` does); then an
+    // upgrade replaces the conffile (they never edited it): it comes back
+    // root:novaha 0640, not the package's root:root 0644, and the unit
+    // stays enabled.
+    std::fs::create_dir_all(wants.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/lib/systemd/system/novaha.service", wants).unwrap();
+    let upgrade = repackage_with_new_conffile(&deb, dir.path());
+    let o = Command::new("dpkg")
+        .arg("-i")
+        .arg(&upgrade)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "upgrade: {}{}", stdout(&o), stderr(&o));
+    let conf = std::fs::read_to_string("/etc/novaha/novaha.toml").unwrap();
+    assert!(conf.contains("# upgraded"), "the conffile was not replaced");
+    let o = Command::new("stat")
+        .args(["-c", "%U:%G %a", "/etc/novaha/novaha.toml", "/etc/novaha"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "root:novaha 640\nroot:novaha 750\n");
+    assert!(wants.is_symlink(), "the upgrade disabled the unit");
 
     // The installed binary with the installed config, pointed at a test
     // Consul through the environment (NOVAHA_<SECTION>__<KEY>).
     let agent = ConsulAgent::start();
     let port = free_port();
-    let env = [
+    // The packaged config names no cloud: the OS_* variables do, as they
+    // would from /etc/default/novaha.
+    let cloud = SimCloud::start();
+    let mut env = vec![
         ("NOVAHA_CONSUL__ADDRESS", agent.http_addr()),
         ("NOVAHA_HTTP__LISTEN", format!("127.0.0.1:{port}")),
         ("NOVAHA_ELECTION__ID", "deb-test".to_owned()),
     ];
+    env.extend(cloud.os_env());
     let o = Command::new("/usr/bin/novaha")
         .args(["check-config", "-c", "/etc/novaha/novaha.toml"])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -996,6 +1198,81 @@ fn deb_builds_installs_runs_and_purges() {
     assert!(!is_installed());
     assert!(!Path::new("/usr/bin/novaha").exists());
     assert!(!Path::new("/etc/novaha").exists(), "purge left /etc/novaha");
+    assert!(!wants.exists(), "purge left the unit enabled");
+    assert!(!state.exists(), "purge left the deb-systemd-helper state");
+    let o = Command::new("dpkg-statoverride")
+        .args(["--list", "/etc/novaha/*"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).is_empty(),
+        "purge left statoverrides: {}",
+        stdout(&o)
+    );
+}
+
+/// The same package as version `-2` with one line added to its conffile:
+/// what an upgrade that ships a new default config looks like to dpkg.
+fn repackage_with_new_conffile(deb: &str, dir: &Path) -> PathBuf {
+    let tree = dir.join("upgrade-tree");
+    let o = Command::new("dpkg-deb")
+        .arg("-R")
+        .arg(deb)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dpkg-deb -R: {}", stderr(&o));
+    let conf = tree.join("etc/novaha/novaha.toml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("# upgraded\n");
+    std::fs::write(&conf, text).unwrap();
+    let control = tree.join("DEBIAN/control");
+    let c = std::fs::read_to_string(&control).unwrap();
+    let version = c
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &control,
+        c.replace(
+            &format!("Version: {version}"),
+            &format!("Version: {version}.1"),
+        ),
+    )
+    .unwrap();
+    // md5sums lists the conffile too; keep it true.
+    let sums = tree.join("DEBIAN/md5sums");
+    if sums.exists() {
+        let o = Command::new("md5sum")
+            .arg("etc/novaha/novaha.toml")
+            .current_dir(&tree)
+            .output()
+            .unwrap();
+        let line = stdout(&o);
+        let text: String = std::fs::read_to_string(&sums)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.ends_with(" etc/novaha/novaha.toml") {
+                    line.trim_end().to_owned()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&sums, text + "\n").unwrap();
+    }
+    let out = dir.join("novaha-upgrade.deb");
+    let o = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&tree)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "dpkg-deb -b: {}", stderr(&o));
+    out
 }
 
 // ---------------------------------------------------------------------------

@@ -46,6 +46,7 @@ fn recover_compute(prefix: &str, max_microversion: Option<&'static str>, starts:
         Settings {
             max_microversion,
             concurrency: 8,
+            target: "ha_node",
             detection: Detection::SHORT,
         },
     );
@@ -99,6 +100,7 @@ fn the_operators_reset_puts_the_compute_back_in_service() {
         Settings {
             max_microversion: Some("2.94"),
             concurrency: 8,
+            target: "ha_node",
             detection: Detection::SHORT,
         },
     );
@@ -189,6 +191,7 @@ fn the_standby_finishes_an_evacuation_when_the_leader_is_killed() {
         Settings {
             max_microversion: Some("2.94"),
             concurrency: 1,
+            target: "ha_node",
             detection: Detection::SHORT,
         },
     );
@@ -256,6 +259,7 @@ fn a_lone_dead_nova_compute_or_consul_agent_is_never_judged_failed() {
         Settings {
             max_microversion: Some("2.94"),
             concurrency: 8,
+            target: "ha_node",
             detection: Detection::PRODUCTION_FAST,
         },
     );
@@ -315,5 +319,162 @@ fn a_lone_dead_nova_compute_or_consul_agent_is_never_judged_failed() {
             "no degraded log line for {node}\n{}",
             h.logs()
         );
+    }
+}
+
+/// The spare's Placement inventory, lowered for one test and put back
+/// after it (also on panic): nova-compute only rewrites an inventory it
+/// changed itself, so a test's `reserved` stays until then.
+struct SpareRoom {
+    rt: tokio::runtime::Runtime,
+    placement: novaha_openstack::PlacementClient,
+    uuid: String,
+    saved: novaha_core::capacity::Inventory,
+}
+
+impl SpareRoom {
+    /// Leaves room on `host` for exactly `n` more servers of `ram_mb` each
+    /// (memory at ratio 1.0, the rest reserved), through novaha's own
+    /// Placement client over the stack's clouds.yaml.
+    fn limit(h: &Harness, host: &str, n: u64, ram_mb: u64) -> Self {
+        use novaha_openstack::{Env, OpenStackConfig, PlacementClient, Session};
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let cfg = OpenStackConfig {
+            cloud: Some(novaha_testkit::openstack::OpenStack::CLOUD.to_owned()),
+            clouds_file: Some(h.stack.clouds_yaml.clone()),
+            ..OpenStackConfig::default()
+        };
+        let cloud = cfg.resolve(&Env::default()).unwrap();
+        let placement = PlacementClient::new(std::sync::Arc::new(Session::new(cloud).unwrap()));
+        let (uuid, saved, used) = rt.block_on(async {
+            let rp = placement.provider_named(host).await.unwrap().unwrap();
+            let (inv, _) = placement.inventories(&rp.uuid).await.unwrap();
+            let used = placement.usages(&rp.uuid).await.unwrap();
+            (rp.uuid, inv.memory_mb.unwrap(), used)
+        });
+        let room = novaha_core::capacity::Inventory {
+            reserved: saved.total - used.memory_mb - n * ram_mb,
+            allocation_ratio: 1.0,
+            ..saved
+        };
+        rt.block_on(placement.set_inventory(&uuid, "MEMORY_MB", &room))
+            .unwrap();
+        Self {
+            rt,
+            placement,
+            uuid,
+            saved,
+        }
+    }
+}
+
+impl Drop for SpareRoom {
+    fn drop(&mut self) {
+        let put = self.rt.block_on(self.placement.set_inventory(
+            &self.uuid,
+            "MEMORY_MB",
+            &self.saved,
+        ));
+        if let Err(e) = put {
+            eprintln!("could not restore the spare's MEMORY_MB inventory: {e}");
+        }
+    }
+}
+
+/// Capacity from Placement (docs/recovery.md, "Capacity"): the spare's
+/// inventory fits 2 of the 3 servers. Returns the harness (daemon running,
+/// compute-1 killed), the servers, and the guard that restores the room.
+fn spare_fits_two(
+    prefix: &str,
+    target: &'static str,
+) -> (Harness<'static>, Vec<String>, SpareRoom) {
+    let mut h = Harness::start(
+        prefix,
+        Settings {
+            max_microversion: Some("2.94"),
+            concurrency: 8,
+            target,
+            detection: Detection::SHORT,
+        },
+    );
+    let servers = h.boot_all(&[
+        ("cap-1", "ACTIVE", false),
+        ("cap-2", "ACTIVE", false),
+        ("cap-3", "ACTIVE", false),
+    ]);
+    let ram = h.nova.get(&format!("/flavors/{}", h.stack.flavor_id))["flavor"]["ram"]
+        .as_u64()
+        .unwrap();
+    let ha = h.ha().to_owned();
+    let room = SpareRoom::limit(&h, &ha, 2, ram);
+    h.spawn("a");
+    h.wait_watching();
+    let failed = h.failed().to_owned();
+    h.stack.kill_host(&failed);
+    (h, servers.into_iter().map(|s| s.id).collect(), room)
+}
+
+/// `ha_node_then_scheduler`: two land on the spare, the third on another
+/// compute through the scheduler; all ACTIVE, one evacuation each.
+#[test]
+fn a_spare_with_room_for_two_of_three_sends_the_third_through_the_scheduler() {
+    let (h, ids, _room) = spare_fits_two("e2e-os-cap-sched", "ha_node_then_scheduler");
+    h.wait_done();
+    let ha = h.ha().to_owned();
+    let mut on_ha = 0;
+    for id in &ids {
+        let s = h.nova.server(id);
+        let host = s["OS-EXT-SRV-ATTR:host"].as_str().unwrap_or("").to_owned();
+        assert_eq!(s["status"], "ACTIVE", "{id}: {s}");
+        assert_ne!(host, h.failed(), "{id} still on the failed host");
+        if host == ha {
+            on_ha += 1;
+        }
+        assert_eq!(h.evacuations(id).len(), 1, "{id}: one evacuation");
+    }
+    assert_eq!(on_ha, 2, "two on the spare, one elsewhere:\n{}", h.logs());
+    let rec = h.record().unwrap();
+    let via: Vec<_> = ids
+        .iter()
+        .filter(|id| rec["instances"][id.as_str()]["via_scheduler"] == true)
+        .collect();
+    assert_eq!(via.len(), 1, "{rec:#}");
+}
+
+/// `ha_node`: two land on the spare, the third waits with an alert and is
+/// never sent (so never ERROR).
+#[test]
+fn a_spare_with_room_for_two_of_three_makes_the_third_wait_under_ha_node() {
+    let (h, ids, _room) = spare_fits_two("e2e-os-cap-wait", "ha_node");
+    let failed = h.failed().to_owned();
+    let s = h.wait_status("two landed, one waiting", RECOVERY, |s| {
+        let n = &s["compute_nodes"][&failed];
+        let done = ids
+            .iter()
+            .filter(|id| n["instances"][id.as_str()]["state"] == "done")
+            .count();
+        done == 2
+            && n["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no room on"))
+    });
+    let n = &s["compute_nodes"][&failed];
+    assert_eq!(n["phase"], "evacuating", "{n:#}");
+    let waiting: Vec<&String> = ids
+        .iter()
+        .filter(|id| n["instances"][id.as_str()]["state"] == "pending")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{n:#}");
+    let logs: String = h.daemons.iter().map(Daemon::log).collect();
+    assert!(logs.contains("no-room-on-ha-node"), "{}", h.logs());
+    std::thread::sleep(Duration::from_secs(5));
+    let w = h.nova.server(waiting[0]);
+    assert_ne!(w["status"], "ERROR", "{w}");
+    assert!(h.evacuations(waiting[0]).is_empty(), "never sent");
+    for id in ids.iter().filter(|id| *id != waiting[0]) {
+        assert_eq!(h.evacuations(id).len(), 1, "{id}: one evacuation");
+        let s = h.nova.server(id);
+        assert_eq!(s["status"], "ACTIVE", "{s}");
+        assert_eq!(s["OS-EXT-SRV-ATTR:host"], h.ha(), "{s}");
     }
 }

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
+use novaha_testkit::hosts::Hosts;
 use novaha_testkit::daemon::{
     Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
 };
-use novaha_testkit::hosts::Hosts;
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -41,6 +41,9 @@ struct Settings {
     recovery: String,
     /// `[[notify]]` sections (none by default).
     notify: String,
+    /// Extra `[evacuate]` keys (by default the sim's image-backed instances
+    /// are declared on shared storage, so they move).
+    evacuate: String,
     /// Run each sim host as a host (its own Consul agent and sshd stand-in,
     /// testkit::hosts) and watch the three signals (nova, consul, tcp);
     /// otherwise Nova alone.
@@ -55,6 +58,7 @@ impl Default for Settings {
             monitor: String::new(),
             recovery: String::new(),
             notify: String::new(),
+            evacuate: "shared_storage = true\n".to_owned(),
             hosts: false,
         }
     }
@@ -174,13 +178,14 @@ allow_noop = true
 concurrency = {concurrency}
 poll_interval = "300ms"
 timeout = "60s"
-
+{evacuate}
 [recovery]
 backoff_initial = "500ms"
 backoff_max = "2s"
 {recovery}
 {notify}"#,
             concurrency = s.concurrency,
+            evacuate = s.evacuate,
             recovery = s.recovery,
             notify = s.notify,
         );
@@ -940,6 +945,383 @@ fn a_reset_node_that_never_comes_up_is_recovered_after_the_reset_grace() {
         phase(&s["compute_nodes"]["compute-1"]) == Some("done")
     });
     assert_eq!(c.count_in_logs("node fenced"), 2, "{}", c.logs());
+}
+
+/// Storage classes end to end (docs/recovery.md, "Storage classes"): a failed
+/// host declared shared in the K/V tree, with one boot-from-volume instance,
+/// one image-backed (shared) and one whose metadata says its disk is local.
+/// Under the default `local_storage = "skip"` the first two are evacuated
+/// once each and the local one is `skipped` with its reason, never sent;
+/// `novaha status` shows each class, and the owner's mail (a real SMTP
+/// server) says which moved and that the local one needs a human.
+#[test]
+fn a_local_instance_is_skipped_with_its_reason_and_the_owner_is_told() {
+    use novaha_sim::Flavor;
+    use novaha_testkit::smtp::{SmtpOptions, SmtpServer};
+
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let notify = format!(
+        "[[notify]]\ndriver = \"email\"\nsmtp_url = \"{}?tls=none\"\n\
+         from = \"novaha@example.org\"\nadmins = [\"ops@example.org\"]\ntimeout = \"5s\"\n",
+        smtp.url()
+    );
+    let c = Cluster::start(
+        "r-storage",
+        sim_config(2, 0, 1, Duration::from_millis(500)),
+        Settings {
+            notify,
+            // Nothing shared by default: compute-1 declares it in the tree.
+            evacuate: "shared_storage = false\n".to_owned(),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.agent.kv_put(
+        &format!("{}/compute_nodes/compute-1/config/shared_storage", c.prefix),
+        b"True",
+    );
+    let owner = c
+        .sim()
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
+    let project = owner.default_project_id.clone().unwrap();
+    let add = |name: &str, bfv: bool, md: &[(&str, &str)]| {
+        c.sim()
+            .add_server_with(
+                name,
+                "compute-1",
+                (&owner.id, &project),
+                md.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                Flavor::new("m1.small", 1, 1024, 10),
+                bfv,
+            )
+            .unwrap()
+            .to_string()
+    };
+    let vol = add("db-volume", true, &[]);
+    let shared = add("web-shared", false, &[]);
+    let local = add("cache-local", false, &[("novaha_storage", "local")]);
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    let s = c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+
+    let rec = c.record("compute-1").unwrap();
+    let i = |id: &str| rec["instances"][id].clone();
+    assert_eq!(i(&vol)["storage"], "volume", "{rec:#}");
+    assert_eq!(i(&vol)["state"], "done", "{rec:#}");
+    assert_eq!(i(&vol)["target"], "ha-1", "{rec:#}");
+    assert_eq!(i(&shared)["storage"], "shared", "{rec:#}");
+    assert_eq!(i(&shared)["state"], "done", "{rec:#}");
+    assert_eq!(i(&local)["storage"], "local", "{rec:#}");
+    assert_eq!(i(&local)["state"], "skipped", "{rec:#}");
+    let why = i(&local)["error"].as_str().unwrap().to_owned();
+    assert!(
+        why.contains("local storage") && why.contains("needs a human"),
+        "{why}"
+    );
+    // Sent exactly once each; the local one never.
+    let calls = c.evacuate_calls();
+    assert_eq!(calls.get(&vol), Some(&1), "{calls:?}");
+    assert_eq!(calls.get(&shared), Some(&1), "{calls:?}");
+    assert_eq!(calls.get(&local), None, "{calls:?}");
+    assert_eq!(c.server_ids_on("compute-1"), vec![local.clone()]);
+    // `novaha status` shows each instance's class.
+    let st = &s["compute_nodes"]["compute-1"]["instances"];
+    assert_eq!(st[&local]["storage"], "local", "{st:#}");
+    assert_eq!(st[&vol]["storage"], "volume", "{st:#}");
+    let text = String::from_utf8(c.cli().run(&["status"]).stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "instance cache-local ({local}): skipped, storage local"
+        )),
+        "{text}"
+    );
+
+    // The admin summary and the owner's message.
+    let msgs = smtp.wait_for_messages(2, Duration::from_secs(30));
+    let mine: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r == "user-1@example.org"))
+        .collect();
+    assert_eq!(mine.len(), 1, "{msgs:#?}");
+    let body = mine[0].text.clone().unwrap_or_default();
+    for needle in [
+        "db-volume",
+        "web-shared",
+        "moved to ha-1",
+        "Not moved (each needs a human):",
+        &format!("cache-local ({local}): root disk on the failed host's local storage"),
+        "needs a human",
+    ] {
+        assert!(
+            body.contains(needle),
+            "owner mail lacks {needle:?}:\n{body}"
+        );
+    }
+    assert!(!body.contains("rebuilt from its image"), "{body}");
+    assert!(
+        mine[0].subject.contains("1 not moved"),
+        "{}",
+        mine[0].subject
+    );
+    let admin: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r == "ops@example.org"))
+        .collect();
+    assert_eq!(admin.len(), 1, "{msgs:#?}");
+    assert!(
+        admin[0].subject.contains("1 skipped"),
+        "{}",
+        admin[0].subject
+    );
+}
+
+/// Capacity from Placement (docs/recovery.md, "Capacity"): the spare's
+/// inventory fits 2 of the 3 instances (3 GB of its 8 GB memory reserved,
+/// 2 GB each). The two of highest `novaha_priority` go to the spare; the
+/// third goes through the scheduler under `ha_node_then_scheduler`, or waits
+/// with an alert under `ha_node` (never sent, never ERROR) until the
+/// operator frees room, then lands on the spare. One evacuation each.
+fn capacity_case(prefix: &str, target: &str) -> (Cluster, [String; 3]) {
+    use novaha_sim::{Flavor, Inventory};
+    let c = Cluster::start(
+        prefix,
+        sim_config(2, 0, 1, Duration::from_millis(500)),
+        Settings {
+            evacuate: format!("target = \"{target}\"\n"),
+            ..Settings::default()
+        },
+        1,
+    );
+    c.sim()
+        .set_inventory(
+            "ha-1",
+            "MEMORY_MB",
+            Inventory {
+                total: 8192,
+                reserved: 3072,
+                allocation_ratio: 1.0,
+                max_unit: 8192,
+            },
+        )
+        .unwrap();
+    let owner = c
+        .sim()
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
+    let project = owner.default_project_id.clone().unwrap();
+    let add = |name: &str, prio: Option<&str>| {
+        let md = prio
+            .map(|p| ("novaha_priority".to_owned(), p.to_owned()))
+            .into_iter()
+            .collect();
+        c.sim()
+            .add_server_with(
+                name,
+                "compute-1",
+                (&owner.id, &project),
+                md,
+                Flavor::new("m1.medium", 1, 2048, 10),
+                true,
+            )
+            .unwrap()
+            .to_string()
+    };
+    // Created low priority first, so the order is the priority's doing.
+    let low = add("low", None);
+    let mid = add("mid", Some("5"));
+    let high = add("high", Some("10"));
+    c.wait_leader();
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        s["compute_nodes"]["compute-1"]["failed"] == false
+    });
+    c.sim().kill("compute-1").unwrap();
+    (c, [high, mid, low])
+}
+
+#[test]
+fn a_spare_that_fits_two_of_three_sends_the_third_through_the_scheduler() {
+    let (c, [high, mid, low]) = capacity_case("r-cap-sched", "ha_node_then_scheduler");
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    let rec = c.record("compute-1").unwrap();
+    for id in [&high, &mid, &low] {
+        assert_eq!(rec["instances"][id]["state"], "done", "{rec:#}");
+    }
+    let on_ha = c.server_ids_on("ha-1");
+    assert!(on_ha.contains(&high) && on_ha.contains(&mid), "{on_ha:?}");
+    assert_eq!(c.server_ids_on("compute-2"), vec![low.clone()]);
+    assert_eq!(rec["instances"][&low]["via_scheduler"], true, "{rec:#}");
+    assert_eq!(rec["instances"][&low]["target"], "compute-2", "{rec:#}");
+    for s in c.sim().servers() {
+        assert_eq!(s.status, "ACTIVE", "{s:?}");
+    }
+    let calls = c.evacuate_calls();
+    for id in [&high, &mid, &low] {
+        assert_eq!(calls.get(id), Some(&1), "{calls:?}");
+    }
+    // The third call named no host: the scheduler chose.
+    let sched = c
+        .sim()
+        .calls()
+        .into_iter()
+        .find(|x| x.path.contains(&low) && x.body.get("evacuate").is_some())
+        .unwrap();
+    assert!(sched.body["evacuate"].get("host").is_none(), "{sched:?}");
+}
+
+#[test]
+fn a_spare_that_fits_two_of_three_makes_the_third_wait_with_an_alert_under_ha_node() {
+    let (c, [high, mid, low]) = capacity_case("r-cap-wait", "ha_node");
+    let s = c.wait("two landed, one waiting", Duration::from_secs(60), |s| {
+        let n = &s["compute_nodes"]["compute-1"];
+        n["instances"][&high]["state"] == "done"
+            && n["instances"][&mid]["state"] == "done"
+            && n["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("no room on ha-1"))
+    });
+    let n = &s["compute_nodes"]["compute-1"];
+    assert_eq!(n["phase"], "evacuating", "{n:#}");
+    assert_eq!(n["instances"][&low]["state"], "pending", "{n:#}");
+    let why = n["last_error"].as_str().unwrap();
+    assert!(why.starts_with(&format!("{low}: no room on ha-1")), "{why}");
+    assert!(
+        c.daemons[0].wait_log("no-room-on-ha-node", 1, Duration::from_secs(10)),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.logs()
+            .contains("recovery waiting: an operator may need to act"),
+        "the wait alerts: {}",
+        c.logs()
+    );
+    // Never sent, never ERROR: still on the dead host as it was.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.evacuate_calls().get(&low), None);
+    let srv = c
+        .sim()
+        .servers()
+        .into_iter()
+        .find(|s| s.id.to_string() == low)
+        .unwrap();
+    assert_eq!(
+        (srv.host.as_str(), srv.status.as_str()),
+        ("compute-1", "ACTIVE")
+    );
+
+    // The operator frees room on the spare: the third lands there.
+    c.sim()
+        .set_inventory(
+            "ha-1",
+            "MEMORY_MB",
+            novaha_sim::Inventory {
+                total: 8192,
+                reserved: 0,
+                allocation_ratio: 1.0,
+                max_unit: 8192,
+            },
+        )
+        .unwrap();
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    assert_eq!(c.server_ids_on("ha-1").len(), 3);
+    let calls = c.evacuate_calls();
+    for id in [&high, &mid, &low] {
+        assert_eq!(calls.get(id), Some(&1), "{calls:?}");
+    }
+}
+
+/// The failures-tolerated figure on a cloud worked out by hand (docs/
+/// recovery.md, "Failures tolerated"), memory being the only tight class:
+/// computes with 8 GB each, loaded 4, 2 and 0 GB; one spare with 6 GB.
+/// `ha_node`: the largest host (4 GB) fits the spare, the next (2 GB) has no
+/// spare left: 1. `ha_node_then_scheduler`: the second overflows 2 GB into
+/// the survivors' free 8 GB (compute-3): 2; the third (empty) still carries
+/// that overflow with nothing left free: 2.
+#[test]
+fn failures_tolerated_is_the_figure_worked_out_by_hand() {
+    use novaha_sim::{Flavor, Inventory};
+    for (target, want) in [("ha_node", 1), ("ha_node_then_scheduler", 2)] {
+        let c = Cluster::start(
+            &format!("r-tol-{want}"),
+            sim_config(3, 0, 1, Duration::from_millis(500)),
+            Settings {
+                evacuate: format!(
+                    "shared_storage = true\ntarget = \"{target}\"\ncapacity_interval = \"1s\"\n"
+                ),
+                ..Settings::default()
+            },
+            1,
+        );
+        let mem = |total| Inventory {
+            total,
+            reserved: 0,
+            allocation_ratio: 1.0,
+            max_unit: total,
+        };
+        for h in ["compute-1", "compute-2", "compute-3"] {
+            c.sim().set_inventory(h, "MEMORY_MB", mem(8192)).unwrap();
+        }
+        c.sim()
+            .set_inventory("ha-1", "MEMORY_MB", mem(6144))
+            .unwrap();
+        let owner = c
+            .sim()
+            .users()
+            .into_iter()
+            .find(|u| u.name == "user-1")
+            .unwrap();
+        let project = owner.default_project_id.clone().unwrap();
+        for (i, host) in ["compute-1", "compute-1", "compute-2"].iter().enumerate() {
+            c.sim()
+                .add_server_with(
+                    &format!("vm-{i}"),
+                    host,
+                    (&owner.id, &project),
+                    BTreeMap::new(),
+                    Flavor::new("m1.medium", 1, 2048, 10),
+                    false,
+                )
+                .unwrap();
+        }
+        let leader = c.wait_leader();
+        let line = format!("novaha_capacity_failures_tolerated{{zone=\"nova\"}} {want}\n");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut m = c.metrics(&leader);
+        while !m.contains(&line) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+            m = c.metrics(&leader);
+        }
+        assert!(
+            m.contains(&line),
+            "{target}: {line} not in:\n{m}\n{}",
+            c.logs()
+        );
+        let s = c.status();
+        assert_eq!(s["failures_tolerated"]["nova"], want, "{target}: {s:#}");
+        let text = String::from_utf8(c.cli().run(&["status"]).stdout).unwrap();
+        assert!(
+            text.contains(&format!(
+                "failures tolerated (largest hosts failing at once): nova={want}"
+            )),
+            "{text}"
+        );
+    }
 }
 
 /// Hosts as hosts at a Nova that reads a dead service `down` only after an

@@ -2,6 +2,8 @@
 # A real Consul (Debian bullseye's 1.8.7 package), unpacked into the cache
 # without touching the system's apt state (see shared NOTES.md).
 source "$(dirname "$0")/../lib.sh"
+# openssl makes the certificates of the TLS agent (testkit::consul).
+apt_install openssl
 VERSION=1.8.7
 DIR="$CACHE/consul-$VERSION"
 if [ -x "$DIR/usr/bin/consul" ]; then exit 0; fi

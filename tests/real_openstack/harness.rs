@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_microversion: Option<&'static str>,
     /// `[evacuate] concurrency`.
     pub concurrency: usize,
+    /// `[evacuate] target` (`ha_node`, `ha_node_then_scheduler`, ...).
+    pub target: &'static str,
     /// Nova's heartbeat timers during the test, and novaha's `[monitor]`.
     pub detection: Detection,
 }
@@ -266,10 +268,12 @@ retries = 2
 command_timeout = "20s"
 
 [evacuate]
-target = "ha_node"
+target = "{target}"
 concurrency = {concurrency}
 poll_interval = "500ms"
 timeout = "3m"
+# The fake driver's instances are image-backed: declared shared so they move.
+shared_storage = true
 
 [recovery]
 backoff_initial = "500ms"
@@ -296,6 +300,7 @@ level = "info"
             cloud = OpenStack::CLOUD,
             clouds = self.stack.clouds_yaml.display(),
             concurrency = s.concurrency,
+            target = s.target,
             smtp = self.smtp.port(),
             admin_mail = ADMIN_MAIL,
             http = free_port(),

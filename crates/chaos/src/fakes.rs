@@ -157,6 +157,10 @@ impl Evacuator for ChaosNova {
                     user_id: "u1".into(),
                     project_id: "p1".into(),
                     metadata: BTreeMap::new(),
+                    // Volume-backed: every instance is evacuated (the
+                    // storage-class policy is tested in its own suites).
+                    boot_from_volume: true,
+                    resources: None,
                 }
             })
             .collect())
@@ -473,7 +477,11 @@ impl Fencer for ChaosBmc {
                     "rule 7: fenced {node}, cut off by a mass partition"
                 ));
             }
-        } else if h.alive {
+        } else if h.alive
+            && h.healed_at
+                .is_none_or(|at| now > at + crate::world::INTERVAL + crate::world::GRACE)
+        {
+            // Within one monitor read of a heal the daemon cannot know yet.
             w.violation(format!("fenced {node}, which is alive and healthy"));
         }
         if h.bmc_down_until.is_some_and(|u| now < u) {

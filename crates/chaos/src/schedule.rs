@@ -46,7 +46,7 @@ impl Rng {
 }
 
 /// Where evacuated instances go in this run (`[evacuate] target`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// `ha_node`.
     HaNode,
@@ -177,11 +177,11 @@ pub struct Schedule {
 
 /// Faults are injected during this window; then the run goes on quietly
 /// for [`QUIET`] so that every recovery can finish (the liveness bound).
-pub const FAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
+pub const FAULT_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// After the last fault every failed node with a live spare (or the
 /// scheduler) and a working BMC must reach `done` within this.
-pub const QUIET: Duration = Duration::from_secs(30 * 60);
+pub const QUIET: Duration = Duration::from_secs(20 * 60);
 
 impl Schedule {
     /// The schedule of `seed`.

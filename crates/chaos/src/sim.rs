@@ -50,7 +50,20 @@ pub fn run(schedule: &Schedule) -> Outcome {
     rt.block_on(run_async(schedule))
 }
 
-fn config(schedule: &Schedule) -> Config {
+/// The run's config; parsed once per (target, concurrency) and process:
+/// validating a config builds the fence drivers, which is costly.
+fn config(schedule: &Schedule) -> Arc<Config> {
+    type Cache = Mutex<HashMap<(Target, usize), Arc<Config>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let key = (schedule.cloud.target, schedule.cloud.concurrency);
+    let cache = CACHE.get_or_init(Cache::default);
+    let mut c = cache.lock().expect("not poisoned");
+    c.entry(key)
+        .or_insert_with(|| Arc::new(parse_config(schedule)))
+        .clone()
+}
+
+fn parse_config(schedule: &Schedule) -> Config {
     let c = &schedule.cloud;
     let target = match c.target {
         Target::HaNode => "ha_node",
@@ -71,7 +84,7 @@ allow_noop = true
 [evacuate]
 target = "{target}"
 concurrency = {}
-timeout = "10m"
+timeout = "5m"
 poll_interval = "5s"
 [recovery]
 reset_grace = "2m"
@@ -94,7 +107,7 @@ async fn run_async(schedule: &Schedule) -> Outcome {
         c.lands_shutoff,
         Rng::new(schedule.seed.wrapping_mul(31).wrapping_add(7)),
     )));
-    let cfg = Arc::new(config(schedule));
+    let cfg = config(schedule);
     let store = Arc::new(ChaosStore { w: w.clone() });
     let stop = CancellationToken::new();
     let leases: Arc<Mutex<[Option<CancellationToken>; 2]>> = Arc::default();
@@ -111,6 +124,7 @@ async fn run_async(schedule: &Schedule) -> Outcome {
             outbox: None,
             policy,
             thresholds: stages::thresholds(&cfg),
+            capacity: None,
         };
         let skew = if ctrl == 1 { c.skew_secs } else { 0 };
         let clock = {
@@ -263,6 +277,7 @@ fn apply(fault: &Fault, w: &Shared, leases: &Arc<Mutex<[Option<CancellationToken
                     {
                         h.partitioned = false;
                         h.mass_partition = false;
+                        h.healed_at = Some(Instant::now());
                         if h.alive {
                             h.silent_since = None;
                         }
@@ -503,11 +518,13 @@ fn final_checks(w: &Shared, schedule: &Schedule) -> Vec<String> {
                     ));
                 }
             }
-            None if failed && cn.recovered.get() == Some(false) => {
-                if scheduler_ok || usable_spare {
-                    out.push(format!("liveness: {name} is failed but was never claimed"));
-                }
+            None if failed
+                && cn.recovered.get() == Some(false)
+                && (scheduler_ok || usable_spare) =>
+            {
+                out.push(format!("liveness: {name} is failed but was never claimed"));
             }
+            None if failed && cn.recovered.get() == Some(false) => {}
             None if dead && !failed => {
                 out.push(format!("liveness: {name} died and was never judged failed"));
             }

@@ -39,6 +39,9 @@ pub struct Host {
     pub silent_since: Option<Instant>,
     /// Cut off by a partition (alive, but every signal says dead).
     pub partitioned: bool,
+    /// When its last partition healed (the daemon sees it at the monitor's
+    /// next read).
+    pub healed_at: Option<Instant>,
     /// The partition cut off more live hosts at once than the mass-failure
     /// guard allows (two): none of them may be fenced.
     pub mass_partition: bool,
@@ -414,13 +417,12 @@ impl World {
                     problems.push(format!("rule 5: novaha deleted {flag} of {node}"));
                 }
                 (KvOp::Set { value, .. }, ["ha_nodes", spare, "status", "in_use"])
-                    if String::from_utf8_lossy(value).eq_ignore_ascii_case("true") =>
+                    if String::from_utf8_lossy(value).eq_ignore_ascii_case("true")
+                        && self.spare_long_down(spare) =>
                 {
-                    if self.spare_long_down(spare) {
-                        problems.push(format!(
-                            "rule 10: claimed spare {spare} that Nova reports down"
-                        ));
-                    }
+                    problems.push(format!(
+                        "rule 10: claimed spare {spare} that Nova reports down"
+                    ));
                 }
                 (KvOp::Set { value, .. }, ["compute_nodes", node, "internal", "recovery"]) => {
                     if let Ok(rec) = serde_json::from_slice::<RecoveryRecord>(value) {
@@ -527,6 +529,7 @@ impl World {
             silent_since: None,
             partitioned: false,
             mass_partition: false,
+            healed_at: None,
             power_on: true,
             bmc_down_until: None,
             restore_after: None,

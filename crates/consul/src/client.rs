@@ -1,8 +1,8 @@
-//! The Consul HTTP client: one `reqwest` client for what `consulrs` lacks
-//! (transactions, blocking queries, recursive reads with indexes, agent
-//! checks, lock acquire/release) and `consulrs` for sessions and plain key
-//! reads. Every call carries a timeout and the ACL token (as a header, never
-//! in a URL or a log line).
+//! The Consul HTTP client: one `reqwest` client, built with the TLS
+//! settings by [`crate::tls::http_client`], for every call (transactions,
+//! blocking queries, recursive and plain reads, sessions, agent checks,
+//! lock acquire/release). Every call carries a timeout and the ACL token
+//! (as a header, never in a URL or a log line).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use consulrs::client::{ConsulClient, ConsulClientSettings};
 use novaha_core::Secret;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -18,6 +17,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use crate::error::ConsulError;
+use crate::tls::{ConsulTls, http_client};
 
 /// Consul's limit on operations in one `/v1/txn` (1.8.x).
 pub const MAX_TXN_OPS: usize = 64;
@@ -35,6 +35,9 @@ pub struct ConsulSettings {
     /// Timeout of every non-blocking call (a blocking query gets its wait
     /// time on top).
     pub request_timeout: Duration,
+    /// TLS towards the agent (an `https://` address): CA, client
+    /// certificate, server name.
+    pub tls: ConsulTls,
 }
 
 /// One key as Consul returns it.
@@ -270,7 +273,6 @@ struct Inner {
     http: reqwest::Client,
     headers: HeaderMap,
     timeout: Duration,
-    sessions: ConsulClient,
 }
 
 /// A handle on one Consul agent's HTTP API. Cheap to clone (one shared
@@ -324,13 +326,9 @@ impl Consul {
                 "consul request timeout must be above zero".into(),
             ));
         }
-        let token = settings
-            .token
-            .as_ref()
-            .filter(|t| !t.is_empty())
-            .map(|t| t.expose().to_owned());
+        let token = settings.token.as_ref().filter(|t| !t.is_empty());
         let mut headers = HeaderMap::new();
-        if let Some(t) = &token {
+        if let Some(t) = token.map(|t| t.expose()) {
             let mut v = HeaderValue::from_str(t).map_err(|_| {
                 ConsulError::Settings(
                     "consul token contains characters not allowed in a header".into(),
@@ -339,33 +337,13 @@ impl Consul {
             v.set_sensitive(true);
             headers.insert("X-Consul-Token", v);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(settings.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ConsulError::Settings(format!("consul http client: {e}")))?;
-        let mut address = base.as_str().trim_end_matches('/').to_owned();
-        if address.is_empty() {
-            address = base.as_str().to_owned();
-        }
-        // Built field by field: the builder's defaults read CONSUL_* variables.
-        let sessions = ConsulClient::new(ConsulClientSettings {
-            address,
-            ca_certs: Vec::new(),
-            client_cert: None,
-            client_key: None,
-            token,
-            verify: true,
-            version: 1,
-        })
-        .map_err(|e| ConsulError::Settings(format!("consul session client: {e}")))?;
+        let (http, base) = http_client(&base, &settings.tls, settings.request_timeout)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 base,
                 http,
                 headers,
                 timeout: settings.request_timeout,
-                sessions,
             }),
         })
     }
@@ -378,10 +356,6 @@ impl Consul {
     /// The per-call timeout.
     pub fn request_timeout(&self) -> Duration {
         self.inner.timeout
-    }
-
-    pub(crate) fn sessions(&self) -> &ConsulClient {
-        &self.inner.sessions
     }
 
     fn url(&self, segments: &[&str], trailing_slash: bool, query: &[(&str, &str)]) -> url::Url {
@@ -741,6 +715,30 @@ impl Consul {
         Ok(())
     }
 
+    /// The status of the local agent's check `id` (`passing`, `warning`,
+    /// `critical`), or `None` when the agent has no such check.
+    pub async fn check_status(&self, id: &str) -> Result<Option<String>, ConsulError> {
+        let what = "agent checks";
+        let url = self.url(&["agent", "checks"], false, &[]);
+        let a = self
+            .send(what, Method::GET, url, None, self.inner.timeout)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.into_status_error(what));
+        }
+        #[derive(Deserialize)]
+        struct Check {
+            #[serde(rename = "Status")]
+            status: String,
+        }
+        let checks: std::collections::HashMap<String, Check> = serde_json::from_slice(&a.body)
+            .map_err(|e| ConsulError::Decode {
+                what: what.into(),
+                detail: e.to_string(),
+            })?;
+        Ok(checks.get(id).map(|c| c.status.clone()))
+    }
+
     /// Marks the TTL check `id` passing. An error status means the agent
     /// does not know the check (deregistered) or refuses us.
     pub async fn check_pass(&self, id: &str) -> Result<(), ConsulError> {
@@ -772,8 +770,8 @@ impl Consul {
         Err(a.into_status_error(what))
     }
 
-    /// Creates a session (consulrs): `ttl`, `lock_delay`, behaviour
-    /// `release`, bound to `node_checks` of the local agent's node.
+    /// Creates a session: `ttl`, `lock_delay`, behaviour `release`, bound
+    /// to `node_checks` of the local agent's node.
     pub async fn session_create(
         &self,
         name: &str,
@@ -782,102 +780,106 @@ impl Consul {
         node_checks: &[&str],
     ) -> Result<String, ConsulError> {
         let what = "session create";
-        let mut req = consulrs::api::session::requests::CreateSessionRequest::builder();
-        req.name(name)
-            .ttl(format!("{}s", ttl.as_secs().max(1)))
-            .lock_delay(format!("{}ms", lock_delay.as_millis()))
-            .behavior("release")
-            .node_checks(
-                node_checks
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect::<Vec<_>>(),
-            );
-        let fut = consulrs::session::create(self.sessions(), Some(&mut req));
-        let resp = self.with_timeout(what, fut).await?;
-        Ok(resp.response.id)
+        let body = serde_json::json!({
+            "Name": name,
+            "TTL": format!("{}s", ttl.as_secs().max(1)),
+            "LockDelay": format!("{}ms", lock_delay.as_millis()),
+            "Behavior": "release",
+            "NodeChecks": node_checks,
+        });
+        let a = self
+            .send(
+                what,
+                Method::PUT,
+                self.url(&["session", "create"], false, &[]),
+                Some(body.to_string().into_bytes()),
+                self.inner.timeout,
+            )
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.into_status_error(what));
+        }
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let c: Created = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        Ok(c.id)
     }
 
-    /// Renews a session (consulrs). `Ok(false)`: the session no longer
-    /// exists (HTTP 404): it was invalidated.
+    /// Renews a session. `Ok(false)`: the session no longer exists (HTTP
+    /// 404): it was invalidated.
     pub async fn session_renew(&self, id: &str) -> Result<bool, ConsulError> {
         let what = "session renew";
-        let fut = consulrs::session::renew(self.sessions(), id, None);
-        match self.with_timeout(what, fut).await {
-            Ok(_) => Ok(true),
-            Err(ConsulError::Status { status: 404, .. }) => Ok(false),
-            Err(e) => Err(e),
+        let a = self
+            .send(
+                what,
+                Method::PUT,
+                self.url(&["session", "renew", id], false, &[]),
+                None,
+                self.inner.timeout,
+            )
+            .await?;
+        match a.status {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(a.into_status_error(what)),
         }
     }
 
-    /// Destroys a session (consulrs); destroying a gone session is not an
-    /// error. Keys it still locks are released (with lock-delay).
+    /// Destroys a session; destroying a gone session is not an error. Keys
+    /// it still locks are released (with lock-delay).
     pub async fn session_destroy(&self, id: &str) -> Result<(), ConsulError> {
         let what = "session destroy";
-        let fut = consulrs::session::delete(self.sessions(), id, None);
-        match self.with_timeout(what, fut).await {
-            Ok(_) | Err(ConsulError::Status { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
+        let a = self
+            .send(
+                what,
+                Method::PUT,
+                self.url(&["session", "destroy", id], false, &[]),
+                None,
+                self.inner.timeout,
+            )
+            .await?;
+        if a.status.is_success() || a.status == StatusCode::NOT_FOUND {
+            return Ok(());
         }
+        Err(a.into_status_error(what))
     }
 
-    /// A plain key read through consulrs: the pair, or None when absent.
+    /// A plain key read: the pair, or None when absent.
     pub async fn kv_read_plain(&self, key: &str) -> Result<Option<KvPair>, ConsulError> {
         let what = "kv read";
-        let fut = consulrs::kv::read(self.sessions(), key, None);
-        let resp = match self.with_timeout(what, fut).await {
-            Ok(r) => r,
-            Err(ConsulError::Status { status: 404, .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Some(p) = resp.response.into_iter().next() else {
+        let a = self
+            .send(
+                what,
+                Method::GET,
+                self.url(&["kv", key], false, &[]),
+                None,
+                self.inner.timeout,
+            )
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
             return Ok(None);
-        };
-        let value = match p.value {
-            None => None,
-            Some(v) => {
-                let bytes: Result<Vec<u8>, _> = v.try_into();
-                Some(bytes.map_err(|e| ConsulError::Decode {
-                    what: what.into(),
-                    detail: format!("value of {}: {e}", p.key),
-                })?)
-            }
-        };
-        Ok(Some(KvPair {
-            key: p.key,
-            value,
-            modify_index: p.modify_index,
-            lock_index: p.lock_index,
-            session: p.session.filter(|s| !s.is_empty()),
-        }))
-    }
-
-    async fn with_timeout<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<T, consulrs::error::ClientError>>,
-    ) -> Result<T, ConsulError> {
-        match tokio::time::timeout(self.inner.timeout, fut).await {
-            Err(_) => Err(ConsulError::Timeout {
-                what: what.to_owned(),
-                timeout: self.inner.timeout,
-            }),
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(consulrs::error::ClientError::APIError { code, message })) => {
-                Err(ConsulError::Status {
-                    what: what.to_owned(),
-                    status: code,
-                    body: message
-                        .as_deref()
-                        .map(|m| body_excerpt(m.as_bytes()))
-                        .unwrap_or_default(),
-                })
-            }
-            Ok(Err(e)) => Err(ConsulError::Transport {
-                what: what.to_owned(),
-                detail: error_chain(&e),
-            }),
         }
+        if !a.status.is_success() {
+            return Err(a.into_status_error(what));
+        }
+        let raw: Vec<RawKv> = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        raw.into_iter()
+            .next()
+            .map(RawKv::decode)
+            .transpose()
+            .map_err(|detail| ConsulError::Decode {
+                what: what.into(),
+                detail,
+            })
     }
 }
 
@@ -902,6 +904,7 @@ mod tests {
             address: addr.into(),
             token: Some(Secret::new("tok-123")),
             request_timeout: Duration::from_secs(1),
+            tls: ConsulTls::default(),
         }
     }
 

@@ -6,8 +6,9 @@
 //! state store ([`ConsulStore`], core's `StateStore`: one consistent
 //! recursive read, writes as one `/v1/txn` with a `check-session` on the
 //! lock plus a `cas` per key), and the small typed client under both
-//! ([`Consul`]: `consulrs` for sessions and plain reads, `reqwest` for
-//! transactions, blocking queries and agent checks).
+//! ([`Consul`]: one `reqwest` client for every call, TLS and mTLS from
+//! [`ConsulTls`], built in one place, [`tls::http_client`], that the
+//! monitor's Consul signal uses too).
 //!
 //! It must never write as leader without the lock check (no blind PUT),
 //! never overwrite a key without its CAS index, never log a stored value or
@@ -20,8 +21,10 @@ pub mod client;
 pub mod election;
 pub mod error;
 pub mod store;
+pub mod tls;
 
 pub use client::{Consul, ConsulSettings, KvPair, TxnFailure, TxnOp, TxnOutcome};
 pub use election::{Election, ElectionSettings, LeaderInfo};
 pub use error::ConsulError;
 pub use store::ConsulStore;
+pub use tls::{ConsulTls, http_client};

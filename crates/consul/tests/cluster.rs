@@ -27,6 +27,7 @@ fn client(c: &ConsulCluster, i: usize) -> Consul {
         address: c.http_addr(i),
         token: None,
         request_timeout: Duration::from_secs(5),
+        tls: Default::default(),
     })
     .expect("client settings are valid")
 }

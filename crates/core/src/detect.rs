@@ -228,7 +228,9 @@ pub enum SkipReason {
     /// Its nova-compute service is disabled (a spare HA node, a node an
     /// operator took out, or one novaha already forced down).
     Disabled,
-    /// `config/maintenance` is True.
+    /// The node is in maintenance
+    /// ([`ComputeNodeState::in_maintenance`]: `config/maintenance` True and
+    /// its `maintenance_until`, if any, not reached yet).
     Maintenance,
     /// An administrator reset its flags (`failed=False`, `recovered=False`)
     /// and the recovery runner has not applied the reset yet (the record is
@@ -525,7 +527,13 @@ pub fn judge_with(
             });
             continue;
         }
-        if stored.is_some_and(|st| st.maintenance.get() == Some(true)) {
+        // Without a clock a maintenance's end time is not applied: the
+        // switch alone decides (the safe side).
+        let in_maintenance = |st: &ComputeNodeState| match clock {
+            Some(c) => st.in_maintenance(c.now),
+            None => st.maintenance.get() != Some(false),
+        };
+        if stored.is_some_and(in_maintenance) {
             verdicts.insert(
                 node,
                 (Verdict::Skipped(SkipReason::Maintenance), Await::Keep),
@@ -1659,5 +1667,42 @@ mod tests {
                 prop_assert_eq!(norm(&a), norm(&b));
             }
         }
+    }
+
+    #[test]
+    fn a_maintenance_with_an_end_is_skipped_until_it_ends_then_judged() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/config/maintenance", "True"),
+            (
+                "compute_nodes/c1/config/maintenance_until",
+                "2026-11-21T04:00:00Z",
+            ),
+            ("compute_nodes/c1/internal/number_fails", "0"),
+            ("compute_nodes/c1/status/failed", "False"),
+            ("compute_nodes/c1/status/recovered", "False"),
+        ]);
+        let n = nova(&[("c1", sig(false, true))]);
+        let th = Thresholds::default();
+        let skipped = DetectEvent::Skipped {
+            node: "c1".into(),
+            reason: SkipReason::Maintenance,
+        };
+        let before = clock("2026-11-21T03:59:59Z", 600);
+        let j = judge_at(&schema, &st, Some(&n), &th, Some(&before));
+        assert!(j.events.contains(&skipped), "{:?}", j.events);
+        assert!(ops_text(&j).is_empty(), "{:?}", ops_text(&j));
+        // No clock: the switch alone decides, the node stays skipped.
+        let j = judge(&schema, &st, Some(&n), &th);
+        assert!(j.events.contains(&skipped), "{:?}", j.events);
+        let after = clock("2026-11-21T04:00:00Z", 600);
+        let j = judge_at(&schema, &st, Some(&n), &th, Some(&after));
+        assert!(!j.events.contains(&skipped), "{:?}", j.events);
+        assert!(
+            ops_text(&j)
+                .iter()
+                .any(|o| o.starts_with("t/compute_nodes/c1/internal/number_fails=1")),
+            "{:?}",
+            ops_text(&j)
+        );
     }
 }

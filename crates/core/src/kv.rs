@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::RecoveryRecord;
 use crate::secret::Secret;
@@ -60,6 +60,16 @@ pub fn parse_bool(key: &str, raw: Option<&[u8]>) -> Result<bool, InvalidValue> {
         "true" | "t" | "yes" | "1" => Ok(true),
         "false" | "f" | "no" | "0" | "" => Ok(false),
         _ => Err(InvalidValue::new(key, raw, "not a boolean")),
+    }
+}
+
+/// Parses an optional boolean override: a missing key or an empty value
+/// is `None` (no override), else as [`parse_bool`].
+pub fn parse_opt_bool(key: &str, raw: Option<&[u8]>) -> Result<Option<bool>, InvalidValue> {
+    match raw {
+        None => Ok(None),
+        Some(r) if r.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        Some(r) => parse_bool(key, Some(r)).map(Some),
     }
 }
 
@@ -210,6 +220,38 @@ impl Schema {
         format!("{}/config/maintenance", self.compute_node(node))
     }
 
+    /// `compute_nodes/<node>/config/maintenance_reason`: why, free text,
+    /// written by `novaha node maintenance`.
+    pub fn maintenance_reason(&self, node: &NodeName) -> String {
+        format!("{}/config/maintenance_reason", self.compute_node(node))
+    }
+
+    /// `compute_nodes/<node>/config/maintenance_until`: RFC 3339; once past,
+    /// the node is no longer in maintenance (see
+    /// [`ComputeNodeState::in_maintenance`]).
+    pub fn maintenance_until(&self, node: &NodeName) -> String {
+        format!("{}/config/maintenance_until", self.compute_node(node))
+    }
+
+    /// `compute_nodes/<node>/internal/last_maintenance`: the last
+    /// `novaha node maintenance` (who, from where, when, on/off, reason,
+    /// until) as JSON, for `novaha status`.
+    pub fn last_maintenance(&self, node: &NodeName) -> String {
+        format!("{}/internal/last_maintenance", self.compute_node(node))
+    }
+
+    /// `<prefix>/config/paused`: the cluster-wide pause, JSON
+    /// `{"by","at","reason","until"}` (see [`Pause`]); present = paused.
+    pub fn paused(&self) -> String {
+        format!("{}/config/paused", self.prefix)
+    }
+
+    /// `compute_nodes/<node>/config/shared_storage`: True/False overrides
+    /// `[evacuate] shared_storage` for this node (docs/recovery.md).
+    pub fn shared_storage(&self, node: &NodeName) -> String {
+        format!("{}/config/shared_storage", self.compute_node(node))
+    }
+
     /// The folder of one HA (spare) node.
     pub fn ha_node(&self, node: &NodeName) -> String {
         format!("{}/ha_nodes/{}", self.prefix, node)
@@ -284,6 +326,16 @@ pub struct Field<T> {
     pub modify_index: u64,
 }
 
+impl<T: Default> Default for Field<T> {
+    /// An absent key: the default value at CAS index 0.
+    fn default() -> Self {
+        Self {
+            value: Ok(T::default()),
+            modify_index: 0,
+        }
+    }
+}
+
 impl<T: Copy> Field<T> {
     /// The value when it parsed.
     pub fn get(&self) -> Option<T> {
@@ -329,6 +381,53 @@ pub struct BmcConfig {
     pub extra: BTreeMap<String, String>,
 }
 
+/// The value of `<prefix>/config/paused`: who paused the cluster, when,
+/// why, and until when. Written by `novaha pause`; an operator may write it
+/// from the Consul UI too (only `reason` is required there).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pause {
+    /// Who paused (a login name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// Why (never empty).
+    pub reason: String,
+    /// When the pause ends by itself (RFC 3339); absent = until `novaha
+    /// resume` deletes the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Pause {
+    /// True while the pause holds at `now`: no `until`, or `until` later
+    /// than `now`.
+    pub fn holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.until.is_none_or(|u| now < u)
+    }
+}
+
+/// Parses the pause key: a missing key is `None` (not paused); a JSON
+/// [`Pause`] with a non-empty reason is `Some`; anything else (an empty
+/// value, `True`, JSON with an unknown field or no reason) is invalid, and
+/// an invalid pause counts as paused (see [`ClusterState::paused`]).
+pub fn parse_pause(key: &str, raw: Option<&[u8]>) -> Result<Option<Pause>, InvalidValue> {
+    let Some(raw) = raw else { return Ok(None) };
+    let pause: Pause = serde_json::from_slice(raw).map_err(|e| {
+        InvalidValue::new(
+            key,
+            raw,
+            format!("not a pause record (JSON with by, at, reason, until): {e}"),
+        )
+    })?;
+    if pause.reason.trim().is_empty() {
+        return Err(InvalidValue::new(key, raw, "a pause needs a reason"));
+    }
+    Ok(Some(pause))
+}
+
 /// Everything stored for one compute node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComputeNodeState {
@@ -340,8 +439,16 @@ pub struct ComputeNodeState {
     pub recovered: Field<bool>,
     /// `internal/number_fails`.
     pub number_fails: Field<u32>,
-    /// `config/maintenance`.
+    /// `config/maintenance`. Read it through
+    /// [`ComputeNodeState::in_maintenance`], which applies the end time.
     pub maintenance: Field<bool>,
+    /// `config/maintenance_reason`, when set (free text, never invalid).
+    pub maintenance_reason: Option<String>,
+    /// `config/maintenance_until`: when the maintenance ends by itself.
+    pub maintenance_until: Field<Option<DateTime<Utc>>>,
+    /// `config/shared_storage`: `None` when absent or empty (the
+    /// `[evacuate] shared_storage` default applies).
+    pub shared_storage: Field<Option<bool>>,
     /// `internal/awaiting_up`: reset by the administrator, Nova has not
     /// reported it up since.
     pub awaiting_up: Field<bool>,
@@ -367,6 +474,25 @@ impl ComputeNodeState {
     pub fn has_invalid(&self) -> bool {
         !self.invalid.is_empty()
     }
+
+    /// True when nothing may be done to this node at `now`: no claim,
+    /// fence, force-down or evacuation starts or continues (tracking of
+    /// evacuations already in flight goes on), and detection skips it.
+    ///
+    /// `config/maintenance` True, unless `config/maintenance_until` is set
+    /// and `now` is at or past it: an expired maintenance ends by itself,
+    /// the keys are left as they are (only an operator writes `config/`).
+    /// A value that does not parse, of either key, counts as in maintenance:
+    /// an unreadable switch is read on the safe side (and the node is
+    /// skipped as invalid anyway).
+    pub fn in_maintenance(&self, now: DateTime<Utc>) -> bool {
+        match (&self.maintenance.value, &self.maintenance_until.value) {
+            (Err(_), _) | (_, Err(_)) => true,
+            (Ok(false), Ok(_)) => false,
+            (Ok(true), Ok(None)) => true,
+            (Ok(true), Ok(Some(until))) => now < *until,
+        }
+    }
 }
 
 /// Everything stored for one HA node.
@@ -389,6 +515,9 @@ pub struct ClusterState {
     pub ha_nodes: BTreeMap<NodeName, HaNodeState>,
     /// The raw value of the leader key, if held.
     pub leader: Option<String>,
+    /// `<prefix>/config/paused`. Read it through [`ClusterState::paused`],
+    /// which applies the end time and the safe side for invalid values.
+    pub pause: Field<Option<Pause>>,
 }
 
 impl ClusterState {
@@ -433,12 +562,126 @@ impl ClusterState {
                 (n, state)
             })
             .collect();
+        let pause_key = schema.paused();
         Self {
             compute_nodes,
             ha_nodes,
             leader: snap.text(&schema.leader()).map(str::to_owned),
+            pause: Field {
+                value: parse_pause(&pause_key, snap.raw(&pause_key)),
+                modify_index: snap.cas_index(&pause_key),
+            },
         }
     }
+
+    /// The pause in force at `now`, if any: while it is `Some`, no new
+    /// claim, fence, force-down or evacuation starts or continues anywhere
+    /// (detection and the tracking of evacuations already in flight go on).
+    ///
+    /// - no `config/paused` key: `None`;
+    /// - a valid pause whose `until` is at or before `now`: `None` (an
+    ///   expired pause ends by itself; the key stays until `novaha resume`
+    ///   deletes it, and `novaha status` shows it as expired);
+    /// - a value that does not parse: `Some`, with no `by`/`at`/`until` and
+    ///   the parse error as its reason. An unreadable pause is never read
+    ///   as "not paused"; it is also an invalid value, counted in
+    ///   `novaha_state_invalid`.
+    pub fn paused(&self, now: DateTime<Utc>) -> Option<Pause> {
+        match &self.pause.value {
+            Ok(None) => None,
+            Ok(Some(p)) => p.holds_at(now).then(|| p.clone()),
+            Err(bad) => Some(Pause {
+                by: None,
+                at: None,
+                reason: format!("treated as paused: {bad}"),
+                until: None,
+            }),
+        }
+    }
+}
+
+/// One incident as stored: a finished record under
+/// `compute_nodes/<node>/incidents/<id>`, or the live recovery record of a
+/// node (`internal/recovery`) while its recovery is in progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredIncident {
+    /// The failed node.
+    pub node: NodeName,
+    /// The incident id (the key's last segment, or the live record's
+    /// `incident` field).
+    pub id: String,
+    /// The key it was read from.
+    pub key: String,
+    /// True for a live record (the recovery is still going on, or done but
+    /// not yet archived by a reset).
+    pub live: bool,
+    /// The record, or why it could not be read.
+    pub record: Result<RecoveryRecord, InvalidValue>,
+}
+
+impl StoredIncident {
+    /// When the failure was detected, if the record says.
+    pub fn detected(&self) -> Option<DateTime<Utc>> {
+        self.record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.timeline.get("detected").copied())
+    }
+}
+
+/// Every incident in a snapshot, newest detection first (unreadable records
+/// last, by key). A live record whose incident was already archived under
+/// `incidents/<id>` is listed once, from the archive. Not part of
+/// [`ClusterState::parse`]: the leader's cycle never needs the history.
+pub fn incidents(schema: &Schema, snap: &Snapshot) -> Vec<StoredIncident> {
+    let root = format!("{}/compute_nodes/", schema.prefix());
+    let mut archived = Vec::new();
+    let mut live = Vec::new();
+    for (key, entry) in snap.entries.range(root.clone()..) {
+        let Some(rest) = key.strip_prefix(&root) else {
+            break;
+        };
+        let Some((node, tail)) = rest.split_once('/') else {
+            continue;
+        };
+        let raw = entry.value.as_deref().unwrap_or_default();
+        let parse = || {
+            serde_json::from_slice::<RecoveryRecord>(raw)
+                .map_err(|e| InvalidValue::new(key, raw, format!("bad recovery record: {e}")))
+        };
+        if let Some(id) = tail
+            .strip_prefix("incidents/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+        {
+            archived.push(StoredIncident {
+                node: NodeName::new(node),
+                id: id.to_owned(),
+                key: key.clone(),
+                live: false,
+                record: parse(),
+            });
+        } else if tail == "internal/recovery" && !raw.iter().all(u8::is_ascii_whitespace) {
+            let record = parse();
+            let id = record
+                .as_ref()
+                .map_or_else(|_| format!("{node} (unreadable)"), |r| r.incident.clone());
+            live.push(StoredIncident {
+                node: NodeName::new(node),
+                id,
+                key: key.clone(),
+                live: true,
+                record,
+            });
+        }
+    }
+    live.retain(|l| !archived.iter().any(|a| a.node == l.node && a.id == l.id));
+    let mut all: Vec<StoredIncident> = archived.into_iter().chain(live).collect();
+    all.sort_by(|a, b| {
+        b.detected()
+            .cmp(&a.detected())
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    all
 }
 
 fn flag(snap: &Snapshot, key: &str, invalid: &mut Vec<InvalidValue>) -> Field<bool> {
@@ -457,6 +700,22 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
     let failed = flag(snap, &schema.failed(&name), &mut invalid);
     let recovered = flag(snap, &schema.recovered(&name), &mut invalid);
     let maintenance = flag(snap, &schema.maintenance(&name), &mut invalid);
+    let maintenance_until = Field::read(
+        snap,
+        &schema.maintenance_until(&name),
+        parse_time,
+        &mut invalid,
+    );
+    let maintenance_reason = snap
+        .raw(&schema.maintenance_reason(&name))
+        .map(|r| String::from_utf8_lossy(r).trim().to_owned())
+        .filter(|r| !r.is_empty());
+    let shared_storage = Field::read(
+        snap,
+        &schema.shared_storage(&name),
+        parse_opt_bool,
+        &mut invalid,
+    );
     let awaiting_up = flag(snap, &schema.awaiting_up(&name), &mut invalid);
     let awaiting_up_since = Field::read(
         snap,
@@ -537,6 +796,9 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         recovered,
         number_fails,
         maintenance,
+        maintenance_reason,
+        maintenance_until,
+        shared_storage,
         awaiting_up,
         awaiting_up_since,
         degraded,
@@ -581,6 +843,33 @@ mod tests {
         assert!(parse_count("k", Some(b"x")).is_err());
         assert!(parse_count("k", Some(b"1.5")).is_err());
         assert!(parse_count("k", Some(b"99999999999")).is_err());
+    }
+
+    #[test]
+    fn shared_storage_override_is_absent_true_false_or_invalid() {
+        let s = Schema::new("p");
+        let snap = snap(&[
+            ("p/compute_nodes/c1/config/shared_storage", b"True"),
+            ("p/compute_nodes/c2/config/shared_storage", b"no"),
+            ("p/compute_nodes/c3/config/shared_storage", b" "),
+            ("p/compute_nodes/c4/config/shared_storage", b"ceph"),
+            ("p/compute_nodes/c5/status/failed", b"False"),
+        ]);
+        let st = ClusterState::parse(&s, &snap);
+        let get = |n: &str| st.compute_nodes[&NodeName::from(n)].shared_storage.get();
+        assert_eq!(get("c1"), Some(Some(true)));
+        assert_eq!(get("c2"), Some(Some(false)));
+        assert_eq!(get("c3"), Some(None), "empty = no override");
+        assert_eq!(get("c5"), Some(None), "absent = no override");
+        let c4 = &st.compute_nodes[&NodeName::from("c4")];
+        assert!(
+            c4.has_invalid(),
+            "an unparsable override holds the node back"
+        );
+        assert_eq!(
+            c4.invalid[0].key,
+            "p/compute_nodes/c4/config/shared_storage"
+        );
     }
 
     fn snap(pairs: &[(&str, &[u8])]) -> Snapshot {
@@ -704,5 +993,151 @@ mod tests {
         let c4 = &st.compute_nodes[&NodeName::from("c4")];
         assert_eq!(c4.degraded.value, Ok(None));
         assert_eq!(c4.degraded.modify_index, 0);
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("a test timestamp")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn pause_holds_until_its_end_and_an_unreadable_pause_counts_as_paused() {
+        let s = Schema::new("p");
+        let now = at("2026-11-21T10:00:00Z");
+        let none = ClusterState::parse(&s, &snap(&[]));
+        assert_eq!(none.paused(now), None);
+        assert_eq!(none.pause.modify_index, 0);
+
+        let full = br#"{"by":"alice","at":"2026-11-21T09:00:00Z","reason":"network work","until":"2026-11-21T11:00:00Z"}"#;
+        let st = ClusterState::parse(&s, &snap(&[("p/config/paused", full)]));
+        let p = st.paused(now).expect("paused before its end");
+        assert_eq!(p.by.as_deref(), Some("alice"));
+        assert_eq!(p.reason, "network work");
+        assert_eq!(st.pause.modify_index, 10);
+        assert_eq!(st.paused(at("2026-11-21T10:59:59Z")), Some(p.clone()));
+        // At its end and after: not paused; the key is still there.
+        assert_eq!(st.paused(at("2026-11-21T11:00:00Z")), None);
+        assert_eq!(st.paused(at("2027-01-01T00:00:00Z")), None);
+        assert!(matches!(st.pause.value, Ok(Some(_))));
+
+        // Written by hand in the Consul UI: a reason is enough, no end.
+        let st = ClusterState::parse(&s, &snap(&[("p/config/paused", br#"{"reason":"x"}"#)]));
+        assert!(st.paused(at("2099-01-01T00:00:00Z")).is_some());
+
+        // Unreadable values: paused, with the parse error as the reason.
+        for bad in [
+            &b""[..],
+            b"True",
+            b"{}",
+            br#"{"reason":"  "}"#,
+            br#"{"reason":"x","untill":"2026-11-21T11:00:00Z"}"#,
+            br#"{"reason":"x","until":"tomorrow"}"#,
+        ] {
+            let st = ClusterState::parse(&s, &snap(&[("p/config/paused", bad)]));
+            let p = st
+                .paused(now)
+                .unwrap_or_else(|| panic!("{:?} read as not paused", String::from_utf8_lossy(bad)));
+            assert!(
+                p.reason
+                    .starts_with("treated as paused: invalid value at p/config/paused"),
+                "{}",
+                p.reason
+            );
+            assert_eq!(p.until, None);
+            assert!(st.pause.value.is_err());
+        }
+        // The pause key is not a compute node.
+        let st = ClusterState::parse(&s, &snap(&[("p/config/paused", b"{}")]));
+        assert!(st.compute_nodes.is_empty());
+    }
+
+    #[test]
+    fn maintenance_ends_at_its_until_and_unreadable_values_count_as_maintenance() {
+        let s = Schema::new("p");
+        let now = at("2026-11-21T10:00:00Z");
+        let st = ClusterState::parse(
+            &s,
+            &snap(&[
+                ("p/compute_nodes/c1/config/maintenance", b"True"),
+                (
+                    "p/compute_nodes/c1/config/maintenance_reason",
+                    b" disk swap ",
+                ),
+                ("p/compute_nodes/c2/config/maintenance", b"True"),
+                (
+                    "p/compute_nodes/c2/config/maintenance_until",
+                    b"2026-11-21T11:00:00Z",
+                ),
+                ("p/compute_nodes/c3/config/maintenance", b"False"),
+                (
+                    "p/compute_nodes/c3/config/maintenance_until",
+                    b"2026-11-21T11:00:00Z",
+                ),
+                ("p/compute_nodes/c4/config/maintenance", b"perhaps"),
+                ("p/compute_nodes/c5/config/maintenance", b"True"),
+                ("p/compute_nodes/c5/config/maintenance_until", b"soon"),
+                ("p/compute_nodes/c6/status/failed", b"False"),
+            ]),
+        );
+        let node = |n: &str| &st.compute_nodes[&NodeName::from(n)];
+        assert!(node("c1").in_maintenance(now));
+        assert_eq!(node("c1").maintenance_reason.as_deref(), Some("disk swap"));
+        assert!(!node("c1").has_invalid());
+        assert!(node("c2").in_maintenance(now));
+        assert!(node("c2").in_maintenance(at("2026-11-21T10:59:59Z")));
+        assert!(!node("c2").in_maintenance(at("2026-11-21T11:00:00Z")));
+        assert!(!node("c3").in_maintenance(now));
+        for bad in ["c4", "c5"] {
+            assert!(node(bad).in_maintenance(now), "{bad}");
+            assert!(
+                node(bad).in_maintenance(at("2099-01-01T00:00:00Z")),
+                "{bad}"
+            );
+            assert!(node(bad).has_invalid(), "{bad}");
+        }
+        assert!(!node("c6").in_maintenance(now));
+        assert_eq!(node("c6").maintenance_reason, None);
+    }
+    #[test]
+    fn incidents_are_listed_newest_first_once_each_with_unreadable_ones_kept() {
+        let s = Schema::new("p");
+        let rec = |id: &str, phase: &str, detected: &str| {
+            format!(
+                r#"{{"version":1,"incident":"{id}","epoch":"e","phase":"{phase}","timeline":{{"detected":"{detected}"}}}}"#
+            )
+        };
+        let old = rec("c1-1", "done", "2026-11-01T00:00:00Z");
+        let new = rec("c2-2", "done", "2026-11-02T00:00:00Z");
+        let live = rec("c1-3", "evacuating", "2026-11-03T00:00:00Z");
+        let archived_live = rec("c2-2", "done", "2026-11-02T00:00:00Z");
+        let st = snap(&[
+            ("p/compute_nodes/c1/incidents/c1-1", old.as_bytes()),
+            ("p/compute_nodes/c1/internal/recovery", live.as_bytes()),
+            ("p/compute_nodes/c2/incidents/c2-2", new.as_bytes()),
+            (
+                "p/compute_nodes/c2/internal/recovery",
+                archived_live.as_bytes(),
+            ),
+            ("p/compute_nodes/c3/incidents/broken", b"{not json"),
+            ("p/compute_nodes/c3/internal/recovery", b""),
+            ("p/ha_nodes/h1/status/in_use", b"False"),
+        ]);
+        let all = incidents(&s, &st);
+        let ids: Vec<(&str, &str, bool)> = all
+            .iter()
+            .map(|i| (i.node.as_str(), i.id.as_str(), i.live))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("c1", "c1-3", true),
+                ("c2", "c2-2", false),
+                ("c1", "c1-1", false),
+                ("c3", "broken", false),
+            ]
+        );
+        assert!(all[3].record.is_err());
+        assert_eq!(all[3].key, "p/compute_nodes/c3/incidents/broken");
     }
 }

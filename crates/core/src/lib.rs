@@ -10,12 +10,15 @@
 //! callers' `now`, no Consul or OpenStack types. Drivers depend on this crate
 //! and never on each other.
 
+pub mod capacity;
 pub mod detect;
 pub mod drivers;
+pub mod evacuation;
 pub mod kv;
 pub mod record;
 pub mod recovery;
 pub mod secret;
+pub mod storage;
 pub mod store;
 pub mod types;
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::Resources;
+use crate::storage::StorageClass;
 use crate::types::NodeName;
 
 /// The record format version this build writes.
@@ -36,10 +38,11 @@ pub enum Phase {
 }
 
 /// Where one instance stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Listed on the failed host, not yet asked to move.
+    #[default]
     Pending,
     /// The evacuate call was sent (it must never be sent again).
     Requested,
@@ -68,7 +71,7 @@ pub struct FenceRecord {
 }
 
 /// One instance of the failed node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     /// Where the instance stands.
     pub state: InstanceState,
@@ -106,6 +109,27 @@ pub struct InstanceRecord {
     /// How many times a start was asked for it. Absent in older records.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub starts: u32,
+    /// Where its root disk lives, decided when listed (absent in older
+    /// records: unknown). `local` and done means rebuilt from its image,
+    /// root disk data lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageClass>,
+    /// What its flavor takes in Placement, when Nova said (absent in older
+    /// records: sent unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Its `novaha_priority` metadata: higher is evacuated first (absent =
+    /// 0).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub priority: i64,
+    /// Sent to Nova's scheduler rather than the claimed HA node because it
+    /// did not fit there (absent = false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via_scheduler: bool,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
 }
 
 /// The recovery record itself.
@@ -201,12 +225,22 @@ mod tests {
                 start_requested_at: None,
                 sends: 0,
                 starts: 0,
+                storage: Some(StorageClass::Local),
+                resources: Some(Resources {
+                    vcpus: 1,
+                    memory_mb: 512,
+                    disk_gb: 1,
+                }),
+                priority: 3,
+                via_scheduler: true,
             },
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["phase"], "claimed");
         assert_eq!(json["instances"]["uuid-1"]["state"], "requested");
         assert_eq!(json["timeline"]["detected"], "2026-11-21T10:00:00Z");
+        assert_eq!(json["instances"]["uuid-1"]["storage"], "local");
+        assert_eq!(json["instances"]["uuid-1"]["resources"]["memory_mb"], 512);
         let back: RecoveryRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, r);
     }
@@ -219,5 +253,12 @@ mod tests {
         assert_eq!(r.attempts, 0);
         assert_eq!(r.retry_at, None);
         assert_eq!(r.instances["u"].requested_at, None);
+        let i = &r.instances["u"];
+        assert_eq!((i.storage, i.resources, i.priority), (None, None, 0));
+        assert!(!i.via_scheduler);
+        // And a record without them is written back without them.
+        let back = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&String> = back["instances"]["u"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["prior_status", "state"]);
     }
 }

@@ -82,6 +82,7 @@ fn one_run(run: usize, mv: Option<&'static str>, servers: usize, detection: Dete
         Settings {
             max_microversion: mv,
             concurrency: 8,
+            target: "ha_node",
             detection,
         },
     );

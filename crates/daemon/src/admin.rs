@@ -1,4 +1,5 @@
-//! Operator writes: `node register`, `ha-node register`, `node reset`.
+//! Operator writes: `node register`, `ha-node register`, `node reset`,
+//! `node maintenance`, `pause`, `resume`.
 //!
 //! Every write goes through `ConsulStore::admin_commit`, a transaction with
 //! a CAS index on every key: a flag is created only where absent (CAS 0),
@@ -8,17 +9,18 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use novaha_consul::ConsulStore;
 use novaha_core::NodeName;
-use novaha_core::kv::{Schema, Snapshot, format_bool};
+use novaha_core::kv::{Pause, Schema, Snapshot, format_bool, format_time, parse_pause};
 use novaha_core::store::{KvOp, StateStore, StoreError};
 use serde_json::json;
 use tracing::info;
 
-use crate::cli::BmcDriver;
+use crate::cli::{BmcDriver, Switch};
 use crate::config::Config;
 use crate::run::{connect, hostname};
 
@@ -226,5 +228,231 @@ pub async fn reset_node(cfg: &Config, node: &str, by: Option<String>) -> anyhow:
     .await?;
     info!(node = %node, by = %by, "node reset by an administrator: failed=False recovered=False");
     report(&written);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A delete at the CAS index it was read at, if the key exists.
+fn remove(snap: &Snapshot, key: String) -> Option<KvOp> {
+    snap.entries.get(&key).map(|e| KvOp::Delete {
+        cas: e.modify_index,
+        key,
+    })
+}
+
+/// `now + for_`, or an error naming a duration too long to add.
+fn end_time(now: DateTime<Utc>, for_: Option<Duration>) -> anyhow::Result<Option<DateTime<Utc>>> {
+    for_.map(|d| {
+        chrono::TimeDelta::from_std(d)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .with_context(|| format!("--for {} is too long", humantime::format_duration(d)))
+    })
+    .transpose()
+}
+
+fn check_reason(reason: &str) -> anyhow::Result<String> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        bail!("--reason must not be empty: say why, it is shown to every operator");
+    }
+    Ok(reason.to_owned())
+}
+
+/// How a pause reads in one line.
+pub fn describe_pause(p: &Pause) -> String {
+    let mut out = format!("{:?}", p.reason);
+    if let Some(by) = &p.by {
+        out.push_str(&format!(" by {by}"));
+    }
+    if let Some(at) = p.at {
+        out.push_str(&format!(" at {}", format_time(at)));
+    }
+    match p.until {
+        Some(u) => out.push_str(&format!(", until {}", format_time(u))),
+        None => out.push_str(", until `novaha resume`"),
+    }
+    out
+}
+
+/// `novaha pause --reason TEXT [--for DURATION]`: writes
+/// `<prefix>/config/paused`; a pause already there is replaced (its CAS
+/// index is checked, so a concurrent change is re-read, never lost).
+pub async fn pause(
+    cfg: &Config,
+    reason: &str,
+    for_: Option<Duration>,
+    by: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let reason = check_reason(reason)?;
+    let (consul, schema) = connect(cfg)?;
+    let store = ConsulStore::new(consul, schema.clone());
+    let now = Utc::now();
+    let pause = Pause {
+        by: Some(who(by)),
+        at: Some(now),
+        reason,
+        until: end_time(now, for_)?,
+    };
+    let value = serde_json::to_vec(&pause).context("encode the pause")?;
+    let key = schema.paused();
+    let mut previous = None;
+    let written = commit_planned(&store, |snap| {
+        previous = snap.raw(&key).map(|r| parse_pause(&key, Some(r)));
+        Ok(vec![KvOp::set(
+            key.clone(),
+            value.clone(),
+            snap.cas_index(&key),
+        )])
+    })
+    .await?;
+    match previous {
+        Some(Ok(Some(p))) => println!("replaced the pause {}", describe_pause(&p)),
+        Some(Err(bad)) => println!("replaced an unreadable pause value: {}", bad.reason),
+        _ => {}
+    }
+    info!(by = pause.by.as_deref().unwrap_or(""), reason = %pause.reason, until = ?pause.until.map(format_time), "cluster paused by an operator");
+    report(&written);
+    println!(
+        "cluster paused: {}; no fence, force-down or evacuation starts until then (detection goes on)",
+        describe_pause(&pause)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `novaha resume`: deletes `<prefix>/config/paused` (at the index it was
+/// read at). Not paused: says so and succeeds.
+pub async fn resume(cfg: &Config, by: Option<String>) -> anyhow::Result<ExitCode> {
+    let (consul, schema) = connect(cfg)?;
+    let store = ConsulStore::new(consul, schema.clone());
+    let key = schema.paused();
+    let mut previous = None;
+    let written = commit_planned(&store, |snap| {
+        previous = snap.raw(&key).map(|r| parse_pause(&key, Some(r)));
+        Ok(remove(snap, key.clone()).into_iter().collect())
+    })
+    .await?;
+    let by = who(by);
+    match previous {
+        None => {
+            println!("the cluster is not paused ({key} is absent): nothing to do");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Ok(Some(p))) => println!("ended the pause {}", describe_pause(&p)),
+        Some(Ok(None)) => {}
+        Some(Err(bad)) => println!("removed an unreadable pause value: {}", bad.reason),
+    }
+    info!(by = %by, "cluster resumed by an operator");
+    for key in &written {
+        println!("deleted {key}");
+    }
+    println!("cluster resumed: recovery acts again");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `novaha node maintenance NODE on|off --reason TEXT [--for DURATION]`.
+/// On: `config/maintenance=True`, `config/maintenance_reason`, and
+/// `config/maintenance_until` (deleted when no `--for`). Off:
+/// `config/maintenance=False`, reason and end deleted. Either way the
+/// change is recorded in `internal/last_maintenance` with who, where from
+/// and when. The node must be registered (a typo must not create a node).
+pub async fn maintenance(
+    cfg: &Config,
+    node: &str,
+    state: Switch,
+    reason: Option<&str>,
+    for_: Option<Duration>,
+    by: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let node = check_name(node)?;
+    let reason = match (state, reason) {
+        (Switch::On, None) => bail!("--reason is required to put a node in maintenance"),
+        (_, Some(r)) => Some(check_reason(r)?),
+        (Switch::Off, None) => None,
+    };
+    if state == Switch::Off && for_.is_some() {
+        bail!("--for only applies to `on`");
+    }
+    let (consul, schema) = connect(cfg)?;
+    let store = ConsulStore::new(consul, schema.clone());
+    let by = who(by);
+    let now = Utc::now();
+    let until = end_time(now, for_)?;
+    let written = commit_planned(&store, |snap| {
+        let root = format!("{}/", schema.compute_node(&node));
+        if snap
+            .entries
+            .range(root.clone()..)
+            .next()
+            .is_none_or(|(k, _)| !k.starts_with(&root))
+        {
+            bail!(
+                "node {node} is not registered under {} (novaha node register {node})",
+                schema.compute_node(&node)
+            );
+        }
+        let record = json!({
+            "by": by,
+            "from": hostname(),
+            "at": format_time(now),
+            "maintenance": state == Switch::On,
+            "reason": reason,
+            "until": until.map(format_time),
+        })
+        .to_string();
+        let last = schema.last_maintenance(&node);
+        let mut ops: Vec<KvOp> = Vec::new();
+        match state {
+            Switch::On => {
+                ops.extend(put(
+                    snap,
+                    schema.maintenance(&node),
+                    format_bool(true).as_bytes(),
+                ));
+                let r = reason.as_deref().unwrap_or_default();
+                ops.extend(put(snap, schema.maintenance_reason(&node), r.as_bytes()));
+                match until {
+                    Some(u) => ops.extend(put(
+                        snap,
+                        schema.maintenance_until(&node),
+                        format_time(u).as_bytes(),
+                    )),
+                    None => ops.extend(remove(snap, schema.maintenance_until(&node))),
+                }
+            }
+            Switch::Off => {
+                ops.extend(put(
+                    snap,
+                    schema.maintenance(&node),
+                    format_bool(false).as_bytes(),
+                ));
+                ops.extend(remove(snap, schema.maintenance_reason(&node)));
+                ops.extend(remove(snap, schema.maintenance_until(&node)));
+            }
+        }
+        ops.push(KvOp::set(last.clone(), record, snap.cas_index(&last)));
+        Ok(ops)
+    })
+    .await?;
+    match state {
+        Switch::On => {
+            info!(node = %node, by = %by, reason = reason.as_deref().unwrap_or(""), until = ?until.map(format_time), "node put in maintenance by an operator");
+        }
+        Switch::Off => {
+            info!(node = %node, by = %by, "node taken out of maintenance by an operator")
+        }
+    }
+    report(&written);
+    match (state, until) {
+        (Switch::On, Some(u)) => println!(
+            "{node} in maintenance until {}: novaha will not fence, force down or evacuate it",
+            format_time(u)
+        ),
+        (Switch::On, None) => println!(
+            "{node} in maintenance until `novaha node maintenance {node} off`: novaha will not fence, force down or evacuate it"
+        ),
+        (Switch::Off, _) => {
+            println!("{node} out of maintenance: novaha watches and recovers it again")
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

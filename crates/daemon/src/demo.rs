@@ -65,12 +65,11 @@ pub struct DemoOptions {
     pub keep: bool,
 }
 
-/// The demo's own log: warnings only, and not the Consul client's
-/// complaints about keys that do not exist yet (the story says it all).
+/// The demo's own log: warnings only (the story says it all).
 pub fn init_logging() {
     crate::logging::init(&crate::config::LogConfig {
         format: crate::config::LogFormat::Text,
-        level: "warn,rustify=off,consulrs=off".to_owned(),
+        level: "warn".to_owned(),
     });
 }
 
@@ -358,6 +357,9 @@ allow_noop = true
 [evacuate]
 target = "ha_node"
 poll_interval = "500ms"
+# The demo cloud's instances are image-backed; their disks are declared to be
+# on storage every compute shares, so they keep them when evacuated.
+shared_storage = true
 
 [[notify]]
 driver = "log"
@@ -1129,6 +1131,7 @@ mod tests {
                 start_requested_at: None,
                 sends: 0,
                 starts: 0,
+                ..InstanceRecord::default()
             },
         );
         let text = render(&story.kv(&snap(&node_keys("True", 3, Some(&rec)))));

@@ -296,6 +296,10 @@ pub fn start(
 ) -> Option<HealthTask> {
     match FenceHealth::new(store, schema.clone(), &cfg.fence, metrics) {
         Ok(h) => {
+            let creds = crate::run::connect(cfg)
+                .ok()
+                .and_then(|(consul, _)| crate::credentials::store(cfg, &consul));
+            let h = h.with_credentials(creds);
             let h = if cfg.recovery.mode == Mode::DryRun {
                 h.without_publishing()
             } else {
@@ -394,6 +398,17 @@ impl FenceHealth {
             concurrency: settings.health_concurrency.max(1),
             publish: true,
         })
+    }
+
+    /// Takes BMC credentials from `store` first (crate::credentials).
+    pub fn with_credentials(
+        mut self,
+        store: Option<Arc<dyn novaha_fence::CredentialStore>>,
+    ) -> Self {
+        if let Some(s) = store {
+            self.registry = self.registry.with_credentials(s);
+        }
+        self
     }
 
     /// Read and log only, never publish (`[recovery] mode = "dry-run"`).
@@ -495,7 +510,9 @@ impl FenceHealth {
                 )
                 .await?;
         }
-        info!(
+        // Every round at DEBUG: the changes are logged by `note` (WARN per
+        // newly unhealthy node, INFO when one is healthy again).
+        debug!(
             epoch = lease.epoch(),
             nodes = doc.nodes.len(),
             healthy = doc.healthy,

@@ -1,8 +1,9 @@
 //! The daemon's HTTP endpoints on `[http] listen`: `/metrics` (the
 //! Prometheus classic text format from [`Metrics::encode`]), `/healthz`
 //! (200 while the process serves requests) and `/readyz` (200 with `leader`
-//! or `standby` once Consul answered the last readiness check, 503
-//! otherwise).
+//! or `standby` once Consul answered the last readiness check; 503 when it
+//! did not, or while this leader is blind: it cannot judge the nodes, see
+//! crate::blind).
 //!
 //! The server only reads shared state: it never talks to Consul, never
 //! decides and never blocks the leader loop. It runs on its own
@@ -10,8 +11,8 @@
 //! readiness probe still answers while the lock is being released.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -68,6 +69,8 @@ impl HttpError {
 pub struct Health {
     consul_ok: AtomicBool,
     leader: AtomicBool,
+    /// Why the leader is blind, while it is (beyond the grace).
+    blind: Mutex<Option<String>>,
 }
 
 /// What `/readyz` answers.
@@ -80,6 +83,9 @@ pub enum Readiness {
     Standby,
     /// Consul did not answer the last check (or none ran yet).
     NotReady,
+    /// This process holds the lock but cannot judge the nodes (no cloud,
+    /// auth failing, Nova down) beyond the grace: HA is off.
+    Blind,
 }
 
 impl Health {
@@ -103,6 +109,20 @@ impl Health {
         self.leader.store(leader, Ordering::Relaxed);
     }
 
+    /// Records the leader's blindness: `Some(reason)` while it cannot
+    /// judge beyond the grace, `None` once it can (or is no longer leader).
+    pub fn set_blind(&self, reason: Option<String>) {
+        *self.blind.lock().expect("the blind lock is never poisoned") = reason;
+    }
+
+    /// Why the leader is blind, while it is.
+    pub fn blind_reason(&self) -> Option<String> {
+        self.blind
+            .lock()
+            .expect("the blind lock is never poisoned")
+            .clone()
+    }
+
     /// What `/readyz` reports now.
     pub fn readiness(&self) -> Readiness {
         match (
@@ -110,6 +130,7 @@ impl Health {
             self.leader.load(Ordering::Relaxed),
         ) {
             (false, _) => Readiness::NotReady,
+            (true, true) if self.blind_reason().is_some() => Readiness::Blind,
             (true, true) => Readiness::Leader,
             (true, false) => Readiness::Standby,
         }
@@ -150,6 +171,14 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Readiness::NotReady => {
             (StatusCode::SERVICE_UNAVAILABLE, "consul not reachable\n").into_response()
         }
+        Readiness::Blind => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "leader blind: {}\n",
+                s.health.blind_reason().unwrap_or_default()
+            ),
+        )
+            .into_response(),
     }
 }
 
@@ -274,6 +303,14 @@ mod tests {
             "{head}"
         );
         assert!(body.contains("\nnovaha_leader 1\n"), "{body}");
+        health.set_blind(Some("nova: connection refused".into()));
+        let (status, _, body) = get(addr, "/readyz").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "leader blind: nova: connection refused\n")
+        );
+        health.set_blind(None);
+        assert_eq!(get(addr, "/readyz").await.2, "leader\n");
         health.set_consul(false);
         assert_eq!(get(addr, "/readyz").await.0, 503);
         assert_eq!(get(addr, "/nope").await.0, 404);

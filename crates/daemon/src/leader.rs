@@ -33,8 +33,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::blind::Sight;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::recovery::plan::{Plan, plan};
 use crate::recovery::{Outcome, RunnerContext, View, needs_work, run_node};
@@ -85,6 +87,11 @@ pub struct CycleReport {
     /// Nova could not be read: nothing was judged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub nova_unreachable: bool,
+    /// The last failures-tolerated figure by availability zone (`""` = no
+    /// zone), read every `[evacuate] capacity_interval`; absent until read
+    /// or without Placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failures_tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's recovery work of one tenure (one lease).
@@ -118,6 +125,11 @@ struct Recovery {
     /// Recovery tasks that ended, with how (for `run --once`).
     outcomes: Vec<(NodeName, Outcome)>,
     last: Option<(Vec<NodeName>, bool, bool)>,
+    /// Why the last cycle judged nothing (`None`: it judged every node).
+    blind: Option<String>,
+    /// When the failures-tolerated figure was last read, and the figure.
+    capacity_at: Option<Instant>,
+    tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's state across cycles of one or more tenures.
@@ -136,6 +148,14 @@ pub struct LeaderCycle {
     metrics: Arc<Metrics>,
     /// Nodes with per-node series, to drop the series of a removed node.
     metric_nodes: BTreeSet<NodeName>,
+    /// Whether the leader can judge (crate::blind).
+    sight: Sight,
+    /// Where `/readyz` reads blindness from, when the HTTP endpoint runs.
+    health: Option<Arc<Health>>,
+    /// The last cycle's summary, to log a cycle at INFO only when it changed.
+    last_summary: Option<String>,
+    /// The pause last logged, to log a pause once when it starts or ends.
+    pause_logged: Option<String>,
     /// The wall clock (virtual in the fault simulator).
     clock: Clock,
 }
@@ -160,8 +180,18 @@ impl LeaderCycle {
             recovery: None,
             metrics,
             metric_nodes: BTreeSet::new(),
+            sight: Sight::new(crate::config::monitor::DEFAULT_BLIND_AFTER),
+            health: None,
+            last_summary: None,
+            pause_logged: None,
             clock: Clock::system(),
         }
+    }
+
+    /// Publishes the leader's blindness on `/readyz` through `health`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Reads the wall clock through `clock` instead of the system's.
@@ -176,12 +206,23 @@ impl LeaderCycle {
         let m = &self.metrics;
         let mut by_state: BTreeMap<&'static str, i64> = BTreeMap::new();
         let now = self.clock.now();
+        m.set_paused(state.paused(now).is_some());
+        let mut ha: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for h in state.ha_nodes.values() {
+            let st = match h.in_use.value {
+                Ok(false) => "free",
+                Ok(true) => "in_use",
+                Err(_) => "invalid",
+            };
+            *ha.entry(st).or_default() += 1;
+        }
+        m.set_ha_nodes(&ha.into_iter().collect::<Vec<_>>());
         for cn in state.compute_nodes.values() {
             let name = cn.name.as_str();
             let record = cn.recovery.value.as_ref().ok().and_then(|r| r.as_ref());
             let st = if cn.has_invalid() {
                 "invalid"
-            } else if cn.maintenance.get() == Some(true) {
+            } else if cn.in_maintenance(now) {
                 "maintenance"
             } else if record.is_some_and(|r| r.phase != Phase::Done) {
                 "recovering"
@@ -225,6 +266,7 @@ impl LeaderCycle {
     /// first wait instead of waiting it out (`run --once`).
     pub fn with_recovery(mut self, cfg: Arc<Config>, once: bool) -> Self {
         let (view, _) = watch::channel(Arc::new(View::default()));
+        self.sight = Sight::new(cfg.monitor.blind_after);
         self.recovery = Some(Recovery {
             cfg,
             once,
@@ -238,6 +280,9 @@ impl LeaderCycle {
             plans: Vec::new(),
             outcomes: Vec::new(),
             last: None,
+            blind: None,
+            capacity_at: None,
+            tolerated: None,
         });
         self
     }
@@ -306,6 +351,7 @@ impl LeaderCycle {
         info!(id = %self.id, epoch = lease.epoch(), role = "leader", "acting as leader");
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.sight.begin(self.clock.now());
         // The fence-path health check runs for the whole tenure, under a
         // child token of the lease (crate::fence_health).
         let health = self
@@ -326,6 +372,11 @@ impl LeaderCycle {
             h.stop().await;
         }
         self.end_tenure(DRAIN_GRACE).await;
+        // A standby judges nothing and is not blind.
+        self.metrics.set_blind(false, 0.0);
+        if let Some(h) = &self.health {
+            h.set_blind(None);
+        }
         exit
     }
 
@@ -389,12 +440,28 @@ impl LeaderCycle {
         let state = ClusterState::parse(&self.schema, &snap);
         let invalid = self.note_invalid(&state);
         self.node_metrics(&state);
+        self.note_pause(&state);
         self.act(&snap, &state, lease).await?;
         let (judged_failed, mass_failure, nova_unreachable) = self
             .recovery
             .as_mut()
             .and_then(|r| r.last.take())
             .unwrap_or_default();
+        // Only a leader wired to detect can be blind.
+        let sight = match self.recovery.as_mut() {
+            Some(r) => {
+                let reason = r.blind.take();
+                let sight = self.sight.observe(reason.as_deref(), self.clock.now());
+                self.metrics
+                    .set_blind(sight.blind, sight.judgement_age_seconds);
+                if let Some(h) = &self.health {
+                    h.set_blind(sight.blind.then(|| reason.clone().unwrap_or_default()));
+                }
+                Some(sight)
+            }
+            None => None,
+        };
+        let failures_tolerated = self.recovery.as_ref().and_then(|r| r.tolerated.clone());
         let report = CycleReport {
             id: self.id.clone(),
             epoch: lease.epoch().to_owned(),
@@ -411,26 +478,61 @@ impl LeaderCycle {
             judged_failed,
             mass_failure,
             nova_unreachable,
+            failures_tolerated,
         };
         let key = self.schema.internal(LAST_CYCLE);
-        let value = serde_json::to_vec(&report)
-            .map_err(|e| StoreError::Refused(format!("cannot encode the cycle report: {e}")))?;
+        let encode = |e: serde_json::Error| {
+            StoreError::Refused(format!("cannot encode the cycle report: {e}"))
+        };
+        let mut doc = serde_json::to_value(&report).map_err(encode)?;
+        // The leader's sight, for `novaha status` (crate::blind):
+        // `blind_reason` (why this cycle judged nothing), `blind` (beyond
+        // the grace), `last_judgement` (RFC 3339).
+        let blind_reason = sight.as_ref().and_then(|s| s.reason.clone());
+        if let Some(s) = &sight {
+            doc["blind"] = s.blind.into();
+            doc["blind_reason"] = s.reason.clone().into();
+            doc["last_judgement"] = s.last_judgement.map(novaha_core::kv::format_time).into();
+        }
+        let value = serde_json::to_vec(&doc).map_err(encode)?;
         self.store
             .commit(
                 lease,
                 &[KvOp::set(key.clone(), value, snap.cas_index(&key))],
             )
             .await?;
-        self.metrics.cycle(true);
-        info!(
-            role = "leader",
-            epoch = lease.epoch(),
-            compute_nodes = report.compute_nodes,
-            ha_nodes = report.ha_nodes,
-            failed = report.failed.len(),
-            invalid = report.invalid,
-            "leader cycle done"
+        let blind = sight.as_ref().is_some_and(|s| s.blind);
+        if blind_reason.is_some() {
+            self.metrics.cycle_blind();
+        } else {
+            self.metrics.cycle(true);
+        }
+        // At INFO only when what it saw changed; every cycle at DEBUG.
+        let summary = format!(
+            "{} {} {:?} {} {:?}",
+            report.compute_nodes, report.ha_nodes, report.failed, report.invalid, blind
         );
+        if self.last_summary.as_ref() != Some(&summary) {
+            info!(
+                role = "leader",
+                epoch = lease.epoch(),
+                compute_nodes = report.compute_nodes,
+                ha_nodes = report.ha_nodes,
+                failed = report.failed.len(),
+                invalid = report.invalid,
+                blind,
+                "leader cycle done"
+            );
+            self.last_summary = Some(summary);
+        } else {
+            debug!(
+                role = "leader",
+                epoch = lease.epoch(),
+                compute_nodes = report.compute_nodes,
+                failed = report.failed.len(),
+                "leader cycle done"
+            );
+        }
         Ok(report)
     }
 
@@ -463,12 +565,14 @@ impl LeaderCycle {
                 }
                 Err(e) => {
                     rec.connect_failures += 1;
-                    // Blind: nothing is judged, no count moves (DESIGN 6).
-                    warn!(
+                    // Blind: nothing is judged, no count moves
+                    // (docs/recovery.md); crate::blind logs and reports it.
+                    debug!(
                         error = format!("{e:#}"),
                         attempts = rec.connect_failures,
                         "cannot reach the cloud yet: no judgement this cycle"
                     );
+                    rec.blind = Some(format!("cannot reach the cloud: {e:#}"));
                     rec.last = Some((Vec::new(), false, true));
                     return Ok(());
                 }
@@ -524,6 +628,26 @@ impl LeaderCycle {
         );
         let mut judged_failed = Vec::new();
         let mut nova_unreachable = false;
+        rec.blind = observed.nova.is_none().then(|| {
+            let why: Vec<String> = observed
+                .problems
+                .iter()
+                .filter_map(|p| match p {
+                    novaha_monitor::Problem::NovaUnreachable { error } => {
+                        Some(format!("nova: {error}"))
+                    }
+                    novaha_monitor::Problem::ConsulUnreachable { error } => {
+                        Some(format!("consul health checks: {error}"))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if why.is_empty() {
+                "the monitor could not read the nodes' state".to_owned()
+            } else {
+                why.join("; ")
+            }
+        });
         for event in &judgement.events {
             match event {
                 DetectEvent::NovaUnreachable => nova_unreachable = true,
@@ -624,6 +748,7 @@ impl LeaderCycle {
                 .map(|(n, s)| (n.clone(), s.nova.clone()))
                 .collect();
             view.mass_failure = judgement.mass_failure;
+            view.stale_after = self.interval * 3;
             // Healthy as the judgement sees it: a stale heartbeat fails the
             // nova signal here too.
             view.healthy = nova
@@ -634,6 +759,39 @@ impl LeaderCycle {
         }
         let view = Arc::new(view);
         rec.view.send_replace(view.clone());
+        if let Some(reader) = &stages.capacity
+            && !reader.interval.is_zero()
+            && rec
+                .capacity_at
+                .is_none_or(|at| at.elapsed() >= reader.interval)
+        {
+            rec.capacity_at = Some(Instant::now());
+            let read = tokio::select! {
+                biased;
+                _ = lease.lost() => {
+                    return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+                }
+                r = crate::capacity::read_loads(reader, state) => r,
+            };
+            match read {
+                Ok(loads) => {
+                    let t = crate::capacity::tolerated(&loads, stages.policy.target);
+                    self.metrics.set_failures_tolerated(&t);
+                    if t.values().any(|n| *n == 0) {
+                        warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
+                    } else {
+                        info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
+                    }
+                    rec.tolerated = Some(t);
+                }
+                Err(e) => {
+                    if e.is_retryable() {
+                        self.metrics.api_error("placement");
+                    }
+                    warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
+                }
+            }
+        }
         rec.last = Some((
             judged_failed.clone(),
             judgement.mass_failure,
@@ -753,6 +911,24 @@ impl LeaderCycle {
         Ok(())
     }
 
+    /// Logs a pause once when it starts, changes or ends (an expired one
+    /// ends by itself).
+    fn note_pause(&mut self, state: &ClusterState) {
+        let now = self.clock.now();
+        let pause = state.paused(now);
+        let text = pause.as_ref().map(crate::admin::describe_pause);
+        if text == self.pause_logged {
+            return;
+        }
+        match &text {
+            Some(t) => {
+                warn!(pause = %t, "cluster paused: no claim, fence, force-down or evacuation starts anywhere; detection goes on");
+            }
+            None => info!("cluster no longer paused: recovery acts again"),
+        }
+        self.pause_logged = text;
+    }
+
     /// Logs every invalid value not logged yet, counts it, forgets the ones
     /// that were fixed. Returns how many are present now.
     fn note_invalid(&mut self, state: &ClusterState) -> usize {
@@ -786,6 +962,18 @@ impl LeaderCycle {
                 }
                 present.insert(id);
             }
+        }
+        if let Err(bad) = &state.pause.value {
+            let id = (bad.key.clone(), bad.raw.clone());
+            if !self.logged_invalid.contains(&id) {
+                error!(
+                    key = %bad.key,
+                    raw = %bad.raw,
+                    reason = %bad.reason,
+                    "invalid pause value: treated as paused until it is fixed or removed (novaha resume)"
+                );
+            }
+            present.insert(id);
         }
         let count = present.len();
         let newly = present.difference(&self.logged_invalid).count();

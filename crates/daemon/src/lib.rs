@@ -9,12 +9,17 @@
 //! and never overwrite a flag they did not mean to set.
 
 pub mod admin;
+pub mod blind;
+pub mod capacity;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod fence_health;
 pub mod http;
+pub mod incidents;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
@@ -28,7 +33,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, HaNodeCommand, NodeCommand};
+use crate::cli::{Cli, Command, HaNodeCommand, IncidentCommand, NodeCommand};
 use crate::config::Config;
 
 /// Exit code for a config that cannot be used.
@@ -77,9 +82,9 @@ async fn dispatch(cli: Cli) -> ExitCode {
         };
     }
     let result = match cli.command {
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, bmc } => {
             logging::init_default();
-            return run::check_config(&config.path).await;
+            return check::check_config(&config.path, bmc).await;
         }
         Command::Run { config, once } => {
             let cfg = config!(config);
@@ -120,6 +125,48 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let cfg = config!(config);
             logging::init_default();
             admin::reset_node(&cfg, &node, by).await
+        }
+        Command::Node {
+            command:
+                NodeCommand::Maintenance {
+                    node,
+                    state,
+                    config,
+                    reason,
+                    for_,
+                    by,
+                },
+        } => {
+            let cfg = config!(config);
+            logging::init_default();
+            admin::maintenance(&cfg, &node, state, reason.as_deref(), for_, by).await
+        }
+        Command::Pause {
+            config,
+            reason,
+            for_,
+            by,
+        } => {
+            let cfg = config!(config);
+            logging::init_default();
+            admin::pause(&cfg, &reason, for_, by).await
+        }
+        Command::Resume { config, by } => {
+            let cfg = config!(config);
+            logging::init_default();
+            admin::resume(&cfg, by).await
+        }
+        Command::Incidents { node, config, json } => {
+            let cfg = config!(config);
+            logging::init_default();
+            incidents::list(&cfg, node.as_deref(), json).await
+        }
+        Command::Incident {
+            command: IncidentCommand::Show { id, config, json },
+        } => {
+            let cfg = config!(config);
+            logging::init_default();
+            incidents::show(&cfg, &id, json).await
         }
         Command::Demo { keep } => {
             demo::init_logging();

@@ -56,11 +56,26 @@ pub struct Metrics {
     notifications: Family<Labels, Counter>,
     api_errors: Family<Labels, Counter>,
     admin_resets: Counter,
+    paused: Gauge,
+    blind: Gauge,
+    judgement_age: Gauge<f64, AtomicU64>,
+    ha_nodes: Family<Labels, Gauge>,
+    failures_tolerated: Family<Labels, Gauge>,
+    /// The zones of the last failures-tolerated figure (to drop a gone one).
+    tolerated_zones: std::sync::Mutex<Vec<String>>,
 }
+
+/// The HA node states `novaha_ha_nodes{state}` reports, always all of them.
+pub const HA_NODE_STATES: [&str; 3] = ["free", "in_use", "invalid"];
 
 fn node(node: &str) -> Labels {
     vec![("node", node.to_owned())]
 }
+
+/// The results `novaha_cycles_total{result}` counts, always all of them:
+/// `ok` (judged, or observed only), `blind` (recorded but nothing judged:
+/// the cloud cannot be read), `error` (consul unreachable, write refused).
+pub const CYCLE_RESULTS: [&str; 3] = ["ok", "blind", "error"];
 
 fn cycle_result(ok: bool) -> Labels {
     vec![("result", if ok { "ok" } else { "error" }.to_owned())]
@@ -99,11 +114,17 @@ impl Metrics {
             fence: Family::default(),
             fence_duration: Family::new_with_constructor(seconds_buckets),
             bmc_up: Family::default(),
+            failures_tolerated: Family::default(),
+            tolerated_zones: std::sync::Mutex::new(Vec::new()),
             evacuations: Family::default(),
             evacuation_duration: seconds_buckets(),
             notifications: Family::default(),
             api_errors: Family::default(),
             admin_resets: Counter::default(),
+            paused: Gauge::default(),
+            blind: Gauge::default(),
+            judgement_age: Gauge::default(),
+            ha_nodes: Family::default(),
         };
         let build_info: Family<Labels, Gauge> = Family::default();
         build_info
@@ -210,6 +231,11 @@ impl Metrics {
             m.fence_duration.clone(),
         );
         registry.register(
+            "novaha_capacity_failures_tolerated",
+            "How many of the largest compute hosts of a zone could fail at once with their instances fitting on the free spares (and, where the scheduler is allowed, the other hosts' free capacity)",
+            m.failures_tolerated.clone(),
+        );
+        registry.register(
             "novaha_bmc_up",
             "1 when the fence-path health check read the node's power",
             m.bmc_up.clone(),
@@ -239,13 +265,40 @@ impl Metrics {
             "Administrator resets handled",
             m.admin_resets.clone(),
         );
+        registry.register(
+            "novaha_paused",
+            "1 while the cluster is paused (config/paused): nothing is fenced, forced down or evacuated",
+            m.paused.clone(),
+        );
+        registry.register(
+            "novaha_monitor_blind",
+            "1 while the leader cannot judge (no cloud configured, auth failing, Nova down) beyond the grace",
+            m.blind.clone(),
+        );
+        registry.register(
+            "novaha_monitor_judgement_age_seconds",
+            "Seconds since the leader last judged every node with Nova's answer (0 on a standby)",
+            m.judgement_age.clone(),
+        );
+        registry.register(
+            "novaha_ha_nodes",
+            "HA (spare) nodes by state, last cycle",
+            m.ha_nodes.clone(),
+        );
+        for state in HA_NODE_STATES {
+            m.ha_nodes
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(0);
+        }
         for state in NODE_STATES {
             m.nodes
                 .get_or_create(&vec![("state", state.to_owned())])
                 .set(0);
         }
-        for ok in [true, false] {
-            m.cycles.get_or_create(&cycle_result(ok)).inc_by(0);
+        for result in CYCLE_RESULTS {
+            m.cycles
+                .get_or_create(&vec![("result", result.to_owned())])
+                .inc_by(0);
         }
         Arc::new(Self { registry, ..m })
     }
@@ -277,6 +330,40 @@ impl Metrics {
     /// unreachable, a write refused).
     pub fn cycle(&self, ok: bool) {
         self.cycles.get_or_create(&cycle_result(ok)).inc();
+    }
+
+    /// One leader cycle was recorded but judged nothing: the cloud could
+    /// not be read.
+    pub fn cycle_blind(&self) {
+        self.cycles
+            .get_or_create(&vec![("result", "blind".to_owned())])
+            .inc();
+    }
+
+    /// Records whether the cluster is paused.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(i64::from(paused));
+    }
+
+    /// Records the leader's sight: blind (beyond the grace) or not, and
+    /// the seconds since its last full judgement.
+    pub fn set_blind(&self, blind: bool, judgement_age_seconds: f64) {
+        self.blind.set(i64::from(blind));
+        self.judgement_age.set(judgement_age_seconds);
+    }
+
+    /// Sets `novaha_ha_nodes{state}`; states not given are set to 0.
+    pub fn set_ha_nodes(&self, by_state: &[(&'static str, i64)]) {
+        for state in HA_NODE_STATES {
+            let n = by_state
+                .iter()
+                .filter(|(s, _)| *s == state)
+                .map(|(_, n)| *n)
+                .sum();
+            self.ha_nodes
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(n);
+        }
     }
 
     /// Leader cycles so far that ended `ok` (or failed): the value of
@@ -396,6 +483,30 @@ impl Metrics {
         self.fence_duration
             .get_or_create(&vec![("driver", driver.to_owned())])
             .observe(seconds);
+    }
+
+    /// Sets `novaha_capacity_failures_tolerated{zone}` (zone `""` is shown
+    /// as `none`); zones no longer present are dropped.
+    pub fn set_failures_tolerated(&self, by_zone: &std::collections::BTreeMap<String, u32>) {
+        let label = |z: &str| {
+            let z = if z.is_empty() { "none" } else { z };
+            vec![("zone", z.to_owned())]
+        };
+        let mut known = self
+            .tolerated_zones
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for old in known.iter() {
+            if !by_zone.contains_key(old) {
+                self.failures_tolerated.remove(&label(old));
+            }
+        }
+        for (zone, n) in by_zone {
+            self.failures_tolerated
+                .get_or_create(&label(zone))
+                .set(i64::from(*n));
+        }
+        *known = by_zone.keys().cloned().collect();
     }
 
     /// The fence-path health check's result for a node.
@@ -572,6 +683,26 @@ mod tests {
         m.state_invalid_seen(3);
         m.set_state_invalid(2);
         assert_eq!((m.state_invalid_total(), m.state_invalid_current()), (3, 2));
+    }
+
+    #[test]
+    fn failures_tolerated_per_zone_and_gone_zones_drop() {
+        let m = Metrics::new();
+        let mut z = std::collections::BTreeMap::from([("az1".to_owned(), 2), (String::new(), 0)]);
+        m.set_failures_tolerated(&z);
+        let out = m.encode();
+        assert!(
+            out.contains("novaha_capacity_failures_tolerated{zone=\"az1\"} 2"),
+            "{out}"
+        );
+        assert!(
+            out.contains("novaha_capacity_failures_tolerated{zone=\"none\"} 0"),
+            "{out}"
+        );
+        z.remove("az1");
+        m.set_failures_tolerated(&z);
+        let out = m.encode();
+        assert!(!out.contains("zone=\"az1\""), "{out}");
     }
 
     #[test]

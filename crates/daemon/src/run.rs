@@ -1,4 +1,4 @@
-//! `novaha run` (the daemon and `--once`) and `novaha check-config`.
+//! `novaha run` (the daemon and `--once`).
 //!
 //! One root [`CancellationToken`]: the first SIGTERM/SIGINT cancels it (stop
 //! deciding, resign: release the lock and destroy the session, exit 0); a
@@ -7,7 +7,6 @@
 //! leader work, go back to standby and race again.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +27,70 @@ use crate::systemd::{self, Watchdog};
 /// Exit code of `run --once` when another process holds the lock.
 const EXIT_NOT_LEADER: u8 = 3;
 
+/// Exit code when the config cannot work (also: another live daemon uses
+/// this `[election] id` on the same agent). systemd does not restart it.
+const EXIT_CONFIG: u8 = 2;
+
+/// Why this daemon must not run: another live daemon on the same Consul
+/// agent uses the same `[election] id`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "election.id {id:?}: another live novaha daemon on the Consul agent at {agent} uses the \
+     same id: its check {check_id} is being passed by someone else. Two daemons sharing one \
+     check cannot fail over in seconds (a dead leader costs the whole session TTL). Give each \
+     daemon its own [election] id (default: the host name), or point them at different agents"
+)]
+pub struct DuplicateId {
+    /// The `[election] id`.
+    pub id: String,
+    /// The check id it maps to.
+    pub check_id: String,
+    /// The agent's address.
+    pub agent: String,
+}
+
+/// Refuses to run beside another live daemon with the same check on this
+/// agent. A check found passing may be a crashed predecessor's, which goes
+/// critical once its TTL runs out: it is looked at again after `check_ttl`
+/// plus a second, and only a check still passing then (someone keeps
+/// passing it) is refused. `Ok(false)`: shutdown came meanwhile.
+pub async fn refuse_duplicate_id(
+    consul: &Consul,
+    check_id: &str,
+    id: &str,
+    check_ttl: Duration,
+    root: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let passing = |s: Option<String>| s.as_deref() == Some("passing");
+    if !passing(
+        consul
+            .check_status(check_id)
+            .await
+            .context("read the agent's checks")?,
+    ) {
+        return Ok(true);
+    }
+    info!(check_id, check_ttl = ?check_ttl, "this daemon's check is passing already: waiting one check TTL to see whether another daemon passes it");
+    tokio::select! {
+        _ = root.cancelled() => return Ok(false),
+        _ = tokio::time::sleep(check_ttl + Duration::from_secs(1)) => {}
+    }
+    if passing(
+        consul
+            .check_status(check_id)
+            .await
+            .context("read the agent's checks")?,
+    ) {
+        return Err(DuplicateId {
+            id: id.to_owned(),
+            check_id: check_id.to_owned(),
+            agent: consul.address().to_owned(),
+        }
+        .into());
+    }
+    Ok(true)
+}
+
 /// The first retry delay after an election error; doubled up to [`BACKOFF_CAP`].
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// The longest retry delay after election errors.
@@ -39,6 +102,7 @@ pub fn consul_settings(cfg: &Config) -> ConsulSettings {
         address: cfg.consul.address.clone(),
         token: cfg.consul.token.clone(),
         request_timeout: cfg.consul.request_timeout,
+        tls: cfg.consul.tls(),
     }
 }
 
@@ -169,6 +233,7 @@ async fn back_off(
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     let (consul, schema) = connect(&cfg)?;
     let (info, check_id) = identity(&cfg);
+    let election_check_id = check_id.clone();
     // `run --once` reports into a registry nobody scrapes.
     let metrics = Metrics::new();
     let store = Arc::new(ConsulStore::new(consul.clone(), schema.clone()));
@@ -195,12 +260,30 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
     let tracker = TaskTracker::new();
     tracker.spawn(watch_signals(root.clone()));
     if once {
-        let code = run_once(&cfg, &consul, &schema, &mut election, &mut cycle, &root).await;
+        // A one-shot run with the daemon's own id would take over (and on
+        // resign remove) the running daemon's check.
+        let code = match refuse_duplicate_id(
+            &consul,
+            &election_check_id,
+            &info.id,
+            cfg.election.check_ttl,
+            &root,
+        )
+        .await
+        {
+            Err(e) if e.downcast_ref::<DuplicateId>().is_some() => {
+                eprintln!("novaha: {e:#}");
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+            Err(e) => Err(e),
+            Ok(_) => run_once(&cfg, &consul, &schema, &mut election, &mut cycle, &root).await,
+        };
         root.cancel();
         tracker.close();
         return code;
     }
     let health = Health::new();
+    let mut cycle = cycle.with_health(health.clone());
     // Stopped last, after the resign: a standalone token, not a child of
     // the root, so scrapes and probes still answer while the lock is
     // released (the first signal cancels the root).
@@ -238,6 +321,36 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::SUCCESS);
                 }
             }
+        }
+    }
+    let duplicate = watchdog
+        .drive(refuse_duplicate_id(
+            &consul,
+            &election_check_id,
+            &info.id,
+            cfg.election.check_ttl,
+            &root,
+        ))
+        .await;
+    match duplicate {
+        Ok(true) => {}
+        Ok(false) => {
+            tracker.close();
+            http.stop().await;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            error!(error = format!("{e:#}"), "refusing to start");
+            eprintln!("novaha: {e:#}");
+            root.cancel();
+            tracker.close();
+            http.stop().await;
+            let code = if e.downcast_ref::<DuplicateId>().is_some() {
+                EXIT_CONFIG
+            } else {
+                1
+            };
+            return Ok(ExitCode::from(code));
         }
     }
     health.set_consul(true);
@@ -374,53 +487,6 @@ async fn run_once(
         crate::recovery::once_summary(&report, &outcomes, &plans)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// `novaha check-config`: every config problem, then Consul reachability.
-pub async fn check_config(path: &Path) -> ExitCode {
-    let cfg = match crate::load(path) {
-        Ok(c) => c,
-        Err(code) => {
-            eprintln!("novaha: consul reachability not checked: fix the config first");
-            return code;
-        }
-    };
-    let reach = async {
-        let (consul, _) = connect(&cfg)?;
-        consul.ping().await.context("ping")?;
-        let node = consul.agent_node_name().await.context("agent node name")?;
-        anyhow::Ok(node)
-    };
-    match tokio::time::timeout(cfg.consul.request_timeout + Duration::from_secs(1), reach).await {
-        Ok(Ok(node)) => {
-            println!(
-                "config {} is valid; consul {} reachable (agent node {node}); prefix {}; fence driver {}; {} notifier(s)",
-                path.display(),
-                cfg.consul.address,
-                cfg.consul.prefix,
-                cfg.fence.driver,
-                cfg.notify.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(Err(e)) => {
-            eprintln!("novaha: config {} problem(s):", path.display());
-            eprintln!(
-                "  - consul.address: consul at {} is not reachable: {e:#}",
-                cfg.consul.address
-            );
-            ExitCode::FAILURE
-        }
-        Err(_) => {
-            eprintln!("novaha: config {} problem(s):", path.display());
-            eprintln!(
-                "  - consul.address: consul at {} did not answer within {}",
-                cfg.consul.address,
-                humantime::format_duration(cfg.consul.request_timeout)
-            );
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use novaha_evacuate::NovaEvacuator;
 use novaha_fence::FenceRegistry;
 use novaha_monitor::{Monitor, Observe};
 use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
+use novaha_openstack::{NovaClient, PlacementClient};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -41,6 +42,21 @@ pub struct Stages {
     pub policy: Policy,
     /// The detection thresholds (from `[monitor]`).
     pub thresholds: Thresholds,
+    /// The leader's capacity reads for the failures-tolerated figure;
+    /// `None` without Placement.
+    pub capacity: Option<CapacityReader>,
+}
+
+/// What the leader reads for `novaha_capacity_failures_tolerated`: Nova's
+/// hypervisors (host to provider) and Placement's inventories and usages.
+#[derive(Clone, Debug)]
+pub struct CapacityReader {
+    /// Nova.
+    pub nova: NovaClient,
+    /// Placement.
+    pub placement: PlacementClient,
+    /// How often (`[evacuate] capacity_interval`; zero = never).
+    pub interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Stages {
@@ -85,14 +101,32 @@ impl Stages {
         schema: &Schema,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let (_session, nova, keystone) = novaha_openstack::connect(&cfg.openstack)
+        let (session, nova, keystone) = novaha_openstack::connect(&cfg.openstack)
             .await
             .context("connect to openstack")?;
+        let placement = PlacementClient::new(session);
+        let placement = if placement
+            .available()
+            .await
+            .context("look up placement in the catalog")?
+        {
+            Some(placement)
+        } else {
+            tracing::warn!(
+                "no placement endpoint in the catalog: evacuations go unchecked for capacity, no failures-tolerated figure"
+            );
+            None
+        };
         let consul = consul_settings(cfg);
         let monitor = Monitor::new(cfg.monitor.signals(), nova.clone(), Some(&consul))
             .context("build the monitor")?;
-        let fences = FenceRegistry::new(&cfg.fence).context("build the fence drivers")?;
-        let evacuator = NovaEvacuator::new(nova);
+        let (consul_client, _) = crate::run::connect(cfg)?;
+        let fences =
+            crate::credentials::registry(cfg, &consul_client).context("build the fence drivers")?;
+        let mut evacuator = NovaEvacuator::new(nova.clone());
+        if let Some(p) = &placement {
+            evacuator = evacuator.with_placement(p.clone());
+        }
         let mut policy = policy(cfg, schema);
         policy.restore_power_state = evacuator.lands_shutoff();
         let outbox = if cfg.notify.is_empty() {
@@ -118,6 +152,11 @@ impl Stages {
             outbox,
             policy,
             thresholds: thresholds(cfg),
+            capacity: placement.map(|placement| CapacityReader {
+                nova,
+                placement,
+                interval: cfg.evacuate.capacity_interval,
+            }),
         })
     }
 }

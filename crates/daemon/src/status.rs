@@ -1,35 +1,67 @@
-//! `novaha status [--json]`: the leader (from the lock key), every compute
-//! node and every HA node, read with one snapshot. A value that does not
-//! parse is shown as invalid with its key, never hidden or guessed.
+//! `novaha status [--json]`: what needs a human first (a blind leader, a
+//! stuck recovery, an unhealthy BMC, invalid values), the pause,
+//! then the leader (from the lock key), every compute node and every HA
+//! node, read with one snapshot. A value that does not parse is shown as
+//! invalid with its key, never hidden or guessed.
+//!
+//! The exit code says whether a human is needed: 0 nothing to do,
+//! [`EXIT_ATTENTION`] when `attention` is not empty, 1 when the tree could
+//! not be read. The `--json` document carries `schema_version`
+//! ([`SCHEMA_VERSION`]) and every field keeps one JSON type: a value that
+//! does not parse is `null` there and listed under the node's (or the
+//! document's) `invalid`, never an object in its place (docs/cli.md).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use novaha_consul::{ConsulStore, Election};
-use novaha_core::kv::{ClusterState, Field, InvalidValue};
+use novaha_core::kv::{ClusterState, Field, InvalidValue, Snapshot, format_time};
 use novaha_core::store::StateStore;
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::run::connect;
 
-fn invalid(bad: &InvalidValue) -> Value {
-    json!({ "invalid": { "key": bad.key, "raw": bad.raw, "reason": bad.reason } })
+/// The version of the `--json` document; bumped when a field changes
+/// meaning or type.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// `novaha status` exit code when something needs a human.
+pub const EXIT_ATTENTION: u8 = 4;
+
+fn invalid_json(bad: &InvalidValue) -> Value {
+    json!({ "key": bad.key, "raw": bad.raw, "reason": bad.reason })
 }
 
+/// A field's value, or `null` when it does not parse (the node's `invalid`
+/// list says why).
 fn field<T: Copy + Into<Value>>(f: &Field<T>) -> Value {
     match &f.value {
         Ok(v) => (*v).into(),
-        Err(bad) => invalid(bad),
+        Err(_) => Value::Null,
     }
 }
 
-/// The status document (`--json` prints it as is).
-pub fn document(
-    state: &ClusterState,
-    leader: Result<Option<Value>, InvalidValue>,
-    prefix: &str,
-) -> Value {
+/// What `status` reads besides the tree's nodes: the leader (from the lock)
+/// and the leader's last cycle record and fence-path report.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// The lock's holder, or why its value does not parse.
+    pub leader: Option<Result<Value, InvalidValue>>,
+    /// `novaha/last_cycle` as written by the leader.
+    pub last_cycle: Option<Value>,
+    /// `novaha/fence_health` (crate::fence_health::status_json).
+    pub fence_health: Value,
+}
+
+/// The status document (`--json` prints it as is), at `now`.
+pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTime<Utc>) -> Value {
+    let mut invalid: Vec<Value> = Vec::new();
+    let mut attention: Vec<Value> = Vec::new();
+    let mut attend = |what: &str, detail: String| {
+        attention.push(json!({"what": what, "detail": detail}));
+    };
     let compute: serde_json::Map<String, Value> = state
         .compute_nodes
         .values()
@@ -42,8 +74,40 @@ pub fn document(
                         .map_or(Value::Null, |h| json!(h.as_str())),
                     r.last_error.as_ref().map_or(Value::Null, |e| json!(e)),
                 ),
-                Ok(None) => (Value::Null, Value::Null, Value::Null),
-                Err(bad) => (invalid(bad), Value::Null, Value::Null),
+                Ok(None) | Err(_) => (Value::Null, Value::Null, Value::Null),
+            };
+            if phase.as_str() == Some("stuck") {
+                attend(
+                    "stuck",
+                    format!(
+                        "the recovery of {} is stuck: {}",
+                        n.name,
+                        last_error.as_str().unwrap_or("see its last error")
+                    ),
+                );
+            }
+            invalid.extend(n.invalid.iter().map(invalid_json));
+            // Each instance of a recovery: where it stands, where its disk
+            // lives (what evacuating it risks), where it went.
+            let instances: serde_json::Map<String, Value> = match &n.recovery.value {
+                Ok(Some(r)) => r
+                    .instances
+                    .iter()
+                    .map(|(id, i)| {
+                        (
+                            id.clone(),
+                            json!({
+                                "name": i.name,
+                                "state": i.state,
+                                "storage": i.storage,
+                                "target": i.target,
+                                "via_scheduler": i.via_scheduler,
+                                "error": i.error,
+                            }),
+                        )
+                    })
+                    .collect(),
+                _ => serde_json::Map::new(),
             };
             (
                 n.name.to_string(),
@@ -51,7 +115,9 @@ pub fn document(
                     "failed": field(&n.failed),
                     "recovered": field(&n.recovered),
                     "number_fails": field(&n.number_fails),
-                    "maintenance": field(&n.maintenance),
+                    "maintenance": n.in_maintenance(now),
+                    "maintenance_reason": n.maintenance_reason,
+                    "maintenance_until": n.maintenance_until.value.clone().ok().flatten().map(format_time),
                     "awaiting_up": field(&n.awaiting_up),
                     "degraded": match &n.degraded.value {
                         Ok(Some(readings)) => json!(readings),
@@ -60,9 +126,8 @@ pub fn document(
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
-                    "invalid": n.invalid.iter().map(|b| json!({
-                        "key": b.key, "raw": b.raw, "reason": b.reason
-                    })).collect::<Vec<_>>(),
+                    "instances": instances,
+                    "invalid": n.invalid.iter().map(invalid_json).collect::<Vec<_>>(),
                 }),
             )
         })
@@ -71,24 +136,129 @@ pub fn document(
         .ha_nodes
         .values()
         .map(|h| {
+            let mut bad = Vec::new();
+            if let Err(b) = &h.in_use.value {
+                bad.push(invalid_json(b));
+                invalid.push(invalid_json(b));
+            }
             (
                 h.name.to_string(),
                 json!({
                     "in_use": field(&h.in_use),
                     "serving": h.serving.as_ref().map(|s| s.as_str()),
+                    "invalid": bad,
                 }),
             )
         })
         .collect();
-    json!({
+    // No leader is shown (`leader: none`) and alerted on (NovahaNoLeader),
+    // but not an exit code: a failover passes through it.
+    let leader = match extras.leader {
+        None => Value::Null,
+        Some(Ok(l)) => l,
+        Some(Err(bad)) => {
+            invalid.push(invalid_json(&bad));
+            Value::Null
+        }
+    };
+    let pause = match &state.pause.value {
+        Ok(None) => Value::Null,
+        Ok(Some(p)) => json!({
+            "by": p.by,
+            "at": p.at.map(format_time),
+            "reason": p.reason,
+            "until": p.until.map(format_time),
+            "active": p.holds_at(now),
+        }),
+        Err(bad) => {
+            invalid.push(invalid_json(bad));
+            json!({
+                "by": null, "at": null, "until": null, "active": true,
+                "reason": format!("unreadable pause value, treated as paused: {}", bad.reason),
+            })
+        }
+    };
+    // The leader's sight, from its last cycle record (only the current
+    // holder's record counts).
+    let sight = extras
+        .last_cycle
+        .as_ref()
+        .filter(|c| leader.get("id").is_some() && c.get("id") == leader.get("id"))
+        .map(|c| {
+            json!({
+                "blind": c["blind"].as_bool().unwrap_or(false),
+                "reason": c["blind_reason"].as_str(),
+                "last_judgement": c["last_judgement"].as_str(),
+                "cycle_at": c["at"].as_str(),
+            })
+        })
+        .unwrap_or(Value::Null);
+    if sight["blind"].as_bool() == Some(true) {
+        attend(
+            "blind",
+            format!(
+                "the leader cannot judge any node ({}); last full judgement: {}",
+                sight["reason"].as_str().unwrap_or("unknown reason"),
+                sight["last_judgement"].as_str().unwrap_or("never")
+            ),
+        );
+    }
+    let health = extras.fence_health;
+    if let Some(bad) = health.get("invalid") {
+        invalid.push(bad.clone());
+    }
+    if let Some(nodes) = health.get("nodes").and_then(Value::as_object) {
+        for (name, n) in nodes {
+            if n["healthy"].as_bool() != Some(true) {
+                attend(
+                    "bmc",
+                    format!(
+                        "the fence path of {name} is unhealthy: {}",
+                        n["error"].as_str().unwrap_or("power unreadable")
+                    ),
+                );
+            }
+        }
+    }
+    if !invalid.is_empty() {
+        attend(
+            "invalid",
+            format!(
+                "{} value(s) in the tree do not parse; their nodes are skipped until fixed",
+                invalid.len()
+            ),
+        );
+    }
+    let mut doc = json!({
+        "schema_version": SCHEMA_VERSION,
         "prefix": prefix,
-        "leader": match leader {
-            Ok(l) => l.unwrap_or(Value::Null),
-            Err(bad) => invalid(&bad),
-        },
+        "attention": attention,
+        "leader": leader,
+        "sight": sight,
+        "pause": pause,
         "compute_nodes": compute,
         "ha_nodes": ha,
-    })
+        "invalid": invalid,
+    });
+    if !health.is_null() {
+        doc["fence_health"] = health;
+    }
+    doc
+}
+
+/// The cell of a field: its value, or `INVALID(key=raw)` when it is `null`
+/// and the node lists an invalid value for the field's key.
+fn cell(node: &Value, name: &str, key_suffix: &str) -> Value {
+    let v = &node[name];
+    if !v.is_null() {
+        return v.clone();
+    }
+    node["invalid"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["key"].as_str().is_some_and(|k| k.ends_with(key_suffix)))
+        .map_or(Value::Null, |b| json!({"invalid": b}))
 }
 
 fn show(v: &Value) -> String {
@@ -207,6 +377,68 @@ impl Table {
     }
 }
 
+/// The failures-tolerated line: per zone, how many of the largest hosts
+/// could fail at once with their instances placed (red at 0).
+fn tolerated_text(t: &Value, colour: bool) -> String {
+    let Some(zones) = t.as_object() else {
+        return String::new();
+    };
+    let parts: Vec<String> = zones
+        .iter()
+        .map(|(z, n)| {
+            let z = if z.is_empty() { "all" } else { z.as_str() };
+            let tone = if n.as_u64() == Some(0) {
+                Tone::Bad
+            } else {
+                Tone::Good
+            };
+            format!("{z}={}", paint(&show(n), tone, colour))
+        })
+        .collect();
+    format!(
+        "failures tolerated (largest hosts failing at once): {}\n",
+        parts.join(", ")
+    )
+}
+
+/// One instance of a recovery as a note line: name, state, storage class
+/// and what happened (`local` and done = rebuilt, its disk lost).
+fn instance_note(id: &str, i: &Value) -> (String, Tone) {
+    let name = i["name"].as_str().unwrap_or(id);
+    let state = i["state"].as_str().unwrap_or("?");
+    let storage = i["storage"].as_str().unwrap_or("unknown");
+    let mut line = format!("instance {name} ({id}): {state}, storage {storage}");
+    let target = i["target"].as_str();
+    let tone = match state {
+        "done" => {
+            if let Some(t) = target {
+                line.push_str(&format!(" -> {t}"));
+            }
+            if storage == "local" {
+                line.push_str(" (rebuilt from image: root disk data lost)");
+                Tone::Warn
+            } else {
+                Tone::Good
+            }
+        }
+        "error" | "skipped" => Tone::Bad,
+        _ => {
+            match target {
+                Some(t) => line.push_str(&format!(" -> {t}")),
+                None if i["via_scheduler"].as_bool() == Some(true) || state == "requested" => {
+                    line.push_str(" -> scheduler")
+                }
+                None => {}
+            }
+            Tone::Warn
+        }
+    };
+    if let Some(e) = i["error"].as_str() {
+        line.push_str(&format!(": {e}"));
+    }
+    (line, tone)
+}
+
 /// Renders the document as text for people, without colour.
 pub fn text(doc: &Value) -> String {
     table(doc, false)
@@ -218,15 +450,52 @@ pub fn text(doc: &Value) -> String {
 /// finished recoveries green.
 pub fn table(doc: &Value, colour: bool) -> String {
     let mut out = String::new();
-    let leader = &doc["leader"];
-    match leader {
-        Value::Null => out.push_str(&format!("leader: {}\n", paint("none", Tone::Bad, colour))),
-        Value::Object(o) if o.contains_key("invalid") => {
+    // What needs a human comes first, then the pause.
+    for a in doc["attention"].as_array().into_iter().flatten() {
+        let what = a["what"].as_str().unwrap_or("?");
+        let label = match what {
+            "blind" => "LEADER BLIND",
+            "stuck" => "RECOVERY STUCK",
+            "bmc" => "BMC UNHEALTHY",
+            "invalid" => "INVALID VALUES",
+            other => other,
+        };
+        out.push_str(&format!(
+            "{}: {}\n",
+            paint(label, Tone::Bad, colour),
+            show(&a["detail"])
+        ));
+    }
+    let pause = &doc["pause"];
+    if pause.is_object() {
+        let until = pause["until"].as_str().map_or_else(
+            || "until `novaha resume`".to_owned(),
+            |u| format!("until {u}"),
+        );
+        let by = pause["by"]
+            .as_str()
+            .map(|b| format!(" by {b}"))
+            .unwrap_or_default();
+        let at = pause["at"]
+            .as_str()
+            .map(|a| format!(" at {a}"))
+            .unwrap_or_default();
+        if pause["active"].as_bool() == Some(true) {
             out.push_str(&format!(
-                "leader: {}\n",
-                paint(&show(leader), Tone::Bad, colour)
+                "{}: {}{by}{at}, {until}: no fence, force-down or evacuation starts\n",
+                paint("PAUSED", Tone::Warn, colour),
+                show(&pause["reason"])
+            ));
+        } else {
+            out.push_str(&format!(
+                "pause expired ({until}): {}{by}{at}; `novaha resume` removes the key\n",
+                show(&pause["reason"])
             ));
         }
+    }
+    let leader = &cell(doc, "leader", "/leader");
+    match leader {
+        Value::Null => out.push_str(&format!("leader: {}\n", paint("none", Tone::Bad, colour))),
         l => out.push_str(&format!(
             "leader: id={} host={} pid={} version={}\n",
             paint(&show(&l["id"]), Tone::Good, colour),
@@ -257,26 +526,40 @@ pub fn table(doc: &Value, colour: bool) -> String {
                 };
                 (show(v), tone_of(v, tone))
             };
-            let fails = &n["number_fails"];
+            let fails = &cell(n, "number_fails", "/internal/number_fails");
             let fails_tone = if fails.as_u64().is_some_and(|f| f > 0) {
                 Tone::Warn
             } else {
                 Tone::Plain
             };
-            let phase = &n["phase"];
+            let phase = &cell(n, "phase", "/internal/recovery");
             let phase_tone = match phase.as_str() {
                 Some("done") => Tone::Good,
                 Some("stuck") => Tone::Bad,
                 Some(_) => Tone::Warn,
                 None => Tone::Plain,
             };
-            let failed = flag(&n["failed"], Tone::Bad);
+            let failed = flag(&cell(n, "failed", "/status/failed"), Tone::Bad);
             let name_tone = if failed.1 == Tone::Bad {
                 Tone::Bad
             } else {
                 Tone::Plain
             };
             let mut notes = Vec::new();
+            if n["maintenance"].as_bool() == Some(true) {
+                let until = n["maintenance_until"]
+                    .as_str()
+                    .map_or_else(|| "until switched off".to_owned(), |u| format!("until {u}"));
+                notes.push((
+                    format!(
+                        "maintenance {until}: {}",
+                        n["maintenance_reason"]
+                            .as_str()
+                            .unwrap_or("no reason given")
+                    ),
+                    Tone::Warn,
+                ));
+            }
             if n["awaiting_up"].as_bool() == Some(true) {
                 notes.push((
                     "reset: waiting for Nova to report it up before counting failures".to_owned(),
@@ -291,6 +574,9 @@ pub fn table(doc: &Value, colour: bool) -> String {
             }
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
+            }
+            for (id, i) in n["instances"].as_object().into_iter().flatten() {
+                notes.push(instance_note(id, i));
             }
             for bad in n["invalid"].as_array().into_iter().flatten() {
                 notes.push((
@@ -307,7 +593,7 @@ pub fn table(doc: &Value, colour: bool) -> String {
                 vec![
                     (name.clone(), name_tone),
                     failed,
-                    flag(&n["recovered"], Tone::Warn),
+                    flag(&cell(n, "recovered", "/status/recovered"), Tone::Warn),
                     (show(fails), tone_of(fails, fails_tone)),
                     flag(&n["maintenance"], Tone::Warn),
                     (show(phase), tone_of(phase, phase_tone)),
@@ -323,7 +609,7 @@ pub fn table(doc: &Value, colour: bool) -> String {
     if !ha.is_empty() {
         let mut t = Table::new(vec!["NODE", "IN_USE", "SERVING"]);
         for (name, h) in ha {
-            let in_use = &h["in_use"];
+            let in_use = &cell(h, "in_use", "/status/in_use");
             let tone = if in_use.as_bool() == Some(true) {
                 Tone::Warn
             } else {
@@ -354,9 +640,9 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let state = ClusterState::parse(&schema, &snap);
     let leader = match Election::current_leader(&consul, &schema).await {
         Ok(l) => {
-            Ok(l.map(|l| json!({"id": l.id, "host": l.host, "pid": l.pid, "version": l.version})))
+            l.map(|l| Ok(json!({"id": l.id, "host": l.host, "pid": l.pid, "version": l.version})))
         }
-        Err(e) => Err(InvalidValue {
+        Err(e) => Some(Err(InvalidValue {
             key: schema.leader(),
             raw: state
                 .leader
@@ -366,14 +652,26 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
                 .take(64)
                 .collect(),
             reason: e.to_string(),
-        }),
+        })),
     };
-    let mut doc = document(&state, leader, schema.prefix());
-    // The leader's last fence-path health report (crate::fence_health),
-    // once a leader has published one.
-    let health = crate::fence_health::status_json(&schema, &snap);
-    if !health.is_null() {
-        doc["fence_health"] = health;
+    let extras = Extras {
+        leader,
+        last_cycle: last_cycle(&schema, &snap),
+        // The leader's last fence-path health report (crate::fence_health),
+        // once a leader has published one.
+        fence_health: crate::fence_health::status_json(&schema, &snap),
+    };
+    let mut doc = document(&state, extras, schema.prefix(), Utc::now());
+    // The leader's last failures-tolerated figure (crate::capacity), from
+    // its cycle report, once it has read one.
+    let cycle_key = schema.internal(crate::leader::LAST_CYCLE);
+    if let Some(t) = snap
+        .raw(&cycle_key)
+        .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
+        .map(|v| v["failures_tolerated"].clone())
+        .filter(|t| !t.is_null())
+    {
+        doc["failures_tolerated"] = t;
     }
     if as_json {
         println!(
@@ -388,8 +686,24 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         );
         print!("{}", table(&doc, colour));
         print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
+        print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(exit_code(&doc))
+}
+
+/// 0 when nothing needs a human, [`EXIT_ATTENTION`] otherwise.
+pub fn exit_code(doc: &Value) -> ExitCode {
+    if doc["attention"].as_array().is_some_and(|a| !a.is_empty()) {
+        ExitCode::from(EXIT_ATTENTION)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The leader's last cycle record, if it parses.
+fn last_cycle(schema: &novaha_core::kv::Schema, snap: &Snapshot) -> Option<Value> {
+    snap.raw(&schema.internal(crate::leader::LAST_CYCLE))
+        .and_then(|r| serde_json::from_slice(r).ok())
 }
 
 #[cfg(test)]
@@ -404,8 +718,7 @@ mod tests {
                 "compute-1": {"failed": true, "recovered": true, "number_fails": 4,
                               "maintenance": false, "phase": "evacuating", "ha_node": "ha-1",
                               "last_error": null, "invalid": []},
-                "c2": {"failed": {"invalid": {"key": "p/compute_nodes/c2/status/failed",
-                                              "raw": "garbage", "reason": "not a boolean"}},
+                "c2": {"failed": null,
                        "recovered": false, "number_fails": 0, "maintenance": false,
                        "phase": null, "ha_node": null, "last_error": "fence timed out",
                        "invalid": [{"key": "p/compute_nodes/c2/status/failed",
@@ -413,6 +726,41 @@ mod tests {
             },
             "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
         })
+    }
+
+    #[test]
+    fn each_instance_of_a_recovery_shows_its_storage_class_and_fate() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["instances"] = json!({
+            "u1": {"name": "db", "state": "done", "storage": "volume", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u2": {"name": "cache", "state": "done", "storage": "local", "target": "ha-1",
+                   "via_scheduler": false, "error": null},
+            "u3": {"name": null, "state": "skipped", "storage": "local", "target": null,
+                   "via_scheduler": false, "error": "root disk on local storage"},
+            "u4": {"name": "web", "state": "requested", "storage": "shared", "target": null,
+                   "via_scheduler": true, "error": null},
+        });
+        let out = table(&d, false);
+        for needle in [
+            "instance db (u1): done, storage volume -> ha-1\n",
+            "instance cache (u2): done, storage local -> ha-1 (rebuilt from image: root disk data lost)",
+            "instance u3 (u3): skipped, storage local: root disk on local storage",
+            "instance web (u4): requested, storage shared -> scheduler",
+        ] {
+            assert!(out.contains(needle), "lacks {needle:?}:\n{out}");
+        }
+    }
+
+    #[test]
+    fn failures_tolerated_line_per_zone() {
+        let t = json!({"az1": 2, "": 0});
+        assert_eq!(
+            tolerated_text(&t, false),
+            "failures tolerated (largest hosts failing at once): all=0, az1=2\n"
+        );
+        assert!(tolerated_text(&t, true).contains("\x1b[1;31m0"));
+        assert_eq!(tolerated_text(&Value::Null, false), "");
     }
 
     #[test]
@@ -538,5 +886,185 @@ mod tests {
         assert!(use_colour(true, Some(OsStr::new(""))));
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None));
+    }
+    fn parsed(pairs: &[(&str, &str)]) -> ClusterState {
+        let snap = Snapshot {
+            index: 1,
+            entries: pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("p/{k}"),
+                        novaha_core::kv::KvEntry {
+                            value: Some(v.as_bytes().to_vec()),
+                            modify_index: 3,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        ClusterState::parse(&novaha_core::kv::Schema::new("p"), &snap)
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn leader() -> Option<Result<Value, InvalidValue>> {
+        Some(Ok(
+            json!({"id": "a", "host": "h", "pid": 1, "version": "0"}),
+        ))
+    }
+
+    fn whats(doc: &Value) -> Vec<&str> {
+        doc["attention"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["what"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_needs_nobody_and_exits_zero() {
+        let st = parsed(&[
+            ("compute_nodes/c1/status/failed", "False"),
+            ("ha_nodes/h1/status/in_use", "False"),
+        ]);
+        let extras = Extras {
+            leader: leader(),
+            last_cycle: Some(
+                json!({"id": "a", "at": "x", "last_judgement": "2026-11-21T09:59:59Z"}),
+            ),
+            fence_health: Value::Null,
+        };
+        let doc = document(&st, extras, "p", now());
+        assert_eq!(doc["schema_version"], SCHEMA_VERSION);
+        assert!(whats(&doc).is_empty(), "{doc}");
+        assert_eq!(exit_code(&doc), ExitCode::SUCCESS);
+        assert_eq!(doc["sight"]["blind"], false);
+        assert_eq!(doc["pause"], Value::Null);
+    }
+
+    #[test]
+    fn blind_stuck_bmc_and_invalid_need_a_human_an_old_record_does_not() {
+        let stuck = r#"{"version":1,"incident":"i","epoch":"e","phase":"stuck","last_error":"fence: bmc said no"}"#;
+        let st = parsed(&[
+            ("compute_nodes/c1/internal/recovery", stuck),
+            ("compute_nodes/c2/status/failed", "garbage"),
+        ]);
+        let extras = Extras {
+            leader: leader(),
+            last_cycle: Some(
+                json!({"id": "a", "blind": true, "blind_reason": "keystone: HTTP 401"}),
+            ),
+            fence_health: json!({"nodes": {"c1": {"healthy": false, "error": "ipmi: timeout"}}}),
+        };
+        let doc = document(&st, extras, "p", now());
+        assert_eq!(whats(&doc), ["stuck", "blind", "bmc", "invalid"], "{doc}");
+        assert_eq!(exit_code(&doc), ExitCode::from(EXIT_ATTENTION));
+        let text = table(&doc, false);
+        let first: Vec<&str> = text.lines().take(4).collect();
+        assert!(
+            first[1]
+                .starts_with("LEADER BLIND: the leader cannot judge any node (keystone: HTTP 401)"),
+            "{text}"
+        );
+        assert!(
+            first[0].starts_with("RECOVERY STUCK: the recovery of c1 is stuck: fence: bmc said no"),
+            "{text}"
+        );
+        assert!(first[2].contains("ipmi: timeout"), "{text}");
+        // Stable types: an invalid flag is null, listed with its key.
+        assert_eq!(doc["compute_nodes"]["c2"]["failed"], Value::Null);
+        assert_eq!(doc["invalid"][0]["key"], "p/compute_nodes/c2/status/failed");
+        assert!(
+            text.contains("INVALID(p/compute_nodes/c2/status/failed=\"garbage\")"),
+            "{text}"
+        );
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&doc["compute_nodes"]["c1"]),
+            keys(&doc["compute_nodes"]["c2"])
+        );
+        // Another daemon's old record says nothing about this leader.
+        let extras = Extras {
+            leader: None,
+            last_cycle: Some(json!({"id": "b", "blind": true})),
+            fence_health: Value::Null,
+        };
+        let doc = document(&parsed(&[]), extras, "p", now());
+        assert!(whats(&doc).is_empty(), "{doc}");
+        assert_eq!(doc["sight"], Value::Null);
+        assert!(
+            table(&doc, false).starts_with("leader: none"),
+            "{}",
+            table(&doc, false)
+        );
+    }
+
+    #[test]
+    fn the_pause_and_a_maintenance_are_shown_first_and_expire() {
+        let pause = r#"{"by":"alice","at":"2026-11-21T09:00:00Z","reason":"core switch upgrade","until":"2026-11-21T11:00:00Z"}"#;
+        let st = parsed(&[
+            ("config/paused", pause),
+            ("compute_nodes/c1/config/maintenance", "True"),
+            ("compute_nodes/c1/config/maintenance_reason", "DIMM swap"),
+            (
+                "compute_nodes/c1/config/maintenance_until",
+                "2026-11-21T12:00:00Z",
+            ),
+        ]);
+        let doc = document(
+            &st,
+            Extras {
+                leader: leader(),
+                ..Extras::default()
+            },
+            "p",
+            now(),
+        );
+        assert!(
+            whats(&doc).is_empty(),
+            "a pause is a choice, not a problem: {doc}"
+        );
+        assert_eq!(doc["pause"]["active"], true);
+        let text = table(&doc, false);
+        assert!(text.starts_with("PAUSED: core switch upgrade by alice at 2026-11-21T09:00:00Z, until 2026-11-21T11:00:00Z"), "{text}");
+        assert!(
+            text.contains("maintenance until 2026-11-21T12:00:00Z: DIMM swap"),
+            "{text}"
+        );
+        assert_eq!(doc["compute_nodes"]["c1"]["maintenance"], true);
+        let later = DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let doc = document(
+            &st,
+            Extras {
+                leader: leader(),
+                ..Extras::default()
+            },
+            "p",
+            later,
+        );
+        assert_eq!(doc["pause"]["active"], false);
+        assert_eq!(doc["compute_nodes"]["c1"]["maintenance"], false);
+        assert!(table(&doc, false).starts_with("pause expired (until 2026-11-21T11:00:00Z)"));
+        // An unreadable pause is paused, and invalid.
+        let st = parsed(&[("config/paused", "yes")]);
+        let doc = document(
+            &st,
+            Extras {
+                leader: leader(),
+                ..Extras::default()
+            },
+            "p",
+            now(),
+        );
+        assert_eq!(doc["pause"]["active"], true);
+        assert_eq!(whats(&doc), ["invalid"]);
     }
 }

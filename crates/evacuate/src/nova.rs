@@ -2,8 +2,11 @@
 
 use async_trait::async_trait;
 use novaha_core::NodeName;
+use novaha_core::capacity::HostCapacity;
 use novaha_core::drivers::{EvacuateError, Evacuator, Fenced, Instance, InstanceProgress};
-use novaha_openstack::{Migration, NovaClient, OpenStackError, Server, Service};
+use novaha_openstack::{
+    Migration, NovaClient, OpenStackError, PlacementClient, ResourceProvider, Server, Service,
+};
 
 /// Migration statuses that mean the evacuation failed for good.
 const FAILED_MIGRATION: &[&str] = &["failed", "error"];
@@ -22,12 +25,45 @@ const RUNNING_MIGRATION: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct NovaEvacuator {
     nova: NovaClient,
+    placement: Option<PlacementClient>,
 }
 
 impl NovaEvacuator {
-    /// The driver over `nova` (already connected: microversion negotiated).
+    /// The driver over `nova` (already connected: microversion negotiated),
+    /// without capacity reads.
     pub fn new(nova: NovaClient) -> Self {
-        Self { nova }
+        Self {
+            nova,
+            placement: None,
+        }
+    }
+
+    /// Reads the HA node's room from `placement` before sending
+    /// evacuations there ([`Evacuator::capacity`]).
+    pub fn with_placement(mut self, placement: PlacementClient) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// The provider of compute host `host`: the one named after it, else
+    /// the one named after its hypervisor (whose host name may differ from
+    /// the service's host, e.g. an FQDN).
+    async fn provider_of(
+        &self,
+        placement: &PlacementClient,
+        host: &str,
+    ) -> Result<Option<ResourceProvider>, OpenStackError> {
+        if let Some(p) = placement.provider_named(host).await? {
+            return Ok(Some(p));
+        }
+        let hypervisors = self.nova.hypervisors().await?;
+        let Some(h) = hypervisors
+            .iter()
+            .find(|h| h.service.as_ref().is_some_and(|s| s.host == host))
+        else {
+            return Ok(None);
+        };
+        placement.provider_named(&h.hypervisor_hostname).await
     }
 
     /// True when an evacuated server lands SHUTOFF (microversion >= 2.95):
@@ -257,6 +293,23 @@ impl Evacuator for NovaEvacuator {
         }
     }
 
+    async fn capacity(&self, host: &NodeName) -> Result<Option<HostCapacity>, EvacuateError> {
+        let Some(placement) = &self.placement else {
+            return Ok(None);
+        };
+        let Some(rp) = self
+            .provider_of(placement, host.as_str())
+            .await
+            .map_err(map_err)?
+        else {
+            tracing::warn!(host = %host, "no placement resource provider for the host: evacuations to it go unchecked");
+            return Ok(None);
+        };
+        let cap = placement.host_capacity(&rp.uuid).await.map_err(map_err)?;
+        tracing::debug!(host = %host, provider = %rp.uuid, allocations = cap.allocations.len(), "placement capacity read");
+        Ok(Some(cap))
+    }
+
     async fn restore_service(
         &self,
         node: &NodeName,
@@ -299,6 +352,9 @@ mod tests {
                 message: m.into(),
                 code: Some(500),
             }),
+            image: None,
+            volumes_attached: Vec::new(),
+            flavor: None,
         }
     }
 
@@ -399,6 +455,7 @@ mod tests {
             path: "/servers/x/action".into(),
             status,
             body: "b".into(),
+            request_id: None,
         };
         assert!(map_err(http(503)).is_retryable());
         let e = map_err(http(409));
@@ -410,6 +467,7 @@ mod tests {
             path: "/servers/x/action".into(),
             after: std::time::Duration::from_secs(1),
             mutating: true,
+            request_id: None,
         };
         assert!(map_err(t).is_retryable());
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use novaha_core::recovery::{Policy, TargetPolicy};
+use novaha_core::storage::{LocalStorage, StoragePolicy};
 use serde::{Deserialize, Serialize};
 
 /// The largest accepted `concurrency`.
@@ -72,6 +73,53 @@ pub struct EvacuateSettings {
     /// Time between two progress reads of in-flight instances (default 5s).
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// Every compute's ephemeral storage is shared (Ceph RBD ephemeral, NFS
+    /// `instances_path`), unless its `config/shared_storage` says
+    /// otherwise (default false).
+    #[serde(default)]
+    pub shared_storage: bool,
+    /// What to do with an instance whose root disk is on the failed host's
+    /// own storage: `skip` (default: record it skipped, tell its owner and
+    /// the admins it needs a human) or `rebuild` (rebuild it from its
+    /// image; the root disk's data is lost).
+    #[serde(default)]
+    pub local_storage: LocalStorage,
+    /// Metadata key (true value) by which an owner accepts the rebuild of a
+    /// local instance under `local_storage = "skip"` (default
+    /// `novaha_rebuild_ok`).
+    #[serde(default = "default_rebuild_ok_key")]
+    pub rebuild_ok_metadata_key: String,
+    /// Metadata key whose value `local` marks an instance's disk as local
+    /// even on a shared node (default `novaha_storage`).
+    #[serde(default = "default_storage_key")]
+    pub storage_metadata_key: String,
+    /// Metadata key whose integer value orders evacuations, higher first
+    /// (default `novaha_priority`).
+    #[serde(default = "default_priority_key")]
+    pub priority_metadata_key: String,
+    /// How often the leader reads Placement to compute
+    /// `novaha_capacity_failures_tolerated` (default 1m; `"0s"` = never).
+    #[serde(default = "default_capacity_interval", with = "humantime_serde")]
+    pub capacity_interval: Duration,
+}
+
+fn default_rebuild_ok_key() -> String {
+    StoragePolicy::default().rebuild_ok_key
+}
+
+fn default_storage_key() -> String {
+    StoragePolicy::default().storage_key
+}
+
+fn default_priority_key() -> String {
+    Policy::default().priority_key
+}
+
+/// The default of [`EvacuateSettings::capacity_interval`].
+pub const DEFAULT_CAPACITY_INTERVAL: Duration = Duration::from_secs(60);
+
+fn default_capacity_interval() -> Duration {
+    DEFAULT_CAPACITY_INTERVAL
 }
 
 impl Default for EvacuateSettings {
@@ -83,6 +131,12 @@ impl Default for EvacuateSettings {
             opt_in_metadata_key: None,
             timeout: default_timeout(),
             poll_interval: default_poll_interval(),
+            shared_storage: false,
+            local_storage: LocalStorage::default(),
+            rebuild_ok_metadata_key: default_rebuild_ok_key(),
+            storage_metadata_key: default_storage_key(),
+            priority_metadata_key: default_priority_key(),
+            capacity_interval: default_capacity_interval(),
         }
     }
 }
@@ -114,6 +168,18 @@ impl EvacuateSettings {
                 problem: "must not be empty when set".into(),
             });
         }
+        for (key, v) in [
+            ("rebuild_ok_metadata_key", &self.rebuild_ok_metadata_key),
+            ("storage_metadata_key", &self.storage_metadata_key),
+            ("priority_metadata_key", &self.priority_metadata_key),
+        ] {
+            if v.trim().is_empty() {
+                out.push(SettingsError::Invalid {
+                    key,
+                    problem: "must not be empty".into(),
+                });
+            }
+        }
         if self.poll_interval.is_zero() {
             out.push(SettingsError::Invalid {
                 key: "poll_interval",
@@ -133,7 +199,8 @@ impl EvacuateSettings {
     }
 
     /// Copies the section into the recovery decision's policy (target,
-    /// concurrency, opt-out/opt-in keys, timeout, poll interval). The rest
+    /// concurrency, opt-out/opt-in keys, timeout, poll interval, storage
+    /// and priority). The rest
     /// of the policy (e.g. `restore_power_state`, from
     /// [`crate::NovaEvacuator::lands_shutoff`]) is set by the caller.
     pub fn apply(&self, policy: &mut Policy) {
@@ -143,6 +210,13 @@ impl EvacuateSettings {
         policy.opt_in_key = self.opt_in_metadata_key.clone();
         policy.evacuate_timeout = self.timeout;
         policy.poll_interval = self.poll_interval;
+        policy.storage = StoragePolicy {
+            shared_storage: self.shared_storage,
+            local: self.local_storage,
+            rebuild_ok_key: self.rebuild_ok_metadata_key.clone(),
+            storage_key: self.storage_metadata_key.clone(),
+        };
+        policy.priority_key = self.priority_metadata_key.clone();
     }
 }
 
@@ -160,6 +234,46 @@ mod tests {
         assert_eq!(s.timeout, Duration::from_secs(600));
         assert_eq!(s.poll_interval, Duration::from_secs(5));
         assert!(s.validate().is_empty());
+        let mut p = Policy::default();
+        s.apply(&mut p);
+        assert_eq!(
+            p,
+            Policy::default(),
+            "the section's defaults are the policy's"
+        );
+        assert_eq!(s.capacity_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn storage_and_priority_keys_parse_and_apply() {
+        let s: EvacuateSettings = toml::from_str(
+            "shared_storage = true
+local_storage = \"rebuild\"
+             rebuild_ok_metadata_key = \"ok\"
+storage_metadata_key = \"disk\"
+             priority_metadata_key = \"prio\"
+capacity_interval = \"5m\"
+",
+        )
+        .unwrap();
+        let mut p = Policy::default();
+        s.apply(&mut p);
+        assert!(p.storage.shared_storage);
+        assert_eq!(p.storage.local, LocalStorage::Rebuild);
+        assert_eq!(p.storage.rebuild_ok_key, "ok");
+        assert_eq!(p.storage.storage_key, "disk");
+        assert_eq!(p.priority_key, "prio");
+        assert_eq!(s.capacity_interval, Duration::from_secs(300));
+        let e = toml::from_str::<EvacuateSettings>("local_storage = \"keep\"").unwrap_err();
+        assert!(e.to_string().contains("keep"), "{e}");
+        let bad = EvacuateSettings {
+            priority_metadata_key: " ".into(),
+            ..EvacuateSettings::default()
+        };
+        assert_eq!(
+            bad.validate()[0].to_string(),
+            "evacuate.priority_metadata_key: must not be empty"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! `is_retryable()`); this crate adds no error enum of its own.
 
 mod common;
+pub mod credentials;
 pub mod health;
 pub mod ipmi;
 pub mod libvirt;
@@ -23,6 +24,7 @@ pub mod redfish;
 pub mod registry;
 pub mod settings;
 
+pub use credentials::{BmcCredentials, CredentialStore, CredentialsDir};
 pub use health::{PowerReport, check_power};
 pub use ipmi::IpmiFencer;
 pub use libvirt::LibvirtFencer;

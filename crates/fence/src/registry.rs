@@ -9,6 +9,7 @@ use novaha_core::drivers::fence::{FenceError, FenceTarget, Fencer};
 use novaha_core::kv::{BmcConfig, ComputeNodeState};
 
 use crate::common::config_err;
+use crate::credentials::{CredentialStore, Credentialed, CredentialsDir};
 use crate::ipmi::IpmiFencer;
 use crate::libvirt::LibvirtFencer;
 use crate::noop::NoopFencer;
@@ -23,12 +24,16 @@ const SECTION: &str = "[fence]";
 pub struct FenceRegistry {
     default: DriverName,
     ipmi: Arc<IpmiFencer>,
-    redfish: Arc<RedfishFencer>,
+    /// Absent only in a [`FenceRegistry::single`].
+    redfish: Option<Arc<RedfishFencer>>,
     libvirt: Arc<LibvirtFencer>,
     /// Present only with `allow_noop = true`.
     noop: Option<Arc<NoopFencer>>,
-    /// Set by [`FenceRegistry::single`]: every node goes through it.
+    /// Set by [`FenceRegistry::single`]: every node goes through it (the
+    /// drivers above are then never built or used).
     only: Option<Arc<dyn Fencer>>,
+    /// Where BMC credentials come from before the tree's (crate::credentials).
+    credentials: Option<Arc<dyn CredentialStore>>,
 }
 
 impl std::fmt::Debug for FenceRegistry {
@@ -62,20 +67,47 @@ impl FenceRegistry {
         Ok(Self {
             default: settings.driver,
             ipmi: Arc::new(IpmiFencer::new(settings.ipmi.clone(), t, p)),
-            redfish: Arc::new(RedfishFencer::new(settings.redfish.clone(), t, p)?),
+            redfish: Some(Arc::new(RedfishFencer::new(
+                settings.redfish.clone(),
+                t,
+                p,
+            )?)),
             libvirt: Arc::new(LibvirtFencer::new(settings.libvirt.clone(), t, p)),
             noop,
             only: None,
+            credentials: settings
+                .credentials_dir
+                .as_ref()
+                .map(|d| Arc::new(CredentialsDir::new(d)) as Arc<dyn CredentialStore>),
         })
+    }
+
+    /// Takes every node's BMC user and password from `store` first (the
+    /// tree's `config/bmc/*` when it keeps none for a node). Replaces a
+    /// `[fence] credentials_dir` store.
+    pub fn with_credentials(mut self, store: Arc<dyn CredentialStore>) -> Self {
+        self.credentials = Some(store);
+        self
     }
 
     /// A registry that sends every node through one driver, whatever its
     /// `config/bmc/driver` says: for callers that bring their own
     /// [`Fencer`] (the deterministic fault simulator's modelled BMCs).
     pub fn single(fencer: Arc<dyn Fencer>) -> Result<Self, FenceError> {
-        let mut r = Self::new(&FenceSettings::default())?;
-        r.only = Some(fencer);
-        Ok(r)
+        // The configured drivers are built from defaults without the
+        // Redfish HTTP client (loading the system's CA roots is the costly
+        // part): `only` answers every lookup.
+        let s = FenceSettings::default();
+        let (t, p) = (s.confirm_timeout, s.poll_interval);
+        Ok(Self {
+            default: s.driver,
+            ipmi: Arc::new(IpmiFencer::new(s.ipmi.clone(), t, p)),
+            redfish: None,
+            libvirt: Arc::new(LibvirtFencer::new(s.libvirt.clone(), t, p)),
+            noop: None,
+            only: Some(fencer),
+            credentials: None,
+        })
     }
 
     /// The default driver (`[fence] driver`).
@@ -105,9 +137,28 @@ impl FenceRegistry {
         if let Some(only) = &self.only {
             return Ok(only.clone());
         }
+        let fencer = self.driver_for(target)?;
+        Ok(match &self.credentials {
+            Some(store) if fencer.driver() != "noop" => Arc::new(Credentialed {
+                inner: fencer,
+                store: store.clone(),
+            }),
+            _ => fencer,
+        })
+    }
+
+    fn driver_for(&self, target: &FenceTarget) -> Result<Arc<dyn Fencer>, FenceError> {
         Ok(match self.driver_of(&target.node, &target.bmc)? {
             DriverName::Ipmi => self.ipmi.clone(),
-            DriverName::Redfish => self.redfish.clone(),
+            DriverName::Redfish => match &self.redfish {
+                Some(r) => r.clone(),
+                None => {
+                    return Err(config_err(
+                        &target.node,
+                        "no redfish driver in this registry",
+                    ));
+                }
+            },
             DriverName::Libvirt => self.libvirt.clone(),
             DriverName::Noop => match &self.noop {
                 Some(noop) => noop.clone(),

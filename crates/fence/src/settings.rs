@@ -90,6 +90,15 @@ pub struct FenceSettings {
     pub redfish: RedfishSettings,
     /// The `libvirt` driver.
     pub libvirt: LibvirtSettings,
+    /// A directory of per-node BMC credentials (`<dir>/<node>/user`,
+    /// `<dir>/<node>/password`) that replace `config/bmc/user|password`;
+    /// see crate::credentials.
+    pub credentials_dir: Option<PathBuf>,
+    /// A Consul K/V prefix of per-node BMC credentials
+    /// (`<credentials_prefix>/<node>/user|password`), outside the state
+    /// tree and under its own ACL rule. Read by the daemon (this crate does
+    /// not talk to Consul).
+    pub credentials_prefix: Option<String>,
 }
 
 impl Default for FenceSettings {
@@ -104,6 +113,8 @@ impl Default for FenceSettings {
             ipmi: IpmiSettings::default(),
             redfish: RedfishSettings::default(),
             libvirt: LibvirtSettings::default(),
+            credentials_dir: None,
+            credentials_prefix: None,
         }
     }
 }

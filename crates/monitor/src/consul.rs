@@ -95,14 +95,13 @@ impl ConsulHealth {
         } else {
             format!("http://{address}")
         };
-        let mut url = url::Url::parse(&with_scheme)
+        let base = url::Url::parse(&with_scheme)
             .map_err(|e| MonitorError::Settings(format!("consul address {address:?}: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(MonitorError::Settings(format!(
                 "consul address {address:?}: must be http(s)://host[:port]"
             )));
         }
-        url.set_path("/v1/health/state/any");
         let mut headers = HeaderMap::new();
         if let Some(t) = settings.token.as_ref().filter(|t| !t.is_empty()) {
             let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
@@ -113,10 +112,11 @@ impl ConsulHealth {
             v.set_sensitive(true);
             headers.insert("X-Consul-Token", v);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| MonitorError::Settings(format!("consul http client: {e}")))?;
+        // The same client (TLS, mTLS, server name) as every other call to
+        // Consul.
+        let (http, mut url) = novaha_consul::http_client(&base, &settings.tls, timeout)
+            .map_err(|e| MonitorError::Settings(e.to_string()))?;
+        url.set_path("/v1/health/state/any");
         Ok(Self {
             http,
             url,
@@ -250,6 +250,7 @@ mod tests {
             address: a.into(),
             token: Some(novaha_core::Secret::new("tok-Secr3t")),
             request_timeout: Duration::from_secs(1),
+            tls: Default::default(),
         };
         assert!(ConsulHealth::new(&s("ftp://x"), Duration::from_secs(1)).is_err());
         assert!(ConsulHealth::new(&s("http://"), Duration::from_secs(1)).is_err());

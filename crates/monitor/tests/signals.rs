@@ -178,6 +178,7 @@ fn consul_settings(addr: String) -> ConsulSettings {
         address: addr,
         token: None,
         request_timeout: Duration::from_secs(5),
+        tls: Default::default(),
     }
 }
 

@@ -46,6 +46,8 @@ pub(crate) struct Counts {
     pub skipped: usize,
     /// Not final yet (pending or requested): a report sent before the end.
     pub pending: usize,
+    /// Done by rebuilding from the image: root disk data lost.
+    pub rebuilt: usize,
 }
 
 impl Counts {
@@ -53,6 +55,9 @@ impl Counts {
         let mut c = Self::default();
         for i in instances {
             c.total += 1;
+            if i.rebuilt() {
+                c.rebuilt += 1;
+            }
             match i.state {
                 InstanceState::Done => c.done += 1,
                 InstanceState::Error => c.error += 1,
@@ -101,6 +106,12 @@ struct InstanceView<'a> {
     error: Option<&'a str>,
     owner: Option<&'a str>,
     project: Option<&'a str>,
+    /// `volume`, `shared`, `local` (absent in older reports).
+    storage: Option<&'static str>,
+    /// Rebuilt from its image: the root disk's data is lost.
+    rebuilt: bool,
+    /// What happened, in one sentence.
+    outcome: String,
 }
 
 #[derive(Serialize)]
@@ -119,6 +130,10 @@ struct Context<'a> {
     fence: Option<FenceView>,
     instances: Vec<InstanceView<'a>>,
     counts: Counts,
+    /// The instances rebuilt from their image (root disk data lost).
+    rebuilt: Vec<InstanceView<'a>>,
+    /// The instances left for a human (skipped), with why.
+    skipped: Vec<InstanceView<'a>>,
     /// The instances as an aligned plain-text table.
     table: String,
     recipient: RecipientView<'a>,
@@ -138,10 +153,18 @@ fn timeline(report: &IncidentReport) -> Vec<Step> {
     steps
 }
 
-/// An aligned plain-text table of `instances`.
+/// An aligned plain-text table of `instances`: one line each, the last
+/// column saying what happened (moved where, rebuilt from the image and the
+/// disk lost, not moved and why, failed and why).
 pub(crate) fn instance_table(instances: &[&InstanceOutcome]) -> String {
     let header = [
-        "INSTANCE", "ID", "PRIOR", "OUTCOME", "OLD HOST", "NEW HOST", "ERROR",
+        "INSTANCE",
+        "ID",
+        "PRIOR",
+        "STORAGE",
+        "STATE",
+        "OLD HOST",
+        "WHAT HAPPENED",
     ];
     let rows: Vec<[String; 7]> = instances
         .iter()
@@ -150,10 +173,10 @@ pub(crate) fn instance_table(instances: &[&InstanceOutcome]) -> String {
                 i.name.clone().unwrap_or_else(|| "-".into()),
                 i.id.clone(),
                 i.prior_status.clone(),
+                i.storage.map_or("-", |s| s.as_str()).into(),
                 state_name(i.state).into(),
                 i.old_host.clone(),
-                i.new_host.clone().unwrap_or_else(|| "-".into()),
-                i.error.clone().unwrap_or_default(),
+                i.summary(),
             ]
         })
         .collect();
@@ -245,6 +268,16 @@ impl Templates {
             }),
             instances: instances.iter().map(|i| view(i)).collect(),
             counts: Counts::of(instances.iter().copied()),
+            rebuilt: instances
+                .iter()
+                .filter(|i| i.rebuilt())
+                .map(|i| view(i))
+                .collect(),
+            skipped: instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Skipped)
+                .map(|i| view(i))
+                .collect(),
             table: instance_table(instances),
             recipient: RecipientView { email, name },
         };
@@ -282,6 +315,9 @@ fn view(i: &InstanceOutcome) -> InstanceView<'_> {
         error: i.error.as_deref(),
         owner: i.owner.as_deref(),
         project: i.project.as_deref(),
+        storage: i.storage.map(|s| s.as_str()),
+        rebuilt: i.rebuilt(),
+        outcome: i.summary(),
     }
 }
 
@@ -300,6 +336,9 @@ pub(crate) fn chat_text(report: &IncidentReport) -> String {
     }
     if c.skipped > 0 {
         s.push_str(&format!(", {} skipped", c.skipped));
+    }
+    if c.rebuilt > 0 {
+        s.push_str(&format!(", {} rebuilt from image (disk lost)", c.rebuilt));
     }
     if c.pending > 0 {
         s.push_str(&format!(", {} unfinished", c.pending));
@@ -350,6 +389,7 @@ fn sample_report() -> IncidentReport {
             error: None,
             owner: Some("u".into()),
             project: Some("p".into()),
+            storage: Some(novaha_core::storage::StorageClass::Volume),
         }],
     }
 }
@@ -371,8 +411,85 @@ pub(crate) mod tests {
             error: Some("no valid host".into()),
             owner: Some("u2".into()),
             project: Some("p2".into()),
+            storage: None,
         });
         r
+    }
+
+    fn storage_report() -> IncidentReport {
+        use novaha_core::storage::StorageClass;
+        let mut r = report();
+        r.instances.push(InstanceOutcome {
+            id: "22222222-2222-2222-2222-222222222222".into(),
+            name: Some("cache".into()),
+            state: InstanceState::Done,
+            prior_status: "ACTIVE".into(),
+            old_host: "compute-1".into(),
+            new_host: Some("ha-1".into()),
+            storage: Some(StorageClass::Local),
+            ..InstanceOutcome::default()
+        });
+        r.instances.push(InstanceOutcome {
+            id: "33333333-3333-3333-3333-333333333333".into(),
+            name: Some("scratch".into()),
+            state: InstanceState::Skipped,
+            prior_status: "ACTIVE".into(),
+            old_host: "compute-1".into(),
+            error: Some("root disk on the failed host's local storage: needs a human".into()),
+            storage: Some(StorageClass::Local),
+            ..InstanceOutcome::default()
+        });
+        r
+    }
+
+    #[test]
+    fn mails_say_moved_rebuilt_and_skipped_plainly() {
+        let t = Templates::load(None).expect("built-ins compile");
+        let r = storage_report();
+        let all: Vec<_> = r.instances.iter().collect();
+        for kind in ["admin", "owner"] {
+            let m = t
+                .render(kind, &r, &all, "a@example.org", None)
+                .expect("render");
+            for needle in [
+                "moved to ha-1",
+                "rebuilt from its image on ha-1: the root disk's data is lost",
+                "not moved: root disk on the failed host's local storage: needs a human",
+                "volume",
+                "local",
+            ] {
+                assert!(
+                    m.text.contains(needle),
+                    "{kind} text lacks {needle}: {}",
+                    m.text
+                );
+                let html = needle.replace('\'', "&#x27;");
+                assert!(
+                    m.html.contains(&html),
+                    "{kind} html lacks {html}: {}",
+                    m.html
+                );
+            }
+            assert!(
+                m.text
+                    .contains("cache (22222222-2222-2222-2222-222222222222)"),
+                "{kind}: the rebuilt list names it: {}",
+                m.text
+            );
+            assert!(
+                m.text
+                    .contains("scratch (33333333-3333-3333-3333-333333333333)"),
+                "{kind}: the needs-a-human list names it: {}",
+                m.text
+            );
+        }
+        let m = t
+            .render("admin", &r, &all, "a@example.org", None)
+            .expect("render");
+        assert!(m.subject.contains("1 skipped"), "{}", m.subject);
+        assert!(m.subject.contains("1 rebuilt"), "{}", m.subject);
+        let text = chat_text(&r);
+        assert!(text.contains("1 rebuilt from image (disk lost)"), "{text}");
     }
 
     #[test]

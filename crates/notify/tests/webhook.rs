@@ -104,7 +104,7 @@ async fn webhook_500_then_success_is_retried_and_delivered_once() {
     assert_eq!(body["timeline"]["fenced"], "2023-11-14T22:13:40Z");
     assert_eq!(
         body["summary"],
-        serde_json::json!({"total": 4, "done": 3, "error": 1, "skipped": 0, "pending": 0})
+        serde_json::json!({"total": 4, "done": 3, "error": 1, "skipped": 0, "pending": 0, "rebuilt": 0})
     );
     assert_eq!(body["instances"].as_array().unwrap().len(), 4);
     assert_eq!(body["instances"][2]["name"], "vm-b1");

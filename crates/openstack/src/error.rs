@@ -61,7 +61,7 @@ pub enum OpenStackError {
     },
 
     /// The peer answered with an HTTP error status.
-    #[error("{call} {method} {path}: HTTP {status}: {body}")]
+    #[error("{call} {method} {path}: HTTP {status}: {body}{}", request(request_id))]
     Http {
         /// The call (e.g. `nova list servers`).
         call: &'static str,
@@ -73,12 +73,18 @@ pub enum OpenStackError {
         status: u16,
         /// A scrubbed excerpt of the body.
         body: String,
+        /// The request id the peer answered with (`x-openstack-request-id`),
+        /// else the one novaha sent: what to look for in Nova's logs.
+        request_id: Option<Box<str>>,
     },
 
     /// The request did not complete in time. For a mutating call the outcome
     /// is unknown: it may still have been applied (see
     /// [`OpenStackError::outcome_unknown`]).
-    #[error("{call} {method} {path}: timed out after {after:?}")]
+    #[error(
+        "{call} {method} {path}: timed out after {after:?}{}",
+        request(request_id)
+    )]
     Timeout {
         /// The call.
         call: &'static str,
@@ -90,11 +96,17 @@ pub enum OpenStackError {
         after: Duration,
         /// True when the call changes state in the cloud.
         mutating: bool,
+        /// The `X-OpenStack-Request-ID` novaha sent (Nova logs it as the
+        /// global request id if the request reached it).
+        request_id: Option<Box<str>>,
     },
 
     /// The request could not be sent or its answer not read (connection
     /// refused, reset, DNS).
-    #[error("{call} {method} {path}: transport error: {detail}")]
+    #[error(
+        "{call} {method} {path}: transport error: {detail}{}",
+        request(request_id)
+    )]
     Transport {
         /// The call.
         call: &'static str,
@@ -106,10 +118,15 @@ pub enum OpenStackError {
         detail: String,
         /// True when the call changes state in the cloud.
         mutating: bool,
+        /// The `X-OpenStack-Request-ID` novaha sent.
+        request_id: Option<Box<str>>,
     },
 
     /// The answer was not the JSON the call expects.
-    #[error("{call} {method} {path}: malformed response: {detail}; body: {body}")]
+    #[error(
+        "{call} {method} {path}: malformed response: {detail}; body: {body}{}",
+        request(request_id)
+    )]
     Malformed {
         /// The call.
         call: &'static str,
@@ -121,6 +138,8 @@ pub enum OpenStackError {
         detail: String,
         /// A scrubbed excerpt of the body.
         body: String,
+        /// The request id the peer answered with, when known.
+        request_id: Option<Box<str>>,
     },
 
     /// The cloud's Nova is too old for the call.
@@ -190,6 +209,26 @@ impl OpenStackError {
     }
 }
 
+/// How a request id reads at the end of an error message.
+fn request(id: &Option<Box<str>>) -> String {
+    id.as_ref()
+        .map_or_else(String::new, |id| format!(" (request id {id})"))
+}
+
+impl OpenStackError {
+    /// The request id of the failed call, when it has one: the id Nova or
+    /// Keystone answered with, else the one novaha sent.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Http { request_id, .. }
+            | Self::Timeout { request_id, .. }
+            | Self::Transport { request_id, .. }
+            | Self::Malformed { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Cuts a body to an excerpt and removes every given secret from it.
 pub(crate) fn excerpt(body: &str, secrets: &[&str]) -> String {
     let mut s = body.to_owned();
@@ -232,7 +271,10 @@ mod tests {
             path: "/servers/x".into(),
             status,
             body: String::new(),
+            request_id: Some("req-1".into()),
         };
+        assert!(http(500).to_string().ends_with(" (request id req-1)"));
+        assert_eq!(http(500).request_id(), Some("req-1"));
         assert!(http(500).is_retryable());
         assert!(http(503).is_retryable());
         assert!(http(429).is_retryable());
@@ -245,6 +287,7 @@ mod tests {
             path: "/servers/x/action".into(),
             after: Duration::from_secs(1),
             mutating: true,
+            request_id: None,
         };
         assert!(t.is_retryable());
         assert!(t.outcome_unknown());

@@ -4,7 +4,8 @@
 //! clouds.yaml + secure.yaml, the `OS_*` environment or novaha's own
 //! `[openstack]` section), the service catalog, compute microversion
 //! negotiation, the Nova calls of a recovery (services, force-down, servers
-//! by host, evacuate, start, lock, migrations, hypervisors), the Keystone
+//! by host, evacuate, start, lock, migrations, hypervisors), the Placement
+//! reads of capacity (providers, inventories, usages, allocations), the Keystone
 //! reads of notification (users, project members), timeouts, and retries
 //! of idempotent reads.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod keystone;
 pub mod microversion;
 pub mod nova;
+pub mod placement;
 pub mod session;
 
 pub use config::{
@@ -30,6 +32,7 @@ pub use error::OpenStackError;
 pub use keystone::{KeystoneClient, User};
 pub use microversion::Microversion;
 pub use nova::{Hypervisor, Migration, NovaClient, Server, Service, ServiceListing};
+pub use placement::{PlacementClient, ResourceProvider};
 pub use session::{Identity, ServiceType, Session};
 
 use std::sync::Arc;

@@ -131,11 +131,57 @@ pub struct Server {
     /// The last fault, if any.
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// The image it was booted from; `None` when Nova shows `""` (booted
+    /// from a volume) or nothing.
+    #[serde(default, deserialize_with = "image_id")]
+    pub image: Option<String>,
+    /// The volumes attached (`os-extended-volumes:volumes_attached`).
+    #[serde(default, rename = "os-extended-volumes:volumes_attached")]
+    pub volumes_attached: Vec<VolumeAttachment>,
+    /// The flavor as embedded from microversion 2.47; `None` before (Nova
+    /// then shows only a flavor id).
+    #[serde(default, deserialize_with = "embedded_flavor")]
+    pub flavor: Option<Flavor>,
+}
+
+/// One attached volume of a server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct VolumeAttachment {
+    /// The volume id.
+    pub id: String,
+}
+
+/// A server's flavor as embedded from microversion 2.47.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Flavor {
+    /// vCPUs.
+    pub vcpus: u64,
+    /// RAM in MB.
+    pub ram: u64,
+    /// Root disk in GB.
+    #[serde(default)]
+    pub disk: u64,
+    /// Ephemeral disk in GB.
+    #[serde(default)]
+    pub ephemeral: u64,
+    /// Swap in MB (Nova shows `""` for none on some versions).
+    #[serde(default, deserialize_with = "number_or_empty")]
+    pub swap: u64,
+    /// The flavor's name when the server was created.
+    #[serde(default)]
+    pub original_name: Option<String>,
 }
 
 impl Server {
+    /// True when the server boots from a volume: no image and a volume
+    /// attached (its root disk survives an evacuation).
+    pub fn boots_from_volume(&self) -> bool {
+        self.image.is_none() && !self.volumes_attached.is_empty()
+    }
+
     /// The core crate's view of this server.
     pub fn to_instance(&self) -> novaha_core::drivers::Instance {
+        let bfv = self.boots_from_volume();
         novaha_core::drivers::Instance {
             id: self.id.clone(),
             name: self.name.clone(),
@@ -144,7 +190,58 @@ impl Server {
             user_id: self.user_id.clone(),
             project_id: self.project_id.clone(),
             metadata: self.metadata.clone(),
+            boot_from_volume: bfv,
+            resources: self.flavor.as_ref().map(|f| {
+                novaha_core::capacity::Resources::of_flavor(
+                    f.vcpus,
+                    f.ram,
+                    f.disk,
+                    f.ephemeral,
+                    f.swap,
+                    bfv,
+                )
+            }),
         }
+    }
+}
+
+fn image_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Object(m) => m
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    })
+}
+
+fn embedded_flavor<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Flavor>, D::Error> {
+    let v = Value::deserialize(d)?;
+    // Before 2.47 the flavor is `{"id": ..., "links": ...}`: no resources.
+    if v.get("vcpus").is_none() {
+        return Ok(None);
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn number_or_empty<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom(format!("expected a count, got {n}"))),
+        Value::String(s) if s.trim().is_empty() => Ok(0),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a count, got {s:?}"))),
+        Value::Null => Ok(0),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a count, got {other}"
+        ))),
     }
 }
 
@@ -346,6 +443,7 @@ impl NovaClient {
                     path: "/".into(),
                     detail: "no v2.1 entry in the versions list".into(),
                     body: String::new(),
+                    request_id: None,
                 })?,
             (None, None) => {
                 return Err(OpenStackError::Malformed {
@@ -354,6 +452,7 @@ impl NovaClient {
                     path: "/".into(),
                     detail: "neither `version` nor `versions` in the answer".into(),
                     body: String::new(),
+                    request_id: None,
                 });
             }
         };
@@ -797,5 +896,45 @@ mod tests {
         let i = s.to_instance();
         assert_eq!(i.host, "c1");
         assert_eq!(i.project_id, "prj");
+        assert!(!i.boot_from_volume);
+        assert_eq!(i.resources, None, "no flavor: unknown");
+    }
+
+    #[test]
+    fn boot_from_volume_and_embedded_flavor() {
+        let bfv: Server = serde_json::from_str(
+            r#"{"id": "u1", "status": "ACTIVE", "image": "",
+                "os-extended-volumes:volumes_attached": [{"id": "v1", "delete_on_termination": false}],
+                "flavor": {"vcpus": 2, "ram": 2048, "disk": 20, "ephemeral": 1, "swap": "",
+                           "original_name": "m1.small", "extra_specs": {}}}"#,
+        )
+        .unwrap();
+        assert!(bfv.boots_from_volume());
+        let i = bfv.to_instance();
+        assert!(i.boot_from_volume);
+        let r = i.resources.expect("embedded flavor");
+        assert_eq!(
+            (r.vcpus, r.memory_mb, r.disk_gb),
+            (2, 2048, 1),
+            "no root disk"
+        );
+        let image: Server = serde_json::from_str(
+            r#"{"id": "u2", "status": "ACTIVE",
+                "image": {"id": "img", "links": []},
+                "os-extended-volumes:volumes_attached": [{"id": "data"}],
+                "flavor": {"vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 1024}}"#,
+        )
+        .unwrap();
+        assert!(!image.boots_from_volume(), "an image with a data volume");
+        let r = image.to_instance().resources.expect("flavor");
+        assert_eq!(r.disk_gb, 2);
+        // Before 2.47: a flavor reference, no resources.
+        let old: Server = serde_json::from_str(
+            r#"{"id": "u3", "status": "ACTIVE", "image": "",
+                "flavor": {"id": "1", "links": []}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.flavor, None);
+        assert!(!old.boots_from_volume(), "no image but no volume either");
     }
 }

@@ -29,6 +29,8 @@ pub enum ServiceType {
     Compute,
     /// Keystone (`identity`).
     Identity,
+    /// Placement (`placement`).
+    Placement,
 }
 
 impl ServiceType {
@@ -37,6 +39,7 @@ impl ServiceType {
         match self {
             Self::Compute => "compute",
             Self::Identity => "identity",
+            Self::Placement => "placement",
         }
     }
 }
@@ -111,6 +114,40 @@ pub(crate) struct Answer {
     /// The response's `Date` header (the answering server's clock, whole
     /// seconds), when present and valid.
     pub date: Option<DateTime<Utc>>,
+    /// The request id the peer answered with (`x-openstack-request-id`,
+    /// else `x-compute-request-id`), else the one sent.
+    pub request_id: String,
+}
+
+/// The header novaha sends its own request id in, and reads the peer's from.
+const REQUEST_ID: &str = "x-openstack-request-id";
+
+/// A fresh request id in the form oslo.middleware accepts as a global
+/// request id (`req-<uuid>`): Nova then logs it beside its own.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut bytes);
+    // A version-4 UUID.
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let h: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "req-{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The id the peer answered with, if it did.
+fn answered_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    ["x-openstack-request-id", "x-compute-request-id"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Parses an HTTP `Date` header (`Sat, 21 Nov 2026 03:00:00 GMT`, RFC 9110's
@@ -395,14 +432,17 @@ impl Session {
         const CALL: &str = "keystone authenticate";
         let url = format!("{}/auth/tokens", self.cloud.auth_url);
         let path = url_path(&url);
+        let rid = new_request_id();
         let sent = self
             .http
             .post(&url)
+            .header(REQUEST_ID, &rid)
             .json(&self.auth_body())
             .send()
             .await
-            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false))?;
+            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?;
         let status = sent.status();
+        let rid = answered_id(sent.headers()).unwrap_or(rid);
         let subject = sent
             .headers()
             .get("x-subject-token")
@@ -411,7 +451,7 @@ impl Session {
         let body = sent
             .bytes()
             .await
-            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false))?;
+            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?;
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let body = excerpt(&text, &self.secrets());
@@ -429,6 +469,7 @@ impl Session {
                         path,
                         status: status.as_u16(),
                         body,
+                        request_id: Some(rid.as_str().into()),
                     }
                 },
             );
@@ -439,6 +480,7 @@ impl Session {
             path: path.clone(),
             detail,
             body: excerpt(&text, &self.secrets()),
+            request_id: Some(rid.as_str().into()),
         };
         let value = subject
             .filter(|s| !s.is_empty())
@@ -476,6 +518,7 @@ impl Session {
         path: &str,
         e: reqwest::Error,
         mutating: bool,
+        request_id: &str,
     ) -> OpenStackError {
         if e.is_timeout() {
             OpenStackError::Timeout {
@@ -484,6 +527,7 @@ impl Session {
                 path: path.to_owned(),
                 after: self.cloud.timeout,
                 mutating,
+                request_id: Some(request_id.into()),
             }
         } else {
             // reqwest's message names the URL (no credentials in it) and the cause.
@@ -500,6 +544,7 @@ impl Session {
                 path: path.to_owned(),
                 detail: excerpt(&detail, &self.secrets()),
                 mutating,
+                request_id: Some(request_id.into()),
             }
         }
     }
@@ -571,12 +616,17 @@ impl Session {
                 path: url_path(&self.cloud.auth_url),
                 detail: "token is not a valid header value".into(),
                 body: String::new(),
+                request_id: None,
             })?;
         auth.set_sensitive(true);
+        // Every call carries its own id; Nova logs it as the global request
+        // id beside its own (which it answers with).
+        let rid = new_request_id();
         let mut req = self
             .http
             .request(call.method.clone(), &url)
             .header(HeaderName::from_static("x-auth-token"), auth)
+            .header(REQUEST_ID, &rid)
             .headers(call.headers.clone());
         if let Some(body) = &call.body {
             req = req.json(body);
@@ -585,22 +635,33 @@ impl Session {
         let resp = req
             .send()
             .await
-            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating))?;
+            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
         let status = resp.status();
         let date = resp
             .headers()
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
             .and_then(http_date);
+        let answered = answered_id(resp.headers());
         let body = resp
             .bytes()
             .await
-            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating))?;
-        tracing::debug!(call = call.name, method, path = %path, status = status.as_u16(), "openstack call");
+            .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
+        tracing::debug!(
+            call = call.name,
+            method,
+            path = %path,
+            status = status.as_u16(),
+            request_id = %rid,
+            answered_request_id = answered.as_deref().unwrap_or(""),
+            "openstack call"
+        );
+        let rid = answered.unwrap_or(rid);
         if status.is_success() {
             return Ok(Ok(Answer {
                 body: body.to_vec(),
                 date,
+                request_id: rid,
             }));
         }
         let mut secrets = self.secrets();
@@ -611,6 +672,7 @@ impl Session {
             path,
             status: status.as_u16(),
             body: excerpt(&String::from_utf8_lossy(&body), &secrets),
+            request_id: Some(rid.into()),
         };
         if status == StatusCode::UNAUTHORIZED {
             Ok(Err(err))
@@ -632,6 +694,7 @@ impl Session {
             path: call.path.clone(),
             detail: excerpt(&e.to_string(), &self.secrets()),
             body: excerpt(&String::from_utf8_lossy(&answer.body), &self.secrets()),
+            request_id: Some(answer.request_id.as_str().into()),
         })
     }
 

@@ -667,3 +667,155 @@ async fn os_environment_variables_authenticate() {
     assert!(matches!(err, OpenStackError::NoEndpoint { .. }), "{err:?}");
     assert!(err.to_string().contains("Mars"), "{err}");
 }
+
+/// Every call carries its own `X-OpenStack-Request-ID` (a `req-<uuid>`
+/// oslo.middleware accepts as a global request id), reads and writes,
+/// Keystone and Nova; an error names the id the cloud answered with, so an
+/// operator can find it in Nova's log.
+#[tokio::test]
+async fn every_call_sends_a_request_id_and_an_error_names_the_answered_one() {
+    let sim = start(SimConfig::default()).await;
+    let nova = nova(&sim).await;
+    nova.compute_services().await.unwrap();
+    let server = nova.servers_on_host("compute-1").await.unwrap().remove(0);
+    sim.add_fault(FaultRule::new("/action", FaultKind::Status { status: 409 }).method("POST"));
+    let err = nova.evacuate(&server.id, None).await.unwrap_err();
+    let seen = sim.seen();
+    assert!(seen.len() >= 4, "{seen:?}");
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &seen {
+        let id = s
+            .sent
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} {} sent no request id", s.method, s.path));
+        let uuid = id.strip_prefix("req-").expect("req-<uuid>");
+        assert_eq!(uuid.len(), 36, "{id}");
+        assert_eq!(uuid.as_bytes()[14], b'4', "a version-4 uuid: {id}");
+        assert!(ids.insert(id.to_owned()), "{id} sent twice");
+    }
+    assert!(seen.iter().any(|s| s.path.ends_with("/auth/tokens")));
+    let evacuate = seen.last().unwrap();
+    assert!(evacuate.path.ends_with("/action"), "{evacuate:?}");
+    assert_eq!(err.status(), Some(409));
+    assert_eq!(err.request_id(), Some(evacuate.answered.as_str()));
+    assert!(
+        err.to_string()
+            .ends_with(&format!(" (request id {})", evacuate.answered)),
+        "{err}"
+    );
+    // The mutating call's record carries it too.
+    let call = sim.calls().into_iter().last().unwrap();
+    assert_eq!(call.request_id, evacuate.sent);
+}
+
+/// Placement through the same session: one provider per compute host with
+/// the hypervisor's uuid, inventories with reserved and ratios, allocations
+/// from each server's flavor (none for a volume-booted root disk), a
+/// generation-checked inventory write, and the destination claimed when an
+/// evacuation is accepted.
+#[tokio::test]
+async fn placement_reads_providers_inventories_allocations_and_follows_evacuations() {
+    use novaha_core::capacity::{Inventory, Resources};
+    use novaha_openstack::PlacementClient;
+    let sim = start(SimConfig {
+        hosts: 2,
+        instances_per_host: 0,
+        evacuate_delay: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let nova = nova(&sim).await;
+    let placement = PlacementClient::new(nova.session().clone());
+    assert!(placement.available().await.unwrap());
+    let providers = placement.providers().await.unwrap();
+    let mut names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["compute-1", "compute-2", "ha-1"]);
+    let hypervisors = nova.hypervisors().await.unwrap();
+    let ha = placement.provider_named("ha-1").await.unwrap().unwrap();
+    assert!(
+        hypervisors
+            .iter()
+            .any(|h| h.id == ha.uuid && h.hypervisor_hostname == "ha-1"),
+        "the provider has the hypervisor's uuid"
+    );
+    assert_eq!(placement.provider_named("nope").await.unwrap(), None);
+
+    let (inv, _) = placement.inventories(&ha.uuid).await.unwrap();
+    let mem = inv.memory_mb.unwrap();
+    assert_eq!((mem.total, mem.reserved), (262_144, 512));
+    assert_eq!(mem.allocation_ratio, 1.5);
+
+    let user = sim
+        .users()
+        .into_iter()
+        .find(|u| u.name == "user-1")
+        .unwrap();
+    let project = user.default_project_id.clone().unwrap();
+    let flavor = novaha_sim::Flavor::new("m1.small", 2, 2048, 20);
+    let vol = sim
+        .add_server_with(
+            "v",
+            "compute-1",
+            (&user.id, &project),
+            Default::default(),
+            flavor.clone(),
+            true,
+        )
+        .unwrap();
+    let img = sim
+        .add_server_with(
+            "i",
+            "compute-1",
+            (&user.id, &project),
+            Default::default(),
+            flavor,
+            false,
+        )
+        .unwrap();
+    let c1 = placement
+        .provider_named("compute-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let allocs = placement.allocations(&c1.uuid).await.unwrap();
+    let r = |disk| Resources {
+        vcpus: 2,
+        memory_mb: 2048,
+        disk_gb: disk,
+    };
+    assert_eq!(allocs[&vol.to_string()], r(0), "no root disk for a volume");
+    assert_eq!(allocs[&img.to_string()], r(20));
+    assert_eq!(placement.usages(&c1.uuid).await.unwrap(), r(20).plus(r(0)));
+    // The servers say the same through Nova (2.47+: embedded flavor).
+    let servers = nova.servers_on_host("compute-1").await.unwrap();
+    let by_id = |id: &dyn std::fmt::Display| {
+        let id = id.to_string();
+        servers.iter().find(|s| s.id == id).unwrap().to_instance()
+    };
+    assert!(by_id(&vol).boot_from_volume);
+    assert_eq!(by_id(&vol).resources, Some(r(0)));
+    assert!(!by_id(&img).boot_from_volume);
+
+    // Lower the spare's room: 4 GB of memory, 1 GB reserved.
+    let small = Inventory {
+        total: 4096,
+        reserved: 1024,
+        allocation_ratio: 1.0,
+        max_unit: 4096,
+    };
+    placement
+        .set_inventory(&ha.uuid, "MEMORY_MB", &small)
+        .await
+        .unwrap();
+    let cap = placement.host_capacity(&ha.uuid).await.unwrap();
+    assert_eq!(cap.inventories.memory_mb, Some(small));
+    assert!(cap.allocations.is_empty());
+
+    // An accepted evacuation is allocated on its target at once.
+    sim.kill("compute-1").unwrap();
+    sim.advance_clock(Duration::from_secs(11));
+    nova.evacuate(&img.to_string(), Some("ha-1")).await.unwrap();
+    let cap = placement.host_capacity(&ha.uuid).await.unwrap();
+    assert_eq!(cap.allocations[&img.to_string()], r(20));
+}

@@ -315,7 +315,9 @@ fn catalog(base: &str, region: &str) -> Value {
         {"endpoints": endpoints(&format!("{base}/compute/v2.1"), region, "nova"),
          "id": "compute-service", "type": "compute", "name": "nova"},
         {"endpoints": endpoints(&format!("{base}/identity"), region, "keystone"),
-         "id": "identity-service", "type": "identity", "name": "keystone"}
+         "id": "identity-service", "type": "identity", "name": "keystone"},
+        {"endpoints": endpoints(&format!("{base}/placement"), region, "placement"),
+         "id": "placement-service", "type": "placement", "name": "placement"}
     ])
 }
 

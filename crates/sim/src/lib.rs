@@ -16,7 +16,8 @@
 //! no files, no other processes.
 //!
 //! Layout: `/identity` (Keystone: `/identity/v3`), `/compute` (Nova:
-//! `/compute/v2.1`), `/sim` (control). See docs/simulator.md.
+//! `/compute/v2.1`), `/placement` (Placement), `/sim` (control). See
+//! docs/simulator.md.
 
 // Handlers return `Result<_, Response>` to answer early with the exact
 // error the real service sends; boxing every early answer adds only noise.
@@ -41,9 +42,12 @@ pub mod faults;
 mod keystone;
 pub mod model;
 mod nova;
+mod placement;
 
 pub use faults::{FaultKind, FaultRule};
-pub use model::{Call, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError, User};
+pub use model::{
+    Call, Flavor, Inventory, Microversion, Migration, OPT_OUT_KEY, Server, Service, SimError, User,
+};
 
 use model::World;
 
@@ -281,6 +285,61 @@ impl SimHandle {
         Ok(w.add_server(name, host, user_id, project_id, metadata))
     }
 
+    /// Adds an ACTIVE server on `host` with `flavor`, booted from a new
+    /// root volume when `boot_from_volume` (Nova then shows `"image": ""`
+    /// and the volume attached), else from the image.
+    pub fn add_server_with(
+        &self,
+        name: &str,
+        host: &str,
+        owner: (&str, &str),
+        metadata: std::collections::BTreeMap<String, String>,
+        flavor: Flavor,
+        boot_from_volume: bool,
+    ) -> Result<uuid::Uuid, SimError> {
+        let mut w = self.shared.lock();
+        if w.compute(host).is_none() {
+            return Err(SimError::UnknownHost(host.to_owned()));
+        }
+        let id = w.add_server(name, host, owner.0, owner.1, metadata);
+        let volume = boot_from_volume.then(|| w.rng.uuid());
+        if let Some(s) = w.server_mut(&id) {
+            s.flavor = flavor;
+            s.root_volume = volume;
+        }
+        Ok(id)
+    }
+
+    /// Sets one class (`VCPU`, `MEMORY_MB`, `DISK_GB`) of `host`'s
+    /// Placement inventory, as `PUT .../inventories/{class}` would.
+    pub fn set_inventory(
+        &self,
+        host: &str,
+        class: &str,
+        inventory: model::Inventory,
+    ) -> Result<(), SimError> {
+        let mut w = self.shared.lock();
+        if w.compute(host).is_none() {
+            return Err(SimError::UnknownHost(host.to_owned()));
+        }
+        let k = model::RESOURCE_CLASSES
+            .iter()
+            .position(|c| *c == class)
+            .ok_or_else(|| SimError::BadRequest(format!("no resource class {class}")))?;
+        let mut inv = w.inventory(host);
+        inv[k] = inventory;
+        w.inventories.insert(host.to_owned(), inv);
+        let g = w.generations.get(host).copied().unwrap_or(1) + 1;
+        w.generations.insert(host.to_owned(), g);
+        Ok(())
+    }
+
+    /// Placement's allocations on `host`, by server (the servers there plus
+    /// evacuations in flight to it): `[VCPU, MEMORY_MB, DISK_GB]` each.
+    pub fn allocations_on(&self, host: &str) -> Vec<(uuid::Uuid, [u64; 3])> {
+        self.shared.lock().allocations_on(host)
+    }
+
     /// Every mutating call received so far (GET /sim/calls).
     pub fn calls(&self) -> Vec<Call> {
         self.shared.lock().calls.clone()
@@ -288,7 +347,15 @@ impl SimHandle {
 
     /// Forgets the recorded calls.
     pub fn clear_calls(&self) {
-        self.shared.lock().calls.clear();
+        let mut w = self.shared.lock();
+        w.calls.clear();
+        w.seen.clear();
+    }
+
+    /// Every Keystone and Nova request so far (reads too), with the
+    /// `X-OpenStack-Request-ID` the client sent and the one answered.
+    pub fn seen(&self) -> Vec<model::SeenRequest> {
+        self.shared.lock().seen.clone()
     }
 
     /// Adds a fault rule; returns its id.
@@ -406,6 +473,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(keystone::routes())
         .merge(nova::routes())
+        .merge(placement::routes())
         .merge(control::routes())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -441,6 +509,8 @@ async fn not_found(req: Request) -> Response {
     let path = req.uri().path().to_owned();
     if path.starts_with("/identity") {
         keystone::error(StatusCode::NOT_FOUND, "The resource could not be found.")
+    } else if path.starts_with("/placement") {
+        placement::error(StatusCode::NOT_FOUND, "The resource could not be found.")
     } else {
         nova::fault(
             None,
@@ -468,12 +538,40 @@ fn redact(v: &mut Value) {
 }
 
 /// The middleware in front of Keystone and Nova: records mutating calls,
-/// then applies the first matching fault rule.
+/// then applies the first matching fault rule. Every answer carries an
+/// `x-openstack-request-id` (as Nova's and Keystone's do), and the
+/// client's own `X-OpenStack-Request-ID` is recorded with it.
 async fn record_and_inject(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if path.starts_with("/sim/") || path == "/sim" {
         return next.run(req).await;
     }
+    let sent = req
+        .headers()
+        .get("x-openstack-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let answered = format!("req-{}", uuid::Uuid::new_v4());
+    sh.lock().seen.push(model::SeenRequest {
+        method: req.method().as_str().to_owned(),
+        path: path.clone(),
+        sent: sent.clone(),
+        answered: answered.clone(),
+    });
+    let mut resp = record_and_inject_inner(sh, req, next, sent).await;
+    if let Ok(v) = HeaderValue::from_str(&answered) {
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
+}
+
+async fn record_and_inject_inner(
+    sh: Arc<Shared>,
+    req: Request,
+    next: Next,
+    request_id: Option<String>,
+) -> Response {
+    let path = req.uri().path().to_owned();
     let method = req.method().as_str().to_owned();
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, 64 * 1024 * 1024).await {
@@ -507,6 +605,7 @@ async fn record_and_inject(State(sh): State<Arc<Shared>>, req: Request, next: Ne
                 path: path_q,
                 body,
                 time,
+                request_id,
             });
         }
         control::draw_fault(&mut w, &method, &path)

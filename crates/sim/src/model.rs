@@ -145,6 +145,102 @@ pub struct Server {
     pub created: DateTime<Utc>,
     /// Last update.
     pub updated: DateTime<Utc>,
+    /// Its flavor (embedded in the server from microversion 2.47).
+    pub flavor: Flavor,
+    /// The root volume's id when it boots from a volume (Nova then shows
+    /// `"image": ""` and the volume under
+    /// `os-extended-volumes:volumes_attached`); `None` = booted from the
+    /// image.
+    pub root_volume: Option<Uuid>,
+}
+
+/// A flavor, as a server embeds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flavor {
+    /// Its name (`original_name`).
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// RAM in MB.
+    pub ram: u64,
+    /// Root disk in GB.
+    pub disk: u64,
+    /// Ephemeral disk in GB.
+    pub ephemeral: u64,
+    /// Swap in MB.
+    pub swap: u64,
+}
+
+impl Flavor {
+    /// `m1.tiny`: 1 vCPU, 512 MB, 1 GB (every seeded server's).
+    pub fn tiny() -> Self {
+        Self::new("m1.tiny", 1, 512, 1)
+    }
+
+    /// A flavor without ephemeral disk or swap.
+    pub fn new(name: &str, vcpus: u64, ram: u64, disk: u64) -> Self {
+        Self {
+            name: name.to_owned(),
+            vcpus,
+            ram,
+            disk,
+            ephemeral: 0,
+            swap: 0,
+        }
+    }
+
+    /// What Placement allocates for it (`VCPU`, `MEMORY_MB`, `DISK_GB`);
+    /// no root disk when the server boots from a volume.
+    pub fn usage(&self, boot_from_volume: bool) -> [u64; 3] {
+        let root = if boot_from_volume { 0 } else { self.disk };
+        [
+            self.vcpus,
+            self.ram,
+            root + self.ephemeral + self.swap.div_ceil(1024),
+        ]
+    }
+}
+
+/// One resource class of a host's Placement inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Inventory {
+    /// `total`.
+    pub total: u64,
+    /// `reserved`.
+    pub reserved: u64,
+    /// `allocation_ratio`.
+    pub allocation_ratio: f64,
+    /// `max_unit`.
+    pub max_unit: u64,
+}
+
+/// The resource classes the sim's providers have, in Placement's names.
+pub const RESOURCE_CLASSES: [&str; 3] = ["VCPU", "MEMORY_MB", "DISK_GB"];
+
+/// A host's default inventory: the hypervisor's 64 vCPUs, 256 GiB and
+/// 2000 GB with Nova's initial allocation ratios (16, 1.5, 1) and 512 MB
+/// of memory reserved for the host.
+pub fn default_inventory() -> [Inventory; 3] {
+    [
+        Inventory {
+            total: 64,
+            reserved: 0,
+            allocation_ratio: 16.0,
+            max_unit: 64,
+        },
+        Inventory {
+            total: 262_144,
+            reserved: 512,
+            allocation_ratio: 1.5,
+            max_unit: 262_144,
+        },
+        Inventory {
+            total: 2000,
+            reserved: 0,
+            allocation_ratio: 1.0,
+            max_unit: 2000,
+        },
+    ]
 }
 
 /// One Nova migration record (evacuations only, in this sim).
@@ -274,6 +370,24 @@ pub struct Call {
     pub body: serde_json::Value,
     /// When it arrived (sim wall clock, RFC 3339).
     pub time: DateTime<Utc>,
+    /// The `X-OpenStack-Request-ID` the client sent (its global request
+    /// id), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// One request as it reached the sim (reads too): what a client sent as
+/// its `X-OpenStack-Request-ID`, and the id the sim answered with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path (no query).
+    pub path: String,
+    /// The client's `X-OpenStack-Request-ID`, if any.
+    pub sent: Option<String>,
+    /// The `x-openstack-request-id` the sim answered with.
+    pub answered: String,
 }
 
 /// Errors of the Rust control methods (the same failures the control API
@@ -358,6 +472,8 @@ pub struct World {
     pub tokens: HashMap<String, Token>,
     /// The mutating calls received.
     pub calls: Vec<Call>,
+    /// Every request (reads too), with its request ids.
+    pub seen: Vec<SeenRequest>,
     /// Active fault rules.
     pub faults: Vec<FaultRule>,
     /// Next fault rule id.
@@ -365,6 +481,10 @@ pub struct World {
     /// Fail the next N evacuations (migration error) regardless of target.
     pub fail_evacuations: u32,
     next_service_id: u32,
+    /// Placement inventories changed from [`default_inventory`], by host.
+    pub inventories: HashMap<String, [Inventory; 3]>,
+    /// Placement provider generations (bumped by each inventory write).
+    pub generations: HashMap<String, u64>,
 }
 
 /// Keystone's id of the `Default` domain.
@@ -408,10 +528,13 @@ impl World {
             app_creds: Vec::new(),
             tokens: HashMap::new(),
             calls: Vec::new(),
+            seen: Vec::new(),
             faults: Vec::new(),
             next_fault_id: 1,
             fail_evacuations: 0,
             next_service_id: 1,
+            inventories: HashMap::new(),
+            generations: HashMap::new(),
         };
         w.seed_identity(cfg);
         w.add_service("nova-scheduler", "controller", "internal", false);
@@ -607,6 +730,8 @@ impl World {
             locked_reason: None,
             created,
             updated: created,
+            flavor: Flavor::tiny(),
+            root_volume: None,
         });
         id
     }
@@ -789,10 +914,29 @@ impl World {
         self.server_idx.get(id).copied()
     }
 
+    /// True when `usage` fits in `host`'s Placement room: per class,
+    /// `(total - reserved) * ratio - allocated`, and at most `max_unit`.
+    pub fn fits(&self, host: &str, usage: [u64; 3]) -> bool {
+        let inv = self.inventory(host);
+        let mut used = [0u64; 3];
+        for (_, r) in self.allocations_on(host) {
+            for k in 0..3 {
+                used[k] += r[k];
+            }
+        }
+        (0..3).all(|k| {
+            let cap = (inv[k].total.saturating_sub(inv[k].reserved) as f64
+                * inv[k].allocation_ratio)
+                .floor() as u64;
+            usage[k] <= inv[k].max_unit && used[k] + usage[k] <= cap
+        })
+    }
+
     /// The scheduler's choice of an evacuation target: an enabled, up,
-    /// not forced-down compute host other than `source`, with the fewest
-    /// servers (ties broken by name, so the choice is deterministic).
-    pub fn schedule(&self, source: &str) -> Option<String> {
+    /// not forced-down compute host other than `source` with room for
+    /// `usage` in Placement, with the fewest servers (ties broken by name,
+    /// so the choice is deterministic).
+    pub fn schedule(&self, source: &str, usage: [u64; 3]) -> Option<String> {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for s in &self.servers {
             *counts.entry(s.host.as_str()).or_default() += 1;
@@ -801,6 +945,7 @@ impl World {
             .iter()
             .filter(|s| s.binary == "nova-compute" && s.host != source)
             .filter(|s| !s.disabled && !s.forced_down && self.heartbeat_up(s))
+            .filter(|s| self.fits(&s.host, usage))
             .min_by(|a, b| {
                 let ca = counts.get(a.host.as_str()).copied().unwrap_or(0);
                 let cb = counts.get(b.host.as_str()).copied().unwrap_or(0);
@@ -811,7 +956,8 @@ impl World {
 
     /// Starts an evacuation of `server` (already validated by the API):
     /// REBUILD/rebuilding now, a migration `accepted`, landing after
-    /// evacuate_delay. `target` None and no schedulable host: the
+    /// evacuate_delay. A named `target` without room for the server in
+    /// Placement, or `None` and no schedulable host with room: the
     /// migration errors at once and the server goes ERROR (NoValidHost).
     pub fn start_evacuation(
         &mut self,
@@ -826,7 +972,13 @@ impl World {
             .server(&server)
             .ok_or_else(|| SimError::UnknownServer(server.to_string()))?
             .clone();
-        let chosen = target.or_else(|| self.schedule(&s.host));
+        let usage = s.flavor.usage(s.root_volume.is_some());
+        // Nova's conductor checks a named host through the scheduler too: a
+        // host without room is NoValidHost (the server goes ERROR).
+        let chosen = match target {
+            Some(t) => Some(t).filter(|t| self.fits(t, usage)),
+            None => self.schedule(&s.host, usage),
+        };
         let fail = if self.fail_evacuations > 0 {
             self.fail_evacuations -= 1;
             Some("injected evacuation failure".to_owned())
@@ -877,6 +1029,32 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// The Placement inventory of `host` (VCPU, MEMORY_MB, DISK_GB).
+    pub fn inventory(&self, host: &str) -> [Inventory; 3] {
+        self.inventories
+            .get(host)
+            .copied()
+            .unwrap_or_else(default_inventory)
+    }
+
+    /// The Placement allocations on `host`'s provider, by server: every
+    /// server on the host, plus each evacuation in flight to it (Nova
+    /// claims the destination when it accepts the evacuation).
+    pub fn allocations_on(&self, host: &str) -> Vec<(Uuid, [u64; 3])> {
+        let mut out: Vec<(Uuid, [u64; 3])> = self
+            .servers
+            .iter()
+            .filter(|s| s.host == host)
+            .map(|s| (s.id, s.flavor.usage(s.root_volume.is_some())))
+            .collect();
+        for p in self.pending.iter().filter(|p| p.target == host) {
+            if let Some(s) = self.server(&p.server) {
+                out.push((s.id, s.flavor.usage(s.root_volume.is_some())));
+            }
+        }
+        out
     }
 
     /// The user by id.
@@ -1011,6 +1189,37 @@ mod tests {
             ("ACTIVE", "compute-2")
         );
         assert_eq!(w.migrations[0].status, "done");
+    }
+
+    #[tokio::test]
+    async fn a_named_host_without_room_is_no_valid_host_and_the_scheduler_skips_full_hosts() {
+        let mut w = World::new(&cfg());
+        let full = Inventory {
+            total: 1024,
+            reserved: 1024,
+            allocation_ratio: 1.0,
+            max_unit: 1024,
+        };
+        let mut inv = w.inventory("compute-2");
+        inv[1] = full;
+        w.inventories.insert("compute-2".into(), inv);
+        w.inventories.insert("ha-1".into(), inv);
+        let id = w.servers[0].id;
+        w.start_evacuation(id, Some("compute-2".into()), false, "u")
+            .expect("evacuate");
+        assert_eq!(w.server(&id).expect("server").status, "ERROR");
+        assert_eq!(w.migrations[0].status, "error");
+        // No host with room at all: the scheduler finds none either.
+        let other = w.servers[1].id;
+        w.start_evacuation(other, None, false, "u")
+            .expect("evacuate");
+        assert_eq!(w.server(&other).expect("server").status, "ERROR");
+        assert_eq!(w.schedule("compute-1", [1, 512, 1]), None);
+        w.inventories.remove("compute-2");
+        assert_eq!(
+            w.schedule("compute-1", [1, 512, 1]).as_deref(),
+            Some("compute-2")
+        );
     }
 
     #[test]

@@ -487,11 +487,25 @@ fn server_value(w: &World, base: &str, s: &Server, mv: Microversion) -> Value {
         "stopped" => 4,
         _ => 0,
     };
+    let f = &s.flavor;
     let flavor = if mv.at_least(2, 47) {
-        json!({"vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0,
-               "original_name": "m1.tiny", "extra_specs": {}})
+        json!({"vcpus": f.vcpus, "ram": f.ram, "disk": f.disk, "ephemeral": f.ephemeral,
+               "swap": f.swap, "original_name": f.name, "extra_specs": {}})
     } else {
-        json!({"id": "1", "links": [{"rel": "bookmark", "href": format!("{base}/compute/flavors/1")}]})
+        json!({"id": f.name, "links": [{"rel": "bookmark", "href": format!("{base}/compute/flavors/{}", f.name)}]})
+    };
+    // Booted from a volume: Nova shows an empty image and the root volume.
+    let (image, volumes) = match s.root_volume {
+        Some(v) => (
+            json!(""),
+            json!([{"id": v.to_string(), "delete_on_termination": false}]),
+        ),
+        None => (
+            json!({"id": "70a599e0-31e7-49b7-b260-868f441e862b",
+                   "links": [{"rel": "bookmark",
+                              "href": format!("{base}/compute/images/70a599e0-31e7-49b7-b260-868f441e862b")}]}),
+            json!([]),
+        ),
     };
     let mut v = json!({
         "id": id,
@@ -501,9 +515,7 @@ fn server_value(w: &World, base: &str, s: &Server, mv: Microversion) -> Value {
         "user_id": s.user_id,
         "metadata": s.metadata,
         "hostId": format!("{:x}", fxhash(&s.host, &s.tenant_id)),
-        "image": {"id": "70a599e0-31e7-49b7-b260-868f441e862b",
-                  "links": [{"rel": "bookmark",
-                             "href": format!("{base}/compute/images/70a599e0-31e7-49b7-b260-868f441e862b")}]},
+        "image": image,
         "flavor": flavor,
         "created": server_time(s.created),
         "updated": server_time(s.updated),
@@ -525,7 +537,7 @@ fn server_value(w: &World, base: &str, s: &Server, mv: Microversion) -> Value {
         "OS-EXT-STS:power_state": power,
         "OS-SRV-USG:launched_at": server_time(s.created),
         "OS-SRV-USG:terminated_at": null,
-        "os-extended-volumes:volumes_attached": [],
+        "os-extended-volumes:volumes_attached": volumes,
         "security_groups": [{"name": "default"}],
     });
     if mv.at_least(2, 9) {

@@ -9,6 +9,12 @@
 //!
 //! Each agent is independent (in-memory state), so tests that share nothing
 //! may still give every test its own K/V prefix when they share an agent.
+//!
+//! [`ConsulAgent::start_tls`] also serves HTTPS with `verify_incoming`
+//! (clients must present a certificate), with a CA, a server certificate
+//! and a client certificate made at start with the `openssl` CLI
+//! ([`TlsFiles`]). Its plain HTTP port stays open for the harness's own
+//! calls ([`ConsulAgent::http`], `kv_put`, ...).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -67,6 +73,28 @@ impl ConsulPorts {
     }
 }
 
+/// The certificates of a TLS agent (PEM files in its temp dir).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA that signed the server and client certificates.
+    pub ca: PathBuf,
+    /// A directory holding only `ca.pem` (for `CONSUL_CAPATH`).
+    pub ca_dir: PathBuf,
+    /// A client certificate the agent accepts (signed by the CA).
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+    /// Another CA, which signed nothing here (a wrong trust anchor).
+    pub other_ca: PathBuf,
+    /// The only name the server certificate carries ([`SERVER_NAME`]): not
+    /// `127.0.0.1`, so a client must be told it.
+    pub server_name: String,
+}
+
+/// The name in a TLS agent's certificate (it does not resolve: clients
+/// reach the agent by IP and check this name).
+pub const SERVER_NAME: &str = "consul.novaha.test";
+
 /// A running `consul agent -dev`, killed (SIGKILL) and its temp dir removed
 /// when dropped, also when the test panics.
 #[derive(Debug)]
@@ -75,6 +103,122 @@ pub struct ConsulAgent {
     ports: ConsulPorts,
     node_name: String,
     dir: tempfile::TempDir,
+    https: Option<(u16, TlsFiles)>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let bin = tool("NOVAHA_OPENSSL", &["/usr/bin/openssl"], "openssl");
+    let o = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        o.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A CA (`<name>.pem`, `<name>-key.pem`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=novaha test {name}"),
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// A leaf `<name>.pem` / `<name>-key.pem` signed by `ca`, with `ext` (an
+/// OpenSSL extension section's lines).
+fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write the extension file");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}-key.pem"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// The certificates of a TLS agent, made in `dir`.
+fn make_tls(dir: &Path) -> TlsFiles {
+    make_ca(dir, "ca");
+    make_ca(dir, "other-ca");
+    make_leaf(
+        dir,
+        "ca",
+        "server",
+        &format!(
+            "subjectAltName=DNS:{SERVER_NAME}\nextendedKeyUsage=serverAuth,clientAuth\n\
+             basicConstraints=CA:FALSE\n"
+        ),
+    );
+    make_leaf(
+        dir,
+        "ca",
+        "client",
+        "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n",
+    );
+    let ca_dir = dir.join("ca.d");
+    std::fs::create_dir_all(&ca_dir).expect("create the CA dir");
+    std::fs::copy(dir.join("ca.pem"), ca_dir.join("ca.pem")).expect("copy the CA");
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        ca_dir,
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client-key.pem"),
+        other_ca: dir.join("other-ca.pem"),
+        server_name: SERVER_NAME.to_owned(),
+    }
 }
 
 impl ConsulAgent {
@@ -83,6 +227,18 @@ impl ConsulAgent {
     /// to `serfHealth` can be created at once). Retries with fresh ports on a
     /// port clash; panics with the agent's log if it never gets ready.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`ConsulAgent::start`], also serving HTTPS on its own free port with
+    /// `verify_incoming = true`: the agent's certificate names only
+    /// [`SERVER_NAME`], and a client must present a certificate signed by
+    /// the test CA ([`ConsulAgent::tls`]).
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = consul_bin();
         let mut last_log = String::new();
         for attempt in 1..=START_ATTEMPTS {
@@ -102,6 +258,14 @@ impl ConsulAgent {
             let log_err = log.try_clone().expect("clone consul log file handle");
             let data_dir = dir.path().join("data");
             std::fs::create_dir_all(&data_dir).expect("create consul data dir");
+            let https = tls.then(|| {
+                let files = make_tls(dir.path());
+                let mut port = free_port();
+                while [ports.http, ports.serf_lan, ports.serf_wan, ports.server].contains(&port) {
+                    port = free_port();
+                }
+                (port, files)
+            });
             let mut cmd = Command::new(&bin);
             cmd.arg("agent")
                 .arg("-dev")
@@ -115,6 +279,17 @@ impl ConsulAgent {
                 .arg(format!("-serf-wan-port={}", ports.serf_wan))
                 .arg(format!("-server-port={}", ports.server))
                 .args(["-log-level", "info"])
+                .args(https.iter().flat_map(|(port, _)| {
+                    let d = dir.path().display();
+                    [
+                        "-hcl".to_owned(),
+                        format!(
+                            "ports {{ https = {port} }} ca_file = \"{d}/ca.pem\" \
+                             cert_file = \"{d}/server.pem\" key_file = \"{d}/server-key.pem\" \
+                             verify_incoming = true"
+                        ),
+                    ]
+                }))
                 .env_remove("CONSUL_HTTP_ADDR")
                 .env_remove("CONSUL_HTTP_TOKEN")
                 .stdin(Stdio::null())
@@ -127,6 +302,7 @@ impl ConsulAgent {
                     ports,
                     node_name,
                     dir,
+                    https,
                 };
             }
             guard.kill();
@@ -141,6 +317,19 @@ impl ConsulAgent {
     /// The HTTP API's base URL, `http://127.0.0.1:PORT` (no trailing slash).
     pub fn http_addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.http)
+    }
+
+    /// The HTTPS API's base URL by IP, `https://127.0.0.1:PORT` (a TLS
+    /// agent only; the certificate does not name the IP: give clients the
+    /// server name).
+    pub fn https_addr(&self) -> String {
+        let (port, _) = self.https.as_ref().expect("a TLS agent (start_tls)");
+        format!("https://127.0.0.1:{port}")
+    }
+
+    /// The certificates of a TLS agent.
+    pub fn tls(&self) -> &TlsFiles {
+        &self.https.as_ref().expect("a TLS agent (start_tls)").1
     }
 
     /// The HTTP API's port.

@@ -219,15 +219,34 @@ impl Cli {
         o
     }
 
+    /// Runs `novaha status args... -c config`; panics with its stderr
+    /// unless it exits 0 or 4 (something needs a human: a stuck recovery,
+    /// a blind leader, ... is a state tests look at, not a failure).
+    fn run_status(&self, args: &[&str]) -> Output {
+        let config = self.config.to_str().expect("a UTF-8 config path");
+        let mut all = vec!["status"];
+        all.extend(args);
+        all.extend(["-c", config]);
+        let o = novaha(&self.bin, &all);
+        assert!(
+            matches!(o.status.code(), Some(0 | 4)),
+            "novaha {}: {:?}\n{}",
+            all.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
     /// `novaha status --json`.
     pub fn status(&self) -> Value {
-        let o = self.run(&["status", "--json"]);
+        let o = self.run_status(&["--json"]);
         serde_json::from_slice(&o.stdout).expect("status --json prints JSON")
     }
 
     /// `novaha status` (the text table).
     pub fn status_text(&self) -> String {
-        String::from_utf8(self.run(&["status"]).stdout).expect("status prints UTF-8")
+        String::from_utf8(self.run_status(&[]).stdout).expect("status prints UTF-8")
     }
 
     /// Polls `status --json` every 200 ms until `check` holds and returns

@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod cloud;
 pub mod consul;
 pub mod consul_cluster;
 pub mod daemon;

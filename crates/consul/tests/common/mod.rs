@@ -13,6 +13,7 @@ pub fn client(agent: &ConsulAgent) -> Consul {
         address: agent.http_addr(),
         token: None,
         request_timeout: Duration::from_secs(5),
+        tls: Default::default(),
     })
     .expect("client settings are valid")
 }

@@ -12,11 +12,12 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
+use crate::capacity::{HostCapacity, Resources};
 use crate::drivers::fence::Fenced;
 use crate::types::NodeName;
 
 /// An instance (Nova server) as the recovery sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Instance {
     /// Server uuid.
     pub id: String,
@@ -32,6 +33,12 @@ pub struct Instance {
     pub project_id: String,
     /// Server metadata (opt-out keys live here).
     pub metadata: BTreeMap<String, String>,
+    /// Boots from a volume (no image, a root volume attached): its root
+    /// disk survives an evacuation ([`crate::storage`]).
+    pub boot_from_volume: bool,
+    /// What its flavor takes in Placement; `None` when Nova did not say
+    /// (microversion below 2.47 does not embed the flavor).
+    pub resources: Option<Resources>,
 }
 
 /// Where an evacuated instance stands, as read back from Nova.
@@ -120,6 +127,16 @@ pub trait Evacuator: Send + Sync {
     /// a server that is already ACTIVE counts as started. Not retried
     /// inside; not cancel-safe.
     async fn start(&self, instance_id: &str) -> Result<(), EvacuateError>;
+
+    /// The room on `host` as Placement reports it (inventories and the
+    /// allocations on it by consumer), so that only what fits is sent there
+    /// ([`crate::evacuation::choose`]). `Ok(None)` when the cloud has no
+    /// Placement or no provider for the host: evacuations then go unchecked.
+    /// Read-only, cancel-safe. The default knows nothing.
+    async fn capacity(&self, host: &NodeName) -> Result<Option<HostCapacity>, EvacuateError> {
+        let _ = host;
+        Ok(None)
+    }
 
     /// The administrator's reset, Nova half
     /// ([`crate::recovery::Action::RestoreService`]): clears `node`'s

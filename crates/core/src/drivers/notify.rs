@@ -8,10 +8,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{FenceRecord, InstanceState};
+use crate::storage::StorageClass;
 use crate::types::NodeName;
 
 /// One instance's outcome in an incident.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceOutcome {
     /// Server uuid.
     pub id: String,
@@ -31,6 +32,36 @@ pub struct InstanceOutcome {
     pub owner: Option<String>,
     /// Owning project id.
     pub project: Option<String>,
+    /// Where its root disk lived (`None` in reports from before storage
+    /// classes): `local` and done means rebuilt from its image, root disk
+    /// data lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageClass>,
+}
+
+impl InstanceOutcome {
+    /// True when it was evacuated by rebuilding it from its image: its root
+    /// disk's data is lost.
+    pub fn rebuilt(&self) -> bool {
+        self.state == InstanceState::Done && self.storage == Some(StorageClass::Local)
+    }
+
+    /// What happened to it, in one sentence for people: moved (and where),
+    /// rebuilt from its image (root disk data lost), not moved (why),
+    /// failed (why) or still under way.
+    pub fn summary(&self) -> String {
+        let host = self.new_host.as_deref().unwrap_or("another host");
+        let why = self.error.as_deref().unwrap_or("no reason recorded");
+        match self.state {
+            InstanceState::Done if self.rebuilt() => {
+                format!("rebuilt from its image on {host}: the root disk's data is lost")
+            }
+            InstanceState::Done => format!("moved to {host}"),
+            InstanceState::Skipped => format!("not moved: {why}"),
+            InstanceState::Error => format!("failed: {why}"),
+            InstanceState::Pending | InstanceState::Requested => "still under way".to_owned(),
+        }
+    }
 }
 
 /// Everything a notifier needs to tell about one incident.

@@ -716,6 +716,7 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             start_requested_at: None,
             sends: 0,
             starts: 0,
+            ..InstanceRecord::default()
         };
         if landed_elsewhere(&inst.host, obs.node.as_str()) {
             entry.state = InstanceState::Done;
@@ -731,6 +732,7 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             entry.state = InstanceState::Skipped;
             entry.error = Some(format!("not opted in (metadata {key})"));
         }
+        crate::evacuation::annotate(policy, obs.flags.shared_storage, inst, &mut entry);
         rec.instances.insert(inst.id.clone(), entry);
     }
 }
@@ -888,10 +890,9 @@ fn evacuate_step(
     }
     let in_flight = ids_in(&rec, InstanceState::Requested);
     let slots = policy.concurrency.max(1).saturating_sub(in_flight.len());
-    let pending: Vec<String> = ids_in(&rec, InstanceState::Pending)
-        .into_iter()
-        .take(slots)
-        .collect();
+    // Priority order; the HA node while they fit, else per the policy.
+    let batch = crate::evacuation::choose(policy, obs, &rec, slots);
+    let pending = batch.ids;
     // Nothing may be sent now: keep tracking what is in flight, or wait.
     let blocked = |rec: RecoveryRecord, reason: WaitReason, after: Duration, alert: bool| {
         let a = if in_flight.is_empty() {
@@ -904,6 +905,15 @@ fn evacuate_step(
         };
         emit(policy, obs, orig, rec, a)
     };
+    if pending.is_empty()
+        && let Some(why) = batch.waiting
+    {
+        // Policy `ha_node` and no room on the spare for what is left.
+        if in_flight.is_empty() {
+            rec.last_error = Some(why);
+        }
+        return blocked(rec, WaitReason::NoRoom, policy.poll_interval, true);
+    }
     if pending.is_empty() {
         // The window is full: track what is in flight.
         let a = Action::Poll {
@@ -967,7 +977,11 @@ fn evacuate_step(
             i.state = InstanceState::Requested;
             i.requested_at = Some(now);
             i.sends = i.sends.saturating_add(1);
+            i.via_scheduler = rec.ha_node.is_some() && batch.scheduler.contains(id);
             i.target = rec.ha_node.as_ref().map(|h| h.to_string());
+            if i.via_scheduler {
+                i.target = None;
+            }
         }
     }
     let Some(order) = EvacuateOrder::new(&obs.node, &rec, &pending) else {
@@ -1077,6 +1091,7 @@ fn report(obs: &Observation, rec: &RecoveryRecord) -> IncidentReport {
                 error: i.error.clone(),
                 owner: i.owner.clone(),
                 project: i.project.clone(),
+                storage: i.storage,
             })
             .collect(),
     }

@@ -31,12 +31,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capacity::HostCapacity;
 use crate::detect::NovaService;
 use crate::drivers::{Fenced, IncidentReport, Instance, InstanceProgress};
 use crate::kv::{
     ClusterState, ComputeNodeState, Field, HaNodeState, InvalidValue, Schema, Snapshot,
 };
 use crate::record::{FenceRecord, RecoveryRecord};
+use crate::storage::StoragePolicy;
 use crate::store::KvOp;
 use crate::types::{NodeName, PowerState};
 
@@ -83,6 +85,9 @@ impl Default for ResetPolicy {
         }
     }
 }
+
+/// The default of [`Policy::priority_key`].
+pub const PRIORITY_KEY: &str = "novaha_priority";
 
 /// The configuration the decisions depend on (from `[evacuate]`, `[fence]`,
 /// the negotiated Nova microversion, ...). Fixed for a run.
@@ -132,6 +137,12 @@ pub struct Policy {
     pub reset: ResetPolicy,
     /// Decide and report, write and do nothing.
     pub dry_run: bool,
+    /// What evacuating each instance risks, by where its disk lives
+    /// (`[evacuate] shared_storage`, `local_storage`; crate::storage).
+    pub storage: StoragePolicy,
+    /// The metadata key whose integer value orders evacuations (higher
+    /// first; absent or unparsable = 0).
+    pub priority_key: String,
 }
 
 impl Default for Policy {
@@ -153,6 +164,8 @@ impl Default for Policy {
             notify_attempts: 10,
             reset: ResetPolicy::default(),
             dry_run: false,
+            storage: StoragePolicy::default(),
+            priority_key: PRIORITY_KEY.to_owned(),
         }
     }
 }
@@ -183,11 +196,15 @@ pub struct NodeFlags {
     /// Every invalid value of the node: while any is present nothing is
     /// decided and nothing of the node is written.
     pub invalid: Vec<InvalidValue>,
+    /// `config/shared_storage`: the node's own declaration of shared
+    /// ephemeral storage (`None` = the policy's default).
+    pub shared_storage: Option<bool>,
 }
 
 impl NodeFlags {
-    /// The flags of a node as parsed from the tree.
-    pub fn from_state(state: &ComputeNodeState) -> Self {
+    /// The flags of a node as parsed from the tree, at `now` (a
+    /// maintenance with an end that has passed is over).
+    pub fn from_state(state: &ComputeNodeState, now: chrono::DateTime<chrono::Utc>) -> Self {
         Self {
             failed: state.failed.clone(),
             recovered: state.recovered.clone(),
@@ -195,8 +212,9 @@ impl NodeFlags {
             awaiting_up: state.awaiting_up.clone(),
             awaiting_up_since_index: state.awaiting_up_since.modify_index,
             record_index: state.recovery.modify_index,
-            maintenance: state.maintenance.get() == Some(true),
+            maintenance: state.in_maintenance(now),
             invalid: state.invalid.clone(),
+            shared_storage: state.shared_storage.get().flatten(),
         }
     }
 }
@@ -344,6 +362,10 @@ pub struct Observation {
     pub failure: Option<(Step, Failure)>,
     /// True when the last [`Action::Notify`] was accepted (sent or queued).
     pub notified: bool,
+    /// The claimed HA node's capacity as Placement reported it (read by the
+    /// runner before an evacuate batch); `None` = unknown: pending
+    /// instances go to the HA node unchecked.
+    pub ha_capacity: Option<HostCapacity>,
 }
 
 impl Observation {
@@ -369,6 +391,7 @@ impl Observation {
             start_failures: BTreeMap::new(),
             failure: None,
             notified: false,
+            ha_capacity: None,
         }
     }
 }
@@ -383,6 +406,9 @@ pub struct EvacuateOrder {
     fence: FenceRecord,
     /// The claimed HA node, or `None` for the scheduler.
     pub target: Option<NodeName>,
+    /// Instances of the batch that go to the scheduler even though an HA
+    /// node is claimed (they did not fit there); see [`Self::target_for`].
+    pub scheduler: std::collections::BTreeSet<String>,
     /// The instances to evacuate, rebuilt from the record (host = the failed
     /// node, status = the status when listed). Each is already recorded
     /// `requested`: send each exactly once, never again.
@@ -405,15 +431,30 @@ impl EvacuateOrder {
                     user_id: i.owner.clone().unwrap_or_default(),
                     project_id: i.project.clone().unwrap_or_default(),
                     metadata: BTreeMap::new(),
+                    ..Instance::default()
                 })
             })
+            .collect();
+        let scheduler = ids
+            .iter()
+            .filter(|id| record.instances.get(*id).is_some_and(|i| i.via_scheduler))
+            .cloned()
             .collect();
         Some(Self {
             node: node.clone(),
             fence,
             target: record.ha_node.clone(),
+            scheduler,
             instances,
         })
+    }
+
+    /// Where instance `id` of the batch goes: the claimed HA node, or
+    /// `None` for the scheduler.
+    pub fn target_for(&self, id: &str) -> Option<&NodeName> {
+        self.target
+            .as_ref()
+            .filter(|_| !self.scheduler.contains(id))
     }
 
     /// The fence evidence to pass to `Evacuator::evacuate`.
@@ -460,6 +501,9 @@ pub enum WaitReason {
     /// The node reads healthy again before it was fenced: an operator
     /// decides (reset it, or stop it so that the recovery goes on).
     NodeHealthy,
+    /// Policy `ha_node`: pending instances do not fit in the room Placement
+    /// reports on the claimed HA node (the record's `last_error` says which).
+    NoRoom,
 }
 
 impl fmt::Display for WaitReason {
@@ -476,6 +520,7 @@ impl fmt::Display for WaitReason {
             WaitReason::NotJudged => f.write_str("not-judged"),
             WaitReason::FenceLost => f.write_str("fence-lost"),
             WaitReason::NodeHealthy => f.write_str("node-healthy"),
+            WaitReason::NoRoom => f.write_str("no-room-on-ha-node"),
         }
     }
 }
@@ -644,7 +689,12 @@ impl fmt::Display for Action {
                 write!(f, "prepare-target {ha_node} {service_id}")
             }
             Action::Evacuate(o) => {
-                write!(f, "evacuate {} -> {}", o.ids().join(","), target(&o.target))
+                write!(f, "evacuate {} -> {}", o.ids().join(","), target(&o.target))?;
+                if !o.scheduler.is_empty() && o.target.is_some() {
+                    let ids: Vec<&str> = o.scheduler.iter().map(String::as_str).collect();
+                    write!(f, " (scheduler: {})", ids.join(","))?;
+                }
+                Ok(())
             }
             Action::Poll { instances, after } => {
                 write!(f, "poll {} after {after:?}", instances.join(","))

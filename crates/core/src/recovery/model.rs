@@ -306,7 +306,11 @@ impl Harness {
         let cn = state.compute_nodes.get(node).expect("failed node has keys");
         let record = cn.recovery.value.clone().ok().flatten();
         let side = &self.nodes[node];
-        let mut obs = Observation::new(node.clone(), self.epoch.clone(), NodeFlags::from_state(cn));
+        let mut obs = Observation::new(
+            node.clone(),
+            self.epoch.clone(),
+            NodeFlags::from_state(cn, self.now),
+        );
         obs.ha_nodes = HaNodeObs::all(&self.policy.schema, &snap, &state);
         for h in &mut obs.ha_nodes {
             h.service = side.world.ha_services.get(&h.name).cloned();
@@ -447,6 +451,10 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
                             user_id: "u1".into(),
                             project_id: "p1".into(),
                             metadata: i.metadata.clone(),
+                            // Safe to move: the model is about the safety
+                            // rules, not storage (see crate::storage).
+                            boot_from_volume: true,
+                            resources: None,
                         })
                         .collect(),
                 )
@@ -693,6 +701,10 @@ pub fn run_script(h: &mut Harness, script: &str) {
                             user_id: "u1".into(),
                             project_id: "p1".into(),
                             metadata: i.metadata.clone(),
+                            // Safe to move: the model is about the safety
+                            // rules, not storage (see crate::storage).
+                            boot_from_volume: true,
+                            resources: None,
                         })
                         .collect(),
                 );

@@ -538,7 +538,7 @@ proptest! {
         }
         let policy = Policy { schema: schema.clone(), target, ..Policy::default() };
         for (name, cn) in &state.compute_nodes {
-            let mut obs = Observation::new(name.clone(), "e1", NodeFlags::from_state(cn));
+            let mut obs = Observation::new(name.clone(), "e1", NodeFlags::from_state(cn, super::model::t0()));
             obs.ha_nodes = HaNodeObs::all(&schema, &snap, &state);
             obs.mass_failure = mass;
             let record = cn.recovery.value.clone().ok().flatten();

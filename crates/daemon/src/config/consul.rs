@@ -1,10 +1,18 @@
-//! `[consul]`: where the Consul agent is, how to authenticate, and the root
-//! of the K/V tree.
+//! `[consul]`: where the Consul agent is, how to authenticate (ACL token,
+//! TLS and mTLS), and the root of the K/V tree.
+//!
+//! Every key may be left out of the file and come from Consul's own
+//! variables instead, as for the `consul` CLI: `CONSUL_HTTP_ADDR`,
+//! `CONSUL_HTTP_SSL`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`,
+//! `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`,
+//! `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_SSL_VERIFY`.
+//! A key set in the file wins over its variable (docs/configuration.md).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use novaha_consul::ConsulTls;
 use novaha_core::Secret;
 use serde::Deserialize;
 
@@ -30,6 +38,21 @@ pub struct ConsulConfig {
     /// How long one Consul HTTP request may take (blocking queries add their wait).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// CA certificates (PEM) to verify the agent with; else `CONSUL_CACERT`.
+    pub ca_file: Option<PathBuf>,
+    /// A directory of CA certificates (PEM); else `CONSUL_CAPATH`.
+    pub ca_path: Option<PathBuf>,
+    /// This client's certificate (PEM) for an agent with `verify_incoming`;
+    /// else `CONSUL_CLIENT_CERT`.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM); else `CONSUL_CLIENT_KEY`.
+    pub client_key: Option<PathBuf>,
+    /// The name the agent's certificate carries, when the address does not
+    /// (e.g. `server.dc1.consul`); else `CONSUL_TLS_SERVER_NAME`.
+    pub tls_server_name: Option<String>,
+    /// Accept any agent certificate (test clusters only); else
+    /// `CONSUL_HTTP_SSL_VERIFY=false`.
+    pub tls_skip_verify: Option<bool>,
 }
 
 impl Default for ConsulConfig {
@@ -40,49 +63,144 @@ impl Default for ConsulConfig {
             token_file: None,
             prefix: novaha_core::kv::DEFAULT_PREFIX.to_owned(),
             request_timeout: Duration::from_secs(10),
+            ca_file: None,
+            ca_path: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            tls_skip_verify: None,
         }
     }
 }
 
+/// A boolean environment value as Consul reads it (Go's `ParseBool`).
+fn env_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => Some(true),
+        "0" | "f" | "false" => Some(false),
+        _ => None,
+    }
+}
+
 impl ConsulConfig {
-    /// Fills the address and token from the ecosystem's variables when the
-    /// file leaves them out, and reads `token_file`.
+    /// Fills the address, token and TLS settings from the ecosystem's
+    /// variables where the file leaves them out, and reads the token file.
+    /// Precedence, as the `consul` CLI: for the token `token`, then
+    /// `token_file`, then `CONSUL_HTTP_TOKEN_FILE`, then `CONSUL_HTTP_TOKEN`;
+    /// `CONSUL_HTTP_SSL=true` makes an address without a scheme (or one
+    /// from `CONSUL_HTTP_ADDR`) `https://`.
     pub fn resolve(mut self, env: &HashMap<String, String>, problems: &mut Problems) -> Self {
-        if self.address.trim().is_empty() {
-            self.address = env
-                .get("CONSUL_HTTP_ADDR")
-                .filter(|a| !a.trim().is_empty())
-                .cloned()
+        let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let ssl = match var("CONSUL_HTTP_SSL") {
+            None => false,
+            Some(v) => env_bool(v).unwrap_or_else(|| {
+                problems.push(
+                    "consul",
+                    format!("CONSUL_HTTP_SSL={v:?} is not a boolean (true or false)"),
+                );
+                false
+            }),
+        };
+        let from_file = !self.address.trim().is_empty();
+        if !from_file {
+            self.address = var("CONSUL_HTTP_ADDR")
+                .map(str::to_owned)
                 .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned());
         }
         let address = self.address.trim().to_owned();
-        self.address = if address.contains("://") {
-            address
-        } else {
-            format!("http://{address}")
+        self.address = match address.split_once("://") {
+            None if ssl => format!("https://{address}"),
+            None => format!("http://{address}"),
+            Some(("http", rest)) if ssl && !from_file => format!("https://{rest}"),
+            Some(_) => address,
         };
         if self.token.is_none() {
-            if let Some(file) = &self.token_file {
-                match std::fs::read_to_string(file) {
+            let file = self
+                .token_file
+                .clone()
+                .map(|f| ("consul.token_file", f))
+                .or_else(|| var("CONSUL_HTTP_TOKEN_FILE").map(|f| ("consul", PathBuf::from(f))));
+            if let Some((at, file)) = file {
+                match std::fs::read_to_string(&file) {
                     Ok(text) => {
                         self.token = Some(Secret::new(text.lines().next().unwrap_or("").trim()));
                     }
                     Err(e) => problems.push(
-                        "consul.token_file",
+                        at,
                         format!("cannot read token file {}: {e}", file.display()),
                     ),
                 }
-            } else if let Some(t) = env.get("CONSUL_HTTP_TOKEN").filter(|t| !t.is_empty()) {
-                self.token = Some(Secret::new(t.clone()));
+            } else if let Some(t) = var("CONSUL_HTTP_TOKEN") {
+                self.token = Some(Secret::new(t));
+            }
+        }
+        let path = |v: Option<&str>| v.map(PathBuf::from);
+        self.ca_file = self.ca_file.or_else(|| path(var("CONSUL_CACERT")));
+        self.ca_path = self.ca_path.or_else(|| path(var("CONSUL_CAPATH")));
+        self.client_cert = self.client_cert.or_else(|| path(var("CONSUL_CLIENT_CERT")));
+        self.client_key = self.client_key.or_else(|| path(var("CONSUL_CLIENT_KEY")));
+        self.tls_server_name = self
+            .tls_server_name
+            .or_else(|| var("CONSUL_TLS_SERVER_NAME").map(str::to_owned));
+        if self.tls_skip_verify.is_none()
+            && let Some(v) = var("CONSUL_HTTP_SSL_VERIFY")
+        {
+            match env_bool(v) {
+                Some(verify) => self.tls_skip_verify = Some(!verify),
+                None => problems.push(
+                    "consul",
+                    format!("CONSUL_HTTP_SSL_VERIFY={v:?} is not a boolean (true or false)"),
+                ),
             }
         }
         self
     }
 
+    /// The TLS settings for the Consul clients.
+    pub fn tls(&self) -> ConsulTls {
+        ConsulTls {
+            ca_file: self.ca_file.clone(),
+            ca_path: self.ca_path.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            server_name: self.tls_server_name.clone(),
+            insecure: self.tls_skip_verify.unwrap_or(false),
+        }
+    }
+
     /// Checks the resolved values.
     pub fn validate(&self, problems: &mut Problems) {
         match url::Url::parse(&self.address) {
-            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+                // The certificate files, read now: a typo is a config
+                // problem, not a daemon that fails at its first call.
+                // (Without the server name: resolving the address's host
+                // is the daemon's job, retried; a DNS hiccup is no config
+                // problem.)
+                let files = ConsulTls {
+                    server_name: None,
+                    ..self.tls()
+                };
+                let needs_https = self.tls().is_set() && u.scheme() != "https";
+                if needs_https {
+                    problems.push(
+                        "consul.address",
+                        format!(
+                            "TLS settings are set but the address {} is not https:// \
+                             (use https://, or CONSUL_HTTP_SSL=true)",
+                            self.address
+                        ),
+                    );
+                } else if let Err(e) = novaha_consul::http_client(&u, &files, self.request_timeout)
+                {
+                    let msg = e.to_string();
+                    problems.push(
+                        "consul",
+                        msg.trim_start_matches("invalid consul settings: ")
+                            .to_owned(),
+                    );
+                }
+            }
             Ok(u) => problems.push(
                 "consul.address",
                 format!(

@@ -15,6 +15,20 @@ pub fn validate(cfg: &FenceConfig, problems: &mut Problems) {
     if let Err(e) = novaha_fence::FenceRegistry::new(cfg) {
         problems.push("fence", e.to_string());
     }
+    if cfg.credentials_dir.is_some() && cfg.credentials_prefix.is_some() {
+        problems.push(
+            "fence.credentials_prefix",
+            "set credentials_dir or credentials_prefix, not both",
+        );
+    }
+    if let Some(dir) = &cfg.credentials_dir
+        && !dir.is_dir()
+    {
+        problems.push(
+            "fence.credentials_dir",
+            format!("{} is not a readable directory", dir.display()),
+        );
+    }
     if cfg.confirm_timeout.is_zero() {
         problems.push("fence.confirm_timeout", "must be above zero");
     }

@@ -415,6 +415,100 @@ mod tests {
     }
 
     #[test]
+    fn every_consul_variable_fills_its_key_and_the_file_wins() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "from-file\n").expect("write");
+        let env: HashMap<String, String> = [
+            ("CONSUL_HTTP_ADDR", "127.0.0.1:8501"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_HTTP_TOKEN", "from-env"),
+            (
+                "CONSUL_HTTP_TOKEN_FILE",
+                token_file.to_str().expect("utf-8"),
+            ),
+            ("CONSUL_CACERT", "/etc/consul/ca.pem"),
+            ("CONSUL_CAPATH", "/etc/consul/ca.d"),
+            ("CONSUL_CLIENT_CERT", "/etc/consul/client.pem"),
+            ("CONSUL_CLIENT_KEY", "/etc/consul/client-key.pem"),
+            ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+            ("CONSUL_HTTP_SSL_VERIFY", "false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut problems = Problems::default();
+        let c = ConsulConfig::default().resolve(&env, &mut problems);
+        assert!(problems.0.is_empty(), "{:?}", problems.0);
+        assert_eq!(c.address, "https://127.0.0.1:8501");
+        // The token file wins over the token variable, as for `consul`.
+        assert_eq!(c.token.as_ref().map(|t| t.expose()), Some("from-file"));
+        let tls = c.tls();
+        assert_eq!(
+            tls.ca_file.as_deref(),
+            Some(Path::new("/etc/consul/ca.pem"))
+        );
+        assert_eq!(tls.ca_path.as_deref(), Some(Path::new("/etc/consul/ca.d")));
+        assert_eq!(
+            tls.client_cert.as_deref(),
+            Some(Path::new("/etc/consul/client.pem"))
+        );
+        assert_eq!(
+            tls.client_key.as_deref(),
+            Some(Path::new("/etc/consul/client-key.pem"))
+        );
+        assert_eq!(tls.server_name.as_deref(), Some("server.dc1.consul"));
+        assert!(tls.insecure);
+        // CONSUL_HTTP_SSL upgrades an http:// address from the environment.
+        let mut env2 = env.clone();
+        env2.insert("CONSUL_HTTP_ADDR".into(), "http://10.0.0.2:8501".into());
+        let c = ConsulConfig::default().resolve(&env2, &mut problems);
+        assert_eq!(c.address, "https://10.0.0.2:8501");
+        // Keys in the file win over every variable.
+        let file: ConsulConfig = toml::from_str(
+            "address = \"http://10.0.0.1:8500\"\ntoken = \"in-file\"\nca_file = \"/mine.pem\"\n\
+             tls_server_name = \"mine\"\ntls_skip_verify = false\n",
+        )
+        .expect("valid");
+        let c = file.resolve(&env, &mut problems);
+        assert_eq!(c.address, "http://10.0.0.1:8500");
+        assert_eq!(c.token.as_ref().map(|t| t.expose()), Some("in-file"));
+        let tls = c.tls();
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/mine.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("mine"));
+        assert!(!tls.insecure);
+        assert!(problems.0.is_empty(), "{:?}", problems.0);
+        // Nonsense booleans are problems, not guesses.
+        let bad: HashMap<String, String> = [("CONSUL_HTTP_SSL", "yes please")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        ConsulConfig::default().resolve(&bad, &mut problems);
+        assert_eq!(problems.0.len(), 1, "{:?}", problems.0);
+        assert!(problems.0[0].message.contains("CONSUL_HTTP_SSL"));
+    }
+
+    #[test]
+    fn tls_settings_with_an_http_address_or_a_missing_file_are_problems() {
+        let err = parse("[consul]\naddress = \"http://127.0.0.1:8500\"\ntls_server_name = \"x\"\n")
+            .expect_err("TLS over http");
+        assert!(
+            err.iter()
+                .any(|p| p.at == "consul.address" && p.message.contains("not https://")),
+            "{err:?}"
+        );
+        let err = parse(
+            "[consul]\naddress = \"https://127.0.0.1:8501\"\nca_file = \"/nonexistent/ca.pem\"\n",
+        )
+        .expect_err("missing CA");
+        assert!(
+            err.iter()
+                .any(|p| p.message.contains("/nonexistent/ca.pem")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn tagged_driver_sections_parse() {
         let c = parse(
             "[fence]\ndriver = \"noop\"\nallow_noop = true\n\
@@ -436,6 +530,23 @@ mod tests {
         let c = Config::from_toml_str(&path, &text, &HashMap::new()).expect("example is valid");
         let d = parse("").expect("defaults");
         assert_eq!(c.consul.address, d.consul.address);
+        // The address stays commented out, so CONSUL_HTTP_ADDR works with
+        // the shipped file; likewise every TLS key and their variables.
+        let env: HashMap<String, String> = [
+            ("CONSUL_HTTP_ADDR", "10.9.8.7:8501"),
+            ("CONSUL_HTTP_SSL", "true"),
+            ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let from_env = Config::from_toml_str(&path, &text, &env).expect("example is valid");
+        assert_eq!(from_env.consul.address, "https://10.9.8.7:8501");
+        assert_eq!(
+            from_env.consul.tls().server_name.as_deref(),
+            Some("server.dc1.consul")
+        );
+        assert_eq!(c.consul.tls(), d.consul.tls());
         assert_eq!(c.consul.prefix, d.consul.prefix);
         assert_eq!(c.election.session_ttl, d.election.session_ttl);
         assert_eq!(c.election.lock_delay, d.election.lock_delay);

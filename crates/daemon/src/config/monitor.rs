@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use super::Problems;
 
+/// The default `[monitor] blind_after`.
+pub const DEFAULT_BLIND_AFTER: Duration = Duration::from_secs(30);
+
 /// `[monitor]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +30,10 @@ pub struct MonitorConfig {
     pub max_failed_fraction: f64,
     /// Mass-failure guard by count; unset = only the fraction applies.
     pub max_failed_nodes: Option<u32>,
+    /// How long the leader may judge nothing (cloud unreadable) before it
+    /// reports itself blind: `/readyz` 503, `novaha_monitor_blind` 1.
+    #[serde(with = "humantime_serde")]
+    pub blind_after: Duration,
     /// The detection signals (`nova` always; `consul`, `tcp` confirm it).
     pub signals: Vec<Signal>,
     /// `[monitor.nova]`: the `nova` signal's heartbeat age.
@@ -44,6 +51,7 @@ impl Default for MonitorConfig {
             threshold: 3,
             max_failed_fraction: 0.5,
             max_failed_nodes: None,
+            blind_after: DEFAULT_BLIND_AFTER,
             signals: MonitorSettings::default().signals,
             nova: NovaSignalSettings::default(),
             consul: ConsulSignalSettings::default(),

@@ -66,6 +66,17 @@ pub struct View {
     /// The nodes with a healthy signal in the latest read (not every
     /// configured signal failed).
     pub healthy: std::collections::BTreeSet<NodeName>,
+    /// A read older than this is stale: nothing is claimed, fenced or sent
+    /// on it (three monitor intervals; zero = never stale).
+    pub stale_after: Duration,
+}
+
+impl View {
+    /// True when the monitor read Nova recently enough to act on it.
+    pub fn fresh(&self) -> bool {
+        self.at
+            .is_some_and(|at| self.stale_after.is_zero() || at.elapsed() <= self.stale_after)
+    }
 }
 
 /// How a recovery task ended.
@@ -246,17 +257,19 @@ impl NodeRunner {
             let mut obs = Observation::new(
                 self.node.clone(),
                 self.lease.epoch(),
-                NodeFlags::from_state(cn),
+                NodeFlags::from_state(cn, self.ctx.clock.now()),
             );
             obs.ha_nodes = HaNodeObs::all(&self.ctx.schema, &snap, &state);
             let view = self.ctx.view.borrow().clone();
             for h in &mut obs.ha_nodes {
                 h.service = self.service(&view, &h.name);
             }
-            // Until this tenure's monitor has read Nova once, neither the
-            // mass-failure guard nor any service is known.
-            obs.judged = view.at.is_some();
-            obs.paused = paused(&self.ctx.schema, &snap);
+            // Until this tenure's monitor has read Nova once, and again
+            // when its last read is stale (Nova unreachable for a while),
+            // neither the mass-failure guard nor the node's or any spare's
+            // state is known: nothing is claimed, fenced or sent.
+            obs.judged = view.fresh();
+            obs.paused = paused(&state, self.ctx.clock.now());
             obs.node_healthy = view.healthy.contains(&self.node);
             obs.mass_failure = view.mass_failure;
             obs.nova_service = self.service(&view, &self.node);
@@ -265,6 +278,23 @@ impl NodeRunner {
                 .and_then(|r| r.ha_node.as_ref())
                 .and_then(|ha| self.service(&view, ha));
             self.results.fold_into(&mut obs);
+            if let Some(rec) = &record
+                && let Some(ha) = &rec.ha_node
+                && self.sends_next(rec)
+            {
+                obs.ha_capacity = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                    c = self.ctx.stages.evacuator.capacity(ha) => match c {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.nova_error(&e);
+                            warn!(node = %self.node, ha_node = %ha, error = %e, "reading the HA node's capacity failed: sending unchecked");
+                            None
+                        }
+                    },
+                };
+            }
             let policy = &self.ctx.stages.policy;
             let now = self.ctx.clock.now();
             let d = decide(policy, record.as_ref(), &obs, now);
@@ -303,6 +333,20 @@ impl NodeRunner {
                 Flow::Continue => {}
                 Flow::End(o) => return o,
             }
+        }
+    }
+
+    /// True when the next decision may send evacuations, so the claimed HA
+    /// node's room is read first: instances still pending, or the listing
+    /// just made (it is folded and sent in the same decision).
+    fn sends_next(&self, rec: &RecoveryRecord) -> bool {
+        match rec.phase {
+            Phase::Evacuating => rec
+                .instances
+                .values()
+                .any(|i| i.state == InstanceState::Pending),
+            Phase::ForcedDown => self.results.instances.is_some(),
+            _ => false,
         }
     }
 
@@ -493,23 +537,22 @@ impl NodeRunner {
             },
             Action::Evacuate(order) => {
                 let fenced = order.fenced();
-                let target = order.target.clone();
                 let mut calls = tokio::task::JoinSet::new();
                 for inst in order.instances.clone() {
                     let ev = stages.evacuator.clone();
                     let fenced = fenced.clone();
-                    let target = target.clone();
+                    let target = order.target_for(&inst.id).cloned();
                     calls.spawn(async move {
                         let r = ev.evacuate(&fenced, &inst, target.as_ref()).await;
-                        (inst.id, r)
+                        let target_name = target.map_or("scheduler".to_owned(), |t| t.to_string());
+                        (inst.id, r.map(|()| target_name))
                     });
                 }
-                let target_name = target.as_ref().map_or("scheduler", |t| t.as_str());
                 // Every call of the batch runs to its end (destructive units).
                 while let Some(joined) = calls.join_next().await {
                     match joined {
-                        Ok((id, Ok(()))) => {
-                            info!(node = %node, stage = "evacuate", instance = %id, target = target_name, "evacuate call accepted");
+                        Ok((id, Ok(target))) => {
+                            info!(node = %node, stage = "evacuate", instance = %id, target, "evacuate call accepted");
                         }
                         Ok((id, Err(e))) => {
                             self.nova_error(&e);
@@ -687,15 +730,11 @@ enum Flow {
     End(Outcome),
 }
 
-/// Why the cluster is paused, when `<prefix>/config/paused` is present (a
-/// value that does not parse still pauses: the safe side).
-pub fn paused(schema: &Schema, snap: &novaha_core::kv::Snapshot) -> Option<String> {
-    let key = format!("{}/config/paused", schema.prefix());
-    let raw = snap.entries.get(&key)?.value.clone().unwrap_or_default();
-    let reason = serde_json::from_slice::<serde_json::Value>(&raw)
-        .ok()
-        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned));
-    Some(reason.unwrap_or_else(|| "paused (value not understood)".to_owned()))
+/// Why the cluster is paused at `now` (`<prefix>/config/paused` present and
+/// not past its end; a value that does not parse still pauses: the safe
+/// side), as one line for the log and the record.
+pub fn paused(state: &ClusterState, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    state.paused(now).map(|p| crate::admin::describe_pause(&p))
 }
 
 /// True when `node` has recovery work for a leader: a claim to make, a
@@ -829,6 +868,7 @@ mod tests {
             judged_failed: Vec::new(),
             mass_failure: false,
             nova_unreachable: false,
+            failures_tolerated: None,
         }
     }
 

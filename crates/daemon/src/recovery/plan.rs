@@ -69,15 +69,15 @@ pub async fn plan(
 ) -> Plan {
     let now = Utc::now();
     let node = cn.name.clone();
-    let mut obs = Observation::new(node.clone(), epoch, NodeFlags::from_state(cn));
+    let mut obs = Observation::new(node.clone(), epoch, NodeFlags::from_state(cn, now));
     obs.ha_nodes = HaNodeObs::all(&stages.policy.schema, snap, state);
     for h in &mut obs.ha_nodes {
         h.service = view.services.get(&h.name).cloned();
     }
-    obs.judged = view.at.is_some();
+    obs.judged = view.fresh();
     obs.mass_failure = view.mass_failure;
     obs.node_healthy = view.healthy.contains(&node);
-    obs.paused = crate::recovery::paused(&stages.policy.schema, snap);
+    obs.paused = crate::recovery::paused(state, now);
     obs.nova_service = view.services.get(&node).cloned();
     let claim = decide(&stages.policy, None, &obs, now);
     let (ha_node, blocked) = match claim.action {

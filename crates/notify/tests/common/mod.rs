@@ -201,6 +201,7 @@ pub fn instance(
         error: (state == InstanceState::Error).then(|| "no valid host found".into()),
         owner: Some(owner.into()),
         project: Some(project.into()),
+        storage: None,
     }
 }
 
