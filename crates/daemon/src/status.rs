@@ -815,7 +815,7 @@ mod tests {
             .collect(),
         };
         let st = ClusterState::parse(&schema, &snap);
-        let doc = document(&st, Ok(None), "p");
+        let doc = document(&st, Extras::default(), "p", Utc::now());
         assert_eq!(
             doc["compute_nodes"]["c1"]["degraded"],
             "nova=up consul=failed"
