@@ -271,7 +271,9 @@ fn status_json_reports_exactly_the_seeded_tree() {
         json!({
             "schema_version": 2,
             "prefix": "t-status",
-            "attention": [{"what": "invalid",
+            "attention": [{"what": "degraded",
+                           "detail": "c2's signals disagree (nova=stale consul=healthy tcp=healthy): not counted as failing, so not recovered"},
+                          {"what": "invalid",
                            "detail": "1 value(s) in the tree do not parse; their nodes are skipped until fixed"}],
             "leader": null,
             "sight": null,
@@ -299,7 +301,8 @@ fn status_json_reports_exactly_the_seeded_tree() {
     let o = run(&["status", "-c", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("INVALID VALUES: 1 value(s)"), "{out}");
+    assert!(out.starts_with("degraded: c2's signals disagree"), "{out}");
+    assert!(out.contains("\nINVALID VALUES: 1 value(s)"), "{out}");
     assert!(out.contains("leader: none"), "{out}");
     assert!(
         out.contains("INVALID(t-status/compute_nodes/c2/status/failed=\"garbage\")"),

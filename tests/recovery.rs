@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
 use novaha_testkit::consul::ConsulAgent;
-use novaha_testkit::hosts::Hosts;
 use novaha_testkit::daemon::{
     Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
 };
+use novaha_testkit::hosts::Hosts;
 use serde_json::Value;
 
 fn bin() -> &'static Path {

@@ -86,6 +86,15 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
                     ),
                 );
             }
+            if let Ok(Some(readings)) = &n.degraded.value {
+                attend(
+                    "degraded",
+                    format!(
+                        "{}'s signals disagree ({readings}): not counted as failing, so not recovered",
+                        n.name
+                    ),
+                );
+            }
             invalid.extend(n.invalid.iter().map(invalid_json));
             // Each instance of a recovery: where it stands, where its disk
             // lives (what evacuating it risks), where it went.
@@ -821,6 +830,20 @@ mod tests {
             "nova=up consul=failed"
         );
         assert_eq!(doc["compute_nodes"]["c2"]["degraded"], Value::Null);
+        // A degraded node needs a human: it is an attention item (exit 4).
+        let attention: Vec<&Value> = doc["attention"]
+            .as_array()
+            .expect("attention")
+            .iter()
+            .filter(|a| a["what"] == "degraded")
+            .collect();
+        assert_eq!(attention.len(), 1, "{doc:#}");
+        assert!(
+            attention[0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("c1's signals disagree")
+        );
     }
 
     #[test]
