@@ -766,30 +766,39 @@ impl LeaderCycle {
                 .is_none_or(|at| at.elapsed() >= reader.interval)
         {
             rec.capacity_at = Some(Instant::now());
+            // Bounded by one interval: the read runs inside the detection
+            // cycle, and a slow Nova (os-hypervisors waits on a dead
+            // compute) must not hold detection back for a minute. A read
+            // is cancel-safe; the figure is tried again next time.
             let read = tokio::select! {
                 biased;
                 _ = lease.lost() => {
                     return Err(StoreError::NotLeader { session: lease.session().to_owned() });
                 }
-                r = crate::capacity::read_loads(reader, state) => r,
+                r = tokio::time::timeout(self.interval, crate::capacity::read_loads(reader, state)) => r,
             };
             match read {
-                Ok(loads) => {
-                    let t = crate::capacity::tolerated(&loads, stages.policy.target);
-                    self.metrics.set_failures_tolerated(&t);
-                    if t.values().any(|n| *n == 0) {
-                        warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
-                    } else {
-                        info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
-                    }
-                    rec.tolerated = Some(t);
+                Err(_) => {
+                    warn!(limit = ?self.interval, "capacity: reading nova and placement took longer than one cycle; given up so that detection goes on, the figure is not updated");
                 }
-                Err(e) => {
-                    if e.is_retryable() {
-                        self.metrics.api_error("placement");
+                Ok(read) => match read {
+                    Ok(loads) => {
+                        let t = crate::capacity::tolerated(&loads, stages.policy.target);
+                        self.metrics.set_failures_tolerated(&t);
+                        if t.values().any(|n| *n == 0) {
+                            warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
+                        } else {
+                            info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
+                        }
+                        rec.tolerated = Some(t);
                     }
-                    warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
-                }
+                    Err(e) => {
+                        if e.is_retryable() {
+                            self.metrics.api_error("placement");
+                        }
+                        warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
+                    }
+                },
             }
         }
         rec.last = Some((
