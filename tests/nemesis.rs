@@ -1,9 +1,9 @@
 //! The real-peer fault run ("nemesis"): beside the in-process deterministic
 //! fault simulator (crates/chaos), the same safety rules checked against
-//! real processes. A real 3-server Consul cluster on loopback, the Keystone
-//! + Nova simulator, one `ipmi_sim` BMC per compute host (real IPMI fencing
-//! through the real `ipmitool`) and two `novaha run` daemons, each talking
-//! to a different Consul server.
+//! real processes: a real 3-server Consul cluster on loopback, the Keystone
+//! and Nova simulator, one `ipmi_sim` BMC per compute host (real IPMI
+//! fencing through the real `ipmitool`) and two `novaha run` daemons, each
+//! talking to a different Consul server.
 //!
 //! A seeded nemesis (`NOVAHA_NEMESIS_SEED`, default [`DEFAULT_SEED`]; the
 //! seed is printed) runs a few rounds; each round does one of: kill -9 the
@@ -41,7 +41,7 @@ use serde_json::Value;
 /// The seed when `NOVAHA_NEMESIS_SEED` is not set.
 const DEFAULT_SEED: u64 = 20_261_206;
 /// Nemesis rounds per run.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 8;
 /// Compute hosts in the sim (`compute-1..N`), each with its own BMC.
 const HOSTS: usize = 4;
 /// Spare hosts (`ha-1..K`): at most this many hosts are killed, so every
@@ -258,7 +258,10 @@ backoff_max = "2s"
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-                out += &format!("--- run-{n}/{} ---\n{tail}\n", entry.file_name().display());
+                out += &format!(
+                    "--- run-{n}/{} ---\n{tail}\n",
+                    entry.file_name().to_string_lossy()
+                );
             }
         }
         out
@@ -401,25 +404,35 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
     let mut killed: Vec<String> = Vec::new();
     let mut restored: BTreeSet<String> = BTreeSet::new();
     for round in 0..ROUNDS {
-        // The first round kills a host, so its recovery meets the faults.
-        let mut action = if round == 0 {
-            Action::KillHost
-        } else {
-            ACTIONS[rng.below(ACTIONS.len())]
-        };
+        let mut action = ACTIONS[rng.below(ACTIONS.len())];
         let restorable: Vec<String> = killed
             .iter()
             .filter(|h| !restored.contains(*h) && w.done_record(h).is_some())
             .cloned()
             .collect();
         if action == Action::RestoreBmc && restorable.is_empty() {
-            action = Action::NovaFault;
+            action = Action::KillHost;
         }
         if action == Action::KillHost && killed.len() >= HA_NODES {
-            action = Action::PauseLeader;
+            action = Action::KillLeader;
         }
         let t = Instant::now();
-        let what = match action {
+        let at = started.elapsed();
+        // A fault round may first kill a host (always the first round), so
+        // that the fault meets its recovery in flight: detection, fence or
+        // evacuation, depending on the head start.
+        let mut what = String::new();
+        let fault = !matches!(action, Action::KillHost | Action::RestoreBmc);
+        if fault && killed.len() < HA_NODES && (round == 0 || rng.below(5) < 2) {
+            let alive: Vec<&String> = w.bmcs.keys().filter(|h| !killed.contains(h)).collect();
+            let host = alive[rng.below(alive.len())].clone();
+            w.sim().kill(&host).unwrap();
+            killed.push(host.clone());
+            let head = rng.millis(0, 3_000);
+            std::thread::sleep(head);
+            what = format!("kill host {host}, {head:?} later: ");
+        }
+        what += &match action {
             Action::KillLeader | Action::PauseLeader => {
                 match w.wait_leader(Duration::from_secs(20)) {
                     None => "no leader to hit".to_owned(),
@@ -478,8 +491,7 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
             }
         };
         println!(
-            "nemesis round {round} at {:?}: {what} ({:?})",
-            started.elapsed(),
+            "nemesis round {round} at {at:?}: {what} ({:?})",
             t.elapsed()
         );
         std::thread::sleep(rng.millis(500, 1_500));
@@ -561,7 +573,10 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
         if let Some(serving) = w.kv(&format!("ha_nodes/{ha}/status/serving"))
             && !serving.is_empty()
         {
-            assert!(nodes.contains(&serving), "{ha} serving {serving}: {nodes:?}");
+            assert!(
+                nodes.contains(&serving),
+                "{ha} serving {serving}: {nodes:?}"
+            );
         }
     }
 
@@ -575,7 +590,12 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
             .or_default() += 1;
     }
     for ((server, source), n) in &accepted {
-        assert_eq!(*n, 1, "{server} evacuated {n} times off {source}; {}", ctx());
+        assert_eq!(
+            *n,
+            1,
+            "{server} evacuated {n} times off {source}; {}",
+            ctx()
+        );
         assert!(killed.contains(source), "evacuated off live {source}");
     }
     for (host, rec) in &records {
@@ -595,11 +615,7 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
     // (3) Every evacuate call (accepted or refused) for a host came while
     // that host's BMC had last been set off; no live host's BMC was ever
     // powered off.
-    let events: BTreeMap<&String, _> = w
-        .bmcs
-        .iter()
-        .map(|(h, b)| (h, b.power_events()))
-        .collect();
+    let events: BTreeMap<&String, _> = w.bmcs.iter().map(|(h, b)| (h, b.power_events())).collect();
     let mut evacuate_calls = 0;
     for call in w.sim().calls() {
         if call.method != "POST" || call.body.get("evacuate").is_none() {

@@ -203,8 +203,7 @@ impl IpmiBmc {
             .filter_map(|l| {
                 let (ts, call) = l.split_once(' ')?;
                 let (secs, nanos) = ts.split_once('.')?;
-                let at = UNIX_EPOCH
-                    + Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+                let at = UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
                 Some(PowerEvent {
                     at,
                     call: call.to_owned(),
