@@ -479,6 +479,30 @@ impl Fencer for RedfishFencer {
     }
 }
 
+/// The largest Redfish answer read (a `ComputerSystem` is a few KiB).
+const BODY_LIMIT: usize = 1 << 20;
+
+/// How much of an error body is read (it only feeds an excerpt).
+const ERROR_BODY_LIMIT: usize = 8 << 10;
+
+/// Reads at most `limit` bytes of `resp`'s body; the flag says whether the
+/// body ended within the limit.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,28 +531,4 @@ mod tests {
                 .contains("scheme")
         );
     }
-}
-
-/// The largest Redfish answer read (a `ComputerSystem` is a few KiB).
-const BODY_LIMIT: usize = 1 << 20;
-
-/// How much of an error body is read (it only feeds an excerpt).
-const ERROR_BODY_LIMIT: usize = 8 << 10;
-
-/// Reads at most `limit` bytes of `resp`'s body; the flag says whether the
-/// body ended within the limit.
-async fn read_capped(
-    mut resp: reqwest::Response,
-    limit: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = limit - out.len();
-        if chunk.len() > room {
-            out.extend_from_slice(&chunk[..room]);
-            return Ok((out, false));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok((out, true))
 }
