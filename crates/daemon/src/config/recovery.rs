@@ -58,6 +58,12 @@ pub struct RecoveryConfig {
     /// Failed attempts to queue the notifications before they are given up
     /// (the recovery finishes anyway).
     pub notify_attempts: u32,
+    /// An evacuation (or start) recorded as sent that Nova still shows
+    /// untouched this long after is sent again (the call never took effect:
+    /// a commit whose outcome was unknown, a leader that died before its
+    /// call), at most 3 times in all.
+    #[serde(with = "humantime_serde")]
+    pub resend_after: Duration,
 }
 
 impl Default for RecoveryConfig {
@@ -73,6 +79,7 @@ impl Default for RecoveryConfig {
             alert_after: p.alert_after,
             max_attempts: p.max_attempts,
             notify_attempts: p.notify_attempts,
+            resend_after: p.resend_after,
         }
     }
 }
@@ -91,6 +98,7 @@ impl RecoveryConfig {
         policy.alert_after = self.alert_after.max(1);
         policy.max_attempts = self.max_attempts.max(1);
         policy.notify_attempts = self.notify_attempts.max(1);
+        policy.resend_after = self.resend_after;
     }
 
     /// Checks the ranges.
@@ -105,6 +113,15 @@ impl RecoveryConfig {
                     "must be at least backoff_initial ({}), got {}",
                     humantime::format_duration(self.backoff_initial),
                     humantime::format_duration(self.backoff_max)
+                ),
+            );
+        }
+        if self.resend_after < Duration::from_secs(5) {
+            problems.push(
+                "recovery.resend_after",
+                format!(
+                    "must be at least 5s (Nova marks an accepted evacuation at once; a shorter wait risks re-sending one still on its way), got {}",
+                    humantime::format_duration(self.resend_after)
                 ),
             );
         }
