@@ -521,6 +521,9 @@ fn a_seeded_nemesis_against_real_peers_breaks_no_safety_rule() {
         }
     }
     println!("nemesis: all recovered after {:?}", started.elapsed());
+    for (host, rec) in &records {
+        println!("nemesis: {host} timeline {}", rec["timeline"]);
+    }
     let ctx = || format!("seed {seed}, killed {killed:?}\n{}", w.logs());
 
     // (1) The K/V tree.
