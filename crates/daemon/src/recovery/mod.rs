@@ -358,6 +358,11 @@ impl NodeRunner {
     /// The node's service: the monitor's view, unless a later call of ours
     /// changed it since the view was read.
     fn service(&self, view: &View, node: &NodeName) -> Option<NovaService> {
+        // A stale read (Nova unreachable for a while, or the previous
+        // tenure's) is not knowledge: the service is unknown.
+        if !view.fresh() {
+            return None;
+        }
         if let Some(at) = self.unsure.get(node)
             && view.at.is_none_or(|v| v <= *at)
             && self.patched.get(node).is_none_or(|p| p.at <= *at)
