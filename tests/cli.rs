@@ -247,6 +247,10 @@ fn status_json_reports_exactly_the_seeded_tree() {
         ("compute_nodes/c2/status/failed", "garbage"),
         ("compute_nodes/c2/status/recovered", "False"),
         ("compute_nodes/c2/internal/number_fails", "0"),
+        (
+            "compute_nodes/c2/internal/degraded",
+            "nova=stale consul=healthy tcp=healthy",
+        ),
         ("ha_nodes/ha-1/status/in_use", "True"),
         ("ha_nodes/ha-1/status/serving", "c1"),
         ("ha_nodes/ha-2/status/in_use", "False"),
@@ -267,7 +271,9 @@ fn status_json_reports_exactly_the_seeded_tree() {
         json!({
             "schema_version": 2,
             "prefix": "t-status",
-            "attention": [{"what": "invalid",
+            "attention": [{"what": "degraded",
+                           "detail": "c2's signals disagree (nova=stale consul=healthy tcp=healthy): not counted as failing, so not recovered"},
+                          {"what": "invalid",
                            "detail": "1 value(s) in the tree do not parse; their nodes are skipped until fixed"}],
             "leader": null,
             "sight": null,
@@ -275,11 +281,12 @@ fn status_json_reports_exactly_the_seeded_tree() {
             "compute_nodes": {
                 "c1": {"failed": true, "recovered": true, "number_fails": 4,
                        "maintenance": false, "maintenance_reason": null, "maintenance_until": null,
-                       "awaiting_up": false, "phase": "fenced", "ha_node": "ha-1",
+                       "awaiting_up": false, "degraded": null, "phase": "fenced", "ha_node": "ha-1",
                        "last_error": null, "instances": {}, "invalid": []},
                 "c2": {"failed": null, "recovered": false,
                        "number_fails": 0, "maintenance": false, "maintenance_reason": null,
-                       "maintenance_until": null, "awaiting_up": false, "phase": null,
+                       "maintenance_until": null, "awaiting_up": false,
+                       "degraded": "nova=stale consul=healthy tcp=healthy", "phase": null,
                        "ha_node": null, "last_error": null, "instances": {},
                        "invalid": [invalid_failed]},
             },
@@ -294,7 +301,8 @@ fn status_json_reports_exactly_the_seeded_tree() {
     let o = run(&["status", "-c", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("INVALID VALUES: 1 value(s)"), "{out}");
+    assert!(out.starts_with("degraded: c2's signals disagree"), "{out}");
+    assert!(out.contains("\nINVALID VALUES: 1 value(s)"), "{out}");
     assert!(out.contains("leader: none"), "{out}");
     assert!(
         out.contains("INVALID(t-status/compute_nodes/c2/status/failed=\"garbage\")"),

@@ -365,6 +365,7 @@ fn deploy_prometheus_rules_and_config_pass_promtool() {
         "NovahaMassFailureGuard",
         "NovahaPausedLong",
         "NovahaNoHostFailureTolerated",
+        "NovahaNodeDegraded",
     ] {
         assert!(names.contains(&alert), "{alert} missing");
     }
@@ -381,6 +382,7 @@ fn alert_rules_and_dashboard_name_only_exported_series() {
     m.observe_poll(0.02);
     m.set_nodes(&[("healthy", 3), ("failed", 1)]);
     m.set_node("compute-1", 4, true);
+    m.set_node_degraded("compute-2", true);
     m.set_state_invalid(1);
     m.state_invalid_seen(1);
     m.set_mass_failure_guard(true);

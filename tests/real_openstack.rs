@@ -1,17 +1,22 @@
-//! novaha against a real OpenStack (issue 8): keystone, nova (fake virt
-//! driver, three computes and the spare `ha-1`), one simulated BMC per
-//! compute (ipmi_sim + real ipmitool; a power-off also kills that node's
-//! nova-compute), a real Consul agent, a real SMTP server, and two real
-//! `novaha run` processes. Each test kills compute-1's nova-compute and
-//! checks from the outside what an operator would: Nova's servers, services,
+//! novaha against a real OpenStack: keystone, nova (fake virt driver, three
+//! compute hosts and the spare `ha-1`, each host running its nova-compute,
+//! its own Consul client agent and an sshd stand-in on its own loopback
+//! address), one simulated BMC per host (ipmi_sim + real ipmitool; a
+//! power-off kills the whole host), the controller's Consul agent, a real
+//! SMTP server, and real `novaha run` processes watching the three signals
+//! (nova, consul, tcp). The recovery tests kill compute-1 as a host (its
+//! nova-compute, agent and sshd at once; its BMC still reads power on) and
+//! check from the outside what an operator would: Nova's servers, services,
 //! migration records and instance actions, the K/V tree through
-//! `novaha status --json`, the BMC's call log and the captured mails.
+//! `novaha status --json`, the BMC's call log and the captured mails. One
+//! test kills a nova-compute alone and a Consul agent alone at Nova's
+//! production timers and checks that neither host is ever judged failed.
 //!
 //! The stack is brought up once per test run and shared
 //! ([`OpenStack::shared`]); every test takes the lease first (exclusive use,
 //! stack reset to its baseline), so these tests serialise across processes.
-//! Each test has its own Consul agent, K/V prefix, SMTP server and temp
-//! dir, and kills the novaha processes it started before it gives the lease
+//! Each test has its own K/V prefix (in the stack's Consul), SMTP server
+//! and temp dir, and kills the novaha processes it started before it gives the lease
 //! back (also on panic; also if the test process dies: the daemons run with
 //! a parent-death signal).
 //!
@@ -26,7 +31,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use harness::{Daemon, Harness, RECOVERY, Settings};
+use harness::{Daemon, Detection, Harness, RECOVERY, Settings};
 
 /// How long a powered-on compute may take to report to Nova again (a
 /// nova-compute start on a loaded 2-core machine).
@@ -42,6 +47,7 @@ fn recover_compute(prefix: &str, max_microversion: Option<&'static str>, starts:
             max_microversion,
             concurrency: 8,
             target: "ha_node",
+            detection: Detection::SHORT,
         },
     );
     let servers = h.boot_all(&[
@@ -55,7 +61,7 @@ fn recover_compute(prefix: &str, max_microversion: Option<&'static str>, starts:
     h.wait_watching();
 
     let failed = h.failed().to_owned();
-    h.stack.kill_compute(&failed);
+    h.stack.kill_host(&failed);
     h.wait_done();
     h.assert_recovered(&servers, starts);
     h.assert_mails(&servers);
@@ -95,6 +101,7 @@ fn the_operators_reset_puts_the_compute_back_in_service() {
             max_microversion: Some("2.94"),
             concurrency: 8,
             target: "ha_node",
+            detection: Detection::SHORT,
         },
     );
     let servers = h.boot_all(&[("e2e-reset-1", "ACTIVE", false)]);
@@ -102,7 +109,7 @@ fn the_operators_reset_puts_the_compute_back_in_service() {
     h.spawn("b");
     h.wait_watching();
     let failed = h.failed().to_owned();
-    h.stack.kill_compute(&failed);
+    h.stack.kill_host(&failed);
     h.wait_done();
     h.assert_recovered(&servers, false);
 
@@ -146,7 +153,7 @@ fn the_operators_reset_puts_the_compute_back_in_service() {
 
     // The operator's reset, straight in the K/V tree (Consul UI).
     for flag in ["failed", "recovered"] {
-        h.agent.kv_put(
+        h.kv_put(
             &format!("{}/compute_nodes/{failed}/status/{flag}", h.prefix),
             b"False",
         );
@@ -185,6 +192,7 @@ fn the_standby_finishes_an_evacuation_when_the_leader_is_killed() {
             max_microversion: Some("2.94"),
             concurrency: 1,
             target: "ha_node",
+            detection: Detection::SHORT,
         },
     );
     let servers = h.boot_all(&[
@@ -196,7 +204,7 @@ fn the_standby_finishes_an_evacuation_when_the_leader_is_killed() {
     h.spawn("b");
     let leader = h.wait_watching();
     let failed = h.failed().to_owned();
-    h.stack.kill_compute(&failed);
+    h.stack.kill_host(&failed);
 
     // Wait until the leader recorded its first evacuate call, then kill it.
     let deadline = Instant::now() + RECOVERY;
@@ -234,6 +242,84 @@ fn the_standby_finishes_an_evacuation_when_the_leader_is_killed() {
     h.wait_done();
     h.assert_recovered(&servers, false);
     h.assert_mails(&servers);
+}
+
+/// At Nova's production timers (`report_interval = 10`,
+/// `service_down_time = 60`) with the fast detection keys (2 s cycle,
+/// threshold 2, `stale_after = "15s"`): compute-1's nova-compute alone is
+/// killed (its agent and sshd answer) and compute-2's Consul agent alone
+/// (its nova-compute heartbeats, its sshd answers). For 75 s, past the
+/// heartbeat going stale and past Nova's own `down`, neither is ever
+/// counted, judged failed or fenced; both are reported degraded, with what
+/// each signal reads.
+#[test]
+fn a_lone_dead_nova_compute_or_consul_agent_is_never_judged_failed() {
+    let mut h = Harness::start(
+        &format!("e2e-lone-{}", std::process::id()),
+        Settings {
+            max_microversion: Some("2.94"),
+            concurrency: 8,
+            target: "ha_node",
+            detection: Detection::PRODUCTION_FAST,
+        },
+    );
+    h.spawn("a");
+    h.wait_watching();
+    let (nova_only, agent_only) = (h.stack.computes[0].clone(), h.stack.computes[1].clone());
+    h.wait_status("both hosts known", Duration::from_secs(30), |s| {
+        s["compute_nodes"][&agent_only]["failed"] == false
+    });
+    let start = Instant::now();
+    h.stack.kill_compute(&nova_only);
+    h.stack.kill_agent(&agent_only);
+    assert_eq!(h.stack.host_running(&nova_only), (false, true, true));
+    assert_eq!(h.stack.host_running(&agent_only), (true, false, true));
+    let mut seen_stale = false;
+    let mut seen_down = false;
+    let mut seen_agent = false;
+    while start.elapsed() < Duration::from_secs(75) {
+        let s = h.status();
+        for node in [&nova_only, &agent_only] {
+            let n = &s["compute_nodes"][node];
+            assert_eq!(
+                (&n["failed"], &n["number_fails"]),
+                (&serde_json::json!(false), &serde_json::json!(0)),
+                "{node} counted or judged failed {:?} after the kill\nstatus: {s:#}\n{}",
+                start.elapsed(),
+                h.logs()
+            );
+        }
+        let d1 = s["compute_nodes"][&nova_only]["degraded"]
+            .as_str()
+            .unwrap_or("");
+        seen_stale |= d1 == "nova=stale consul=healthy tcp=healthy";
+        seen_down |= d1 == "nova=down consul=healthy tcp=healthy";
+        seen_agent |= s["compute_nodes"][&agent_only]["degraded"] == "nova=up consul=failed";
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        seen_stale && seen_down && seen_agent,
+        "degraded readings seen: stale {seen_stale}, down {seen_down}, agent {seen_agent}\n{}",
+        h.logs()
+    );
+    // Nova itself has read the nova-compute down by now: still not fenced.
+    assert_eq!(h.nova.service(&nova_only)["state"], "down");
+    for node in [&nova_only, &agent_only] {
+        assert!(
+            !h.bmc_calls(node).contains("set power"),
+            "{node} was powered off: {}",
+            h.bmc_calls(node)
+        );
+    }
+    let log = h.daemons[0].log();
+    for node in [&nova_only, &agent_only] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("node degraded") && l.contains(&format!("node={node}"))),
+            "no degraded log line for {node}\n{}",
+            h.logs()
+        );
+    }
 }
 
 /// The spare's Placement inventory, lowered for one test and put back
@@ -308,6 +394,7 @@ fn spare_fits_two(
             max_microversion: Some("2.94"),
             concurrency: 8,
             target,
+            detection: Detection::SHORT,
         },
     );
     let servers = h.boot_all(&[
@@ -323,7 +410,7 @@ fn spare_fits_two(
     h.spawn("a");
     h.wait_watching();
     let failed = h.failed().to_owned();
-    h.stack.kill_compute(&failed);
+    h.stack.kill_host(&failed);
     (h, servers.into_iter().map(|s| s.id).collect(), room)
 }
 

@@ -23,6 +23,7 @@ use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{
     Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
 };
+use novaha_testkit::hosts::Hosts;
 use serde_json::Value;
 
 fn bin() -> &'static Path {
@@ -43,6 +44,10 @@ struct Settings {
     /// Extra `[evacuate]` keys (by default the sim's image-backed instances
     /// are declared on shared storage, so they move).
     evacuate: String,
+    /// Run each sim host as a host (its own Consul agent and sshd stand-in,
+    /// testkit::hosts) and watch the three signals (nova, consul, tcp);
+    /// otherwise Nova alone.
+    hosts: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +59,7 @@ impl Default for Settings {
             recovery: String::new(),
             notify: String::new(),
             evacuate: "shared_storage = true\n".to_owned(),
+            hosts: false,
         }
     }
 }
@@ -63,6 +69,8 @@ struct Cluster {
     prefix: String,
     settings: Settings,
     daemons: Vec<Daemon>,
+    /// The hosts' agents and sshd stand-ins (with `Settings::hosts`).
+    hosts: Option<std::sync::Mutex<Hosts>>,
     agent: ConsulAgent,
     /// Dropped before the runtime it serves on.
     sim: Option<SimHandle>,
@@ -87,16 +95,30 @@ impl Cluster {
             .build()
             .unwrap();
         let ha_nodes = sim.ha_nodes;
+        let host_names: Vec<String> = (1..=sim.hosts)
+            .map(|i| format!("compute-{i}"))
+            .chain((1..=ha_nodes).map(|i| format!("ha-{i}")))
+            .collect();
         let handle = rt
             .block_on(Sim::start("127.0.0.1:0", sim))
             .expect("start the sim");
         let agent = ConsulAgent::start();
         let dir = tempfile::tempdir().unwrap();
+        let mut settings = settings;
+        let hosts = settings.hosts.then(|| {
+            let names: Vec<&str> = host_names.iter().map(String::as_str).collect();
+            // Each test its own addresses, so hosts of concurrent tests differ.
+            let octet = 20 + (std::process::id() % 200) as u8;
+            let h = Hosts::start(&agent, &names, octet);
+            settings.monitor = h.monitor_toml() + &settings.monitor;
+            std::sync::Mutex::new(h)
+        });
         let mut c = Self {
             dir,
             prefix: prefix.to_owned(),
             settings,
             daemons: Vec::new(),
+            hosts,
             agent,
             sim: Some(handle),
             rt,
@@ -115,6 +137,25 @@ impl Cluster {
 
     fn sim(&self) -> &SimHandle {
         self.sim.as_ref().expect("sim running")
+    }
+
+    /// "The host died": its nova-compute stops heart-beating in the sim
+    /// and, with `Settings::hosts`, its Consul agent and sshd stand-in die
+    /// at the same moment.
+    fn kill_host(&self, host: &str) {
+        self.sim().kill(host).unwrap();
+        if let Some(h) = &self.hosts {
+            h.lock().unwrap().kill(host);
+        }
+    }
+
+    /// The repaired host boots: nova-compute heartbeats again and its
+    /// agent and sshd stand-in run.
+    fn revive_host(&self, host: &str) {
+        self.sim().revive(host).unwrap();
+        if let Some(h) = &self.hosts {
+            h.lock().unwrap().revive(&self.agent, host);
+        }
     }
 
     /// Writes `<dir>/<id>.toml`.
@@ -358,6 +399,7 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
         sim_config(3, 3, 1, Duration::from_millis(500)),
         Settings {
             notify: "[[notify]]\ndriver = \"log\"\n".to_owned(),
+            hosts: true,
             ..Settings::default()
         },
         2,
@@ -368,7 +410,7 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
     c.wait("keys created", Duration::from_secs(10), |s| {
         s["compute_nodes"]["compute-1"]["failed"] == false
     });
-    c.sim().kill("compute-1").unwrap();
+    c.kill_host("compute-1");
     let t0 = Instant::now();
     c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
         phase(&s["compute_nodes"]["compute-1"]) == Some("done")
@@ -419,7 +461,7 @@ fn killed_host_is_fenced_forced_down_and_evacuated_exactly_once() {
         .as_str()
         .unwrap()
         .to_owned();
-    c.sim().revive("compute-1").unwrap();
+    c.revive_host("compute-1");
     c.cli().run(&["node", "reset", "compute-1"]);
     let s = c.wait("reset applied", Duration::from_secs(20), |s| {
         let n = &s["compute_nodes"]["compute-1"];
@@ -1279,5 +1321,87 @@ fn failures_tolerated_is_the_figure_worked_out_by_hand() {
             )),
             "{text}"
         );
+    }
+}
+
+/// Hosts as hosts at a Nova that reads a dead service `down` only after an
+/// hour (`service_down_time`), heartbeats every second, with
+/// `[monitor.nova] stale_after = "5s"` and the three signals: compute-1
+/// dies as a host (nova-compute, Consul agent, sshd stand-in) and is fenced
+/// and evacuated, detected by its stale heartbeat alone since Nova never
+/// reads it down; compute-2's nova-compute alone dies and compute-3's
+/// Consul agent alone: neither is ever counted, both are reported degraded
+/// (status, metric) with what each signal reads.
+#[test]
+fn a_stale_heartbeat_recovers_a_dead_host_and_never_a_living_one() {
+    let c = Cluster::start(
+        "r-stale",
+        SimConfig {
+            service_down_time: Duration::from_secs(3600),
+            report_interval: Duration::from_secs(1),
+            ..sim_config(3, 2, 1, Duration::from_millis(500))
+        },
+        Settings {
+            monitor: "[monitor.nova]\nstale_after = \"5s\"\n".to_owned(),
+            hosts: true,
+            ..Settings::default()
+        },
+        1,
+    );
+    let leader = c.wait_leader();
+    let ids = c.server_ids_on("compute-1");
+    c.wait("keys created", Duration::from_secs(10), |s| {
+        ["compute-1", "compute-2", "compute-3"]
+            .iter()
+            .all(|n| s["compute_nodes"][*n]["failed"] == false)
+    });
+    c.sim().kill("compute-2").unwrap();
+    c.hosts
+        .as_ref()
+        .unwrap()
+        .lock()
+        .unwrap()
+        .kill_agent("compute-3");
+    c.kill_host("compute-1");
+    c.wait("compute-1 recovered", Duration::from_secs(60), |s| {
+        phase(&s["compute_nodes"]["compute-1"]) == Some("done")
+    });
+    assert_recovered(&c, "compute-1", "ha-1", &ids);
+    let s = c.wait("both living hosts degraded", Duration::from_secs(20), |s| {
+        s["compute_nodes"]["compute-2"]["degraded"] == "nova=stale consul=healthy tcp=healthy"
+            && s["compute_nodes"]["compute-3"]["degraded"] == "nova=up consul=failed"
+    });
+    for n in ["compute-2", "compute-3"] {
+        let st = &s["compute_nodes"][n];
+        assert_eq!(
+            (&st["failed"], &st["number_fails"]),
+            (&Value::Bool(false), &Value::from(0)),
+            "{st}"
+        );
+        assert_eq!(c.server_ids_on(n).len(), 2, "{n}'s servers stayed");
+    }
+    // Nova still reads every killed nova-compute up (service_down_time is
+    // an hour): compute-1 was detected by its heartbeat's age alone.
+    assert_eq!(c.sim().service("compute-2").unwrap().1, "up");
+    let m = c.metrics(&leader);
+    for line in [
+        "novaha_node_degraded{node=\"compute-2\"} 1",
+        "novaha_node_degraded{node=\"compute-3\"} 1",
+        "novaha_recoveries_total{result=\"done\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in:\n{m}");
+    }
+    assert_eq!(c.count_in_logs("node fenced"), 1, "{}", c.logs());
+    // Each degradation logged once, not every cycle (a dying host may
+    // be degraded for a moment too: its agent goes quiet before its
+    // heartbeat is stale).
+    std::thread::sleep(Duration::from_secs(2));
+    let logs = c.logs();
+    for n in ["compute-2", "compute-3"] {
+        let lines = logs
+            .lines()
+            .filter(|l| l.contains("node degraded") && l.contains(&format!("node={n}")))
+            .count();
+        assert_eq!(lines, 1, "{n}:\n{logs}");
     }
 }

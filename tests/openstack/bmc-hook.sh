@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chassis_control program of one simulated BMC (ipmi_sim runs it).
 # Keeps the node's power state in STATE_DIR/bmc/HOST/power and makes it
-# real: power off cuts the node's nova-compute (KILL, no shutdown), power on
-# starts it again. Every call is appended to STATE_DIR/bmc/HOST/calls.log
+# real: power off cuts the whole host (host.sh kill: its nova-compute,
+# Consul agent and sshd stand-in, KILL, no shutdown), power on starts them
+# again. Every call is appended to STATE_DIR/bmc/HOST/calls.log
 # with a timestamp, so a test can see which node was fenced when.
 #
 # Usage (by ipmi_sim): bmc-hook.sh STATE_DIR HOST get power
@@ -19,14 +20,14 @@ case "$*" in
     "get power") echo "power:$(power)" ;;
     "set power 0"|"set shutdown"*)
         echo 0 > "$d/power"
-        bash "$here/compute.sh" "$S" kill "$host" >>"$d/hook.log" 2>&1 ;;
+        bash "$here/host.sh" "$S" kill "$host" >>"$d/hook.log" 2>&1 ;;
     "set power 1")
         echo 1 > "$d/power"
-        bash "$here/compute.sh" "$S" start "$host" >>"$d/hook.log" 2>&1 ;;
+        bash "$here/host.sh" "$S" start "$host" >>"$d/hook.log" 2>&1 ;;
     "set reset"*)
         if [ "$(power)" = 1 ]; then
-            bash "$here/compute.sh" "$S" kill "$host" >>"$d/hook.log" 2>&1
-            bash "$here/compute.sh" "$S" start "$host" >>"$d/hook.log" 2>&1
+            bash "$here/host.sh" "$S" kill "$host" >>"$d/hook.log" 2>&1
+            bash "$here/host.sh" "$S" start "$host" >>"$d/hook.log" 2>&1
         fi ;;
     "set boot"*) ;;
     *) echo "bmc-hook: unsupported request: $*" >&2; exit 1 ;;

@@ -3,7 +3,7 @@
 # as a node's power-off / power-on would (the BMC hook calls it too).
 #
 # Usage: compute.sh STATE_DIR stop|kill|start|status HOST
-#   stop: TERM, then KILL after a grace; kill: KILL at once (a power cut);
+#   stop: TERM, then KILL after a grace; kill: KILL at once, no TERM (a crash);
 #   start: starts it if it is not running; status: prints running|stopped.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -13,7 +13,7 @@ S="$(realpath -m "$1")"; action="$2"; host="$3"
 pidf="$S/run/nova-compute-$host.pid"
 case "$action" in
     stop) stop_pidfiles "${NOVAHA_OPENSTACK_GRACE:-10}" "$pidf" ;;
-    kill) stop_pidfiles 0 "$pidf" ;;
+    kill) kill_pidfiles "$pidf" ;;
     start) start_compute "$S" "$host" ;;
     status) if alive "$pidf"; then echo running; else echo stopped; fi ;;
     *) osdie "compute.sh: unknown action $action" ;;

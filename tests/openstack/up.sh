@@ -3,9 +3,12 @@
 # requirements.txt) on loopback only, for novaha's end-to-end tests:
 #   MariaDB, RabbitMQ (+ its own epmd), keystone, placement, glance,
 #   nova-api (these four under gunicorn), nova-conductor, nova-scheduler,
-#   nova-compute on compute-1..3 plus the spare ha-1 (disabled in Nova: it is
-#   novaha's HA node), a Neutron stand-in, and one simulated BMC (ipmi_sim)
-#   per compute whose power-off stops that node's nova-compute.
+#   a Consul agent (the controller's), and four compute hosts, compute-1..3
+#   plus the spare ha-1 (disabled in Nova: it is novaha's HA node), each
+#   running nova-compute, its own Consul client agent (node name = host)
+#   and an sshd stand-in on its own loopback address (127.0.0.11..14);
+#   a Neutron stand-in, and one simulated BMC (ipmi_sim) per host whose
+#   power-off kills the whole host.
 #
 # Usage: up.sh STATE_DIR [OWNER_PID]
 #   Every port is picked free at run time; configs, data, pid files and logs
@@ -25,10 +28,11 @@ mkdir -p "$(dirname "$S")"
 exec 9>"$S.lock"
 flock 9
 
-# The processes that must run for the stack to count as up. The computes
-# are left out: tests stop and start them on purpose (compute.sh, the BMCs).
+# The processes that must run for the stack to count as up.
+# The computes are left out, and so are the rest of each host (its Consul
+# agent and sshd stand-in): tests kill hosts on purpose (host.sh, the BMCs).
 CORE=(mariadb epmd rabbitmq keystone placement glance nova-api nova-conductor
-      nova-scheduler neutron-stub bmc-compute-1 bmc-compute-2 bmc-compute-3 bmc-ha-1)
+      nova-scheduler neutron-stub consul bmc-compute-1 bmc-compute-2 bmc-compute-3 bmc-ha-1)
 stack_up() {
     [ -s "$S/env" ] || return 1
     local n
@@ -76,6 +80,61 @@ for s in socks:
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
+# The controller's Consul agent (a dev server on 127.0.0.1: HTTP, serf LAN
+# and WAN, server RPC), each on a free port.
+read -r CONSUL_HTTP_PORT CONSUL_SERF_PORT CONSUL_WAN_PORT CONSUL_SERVER_PORT < <("$PY" - <<'PY'
+import socket
+socks = []
+while len(socks) < 4:
+    t = socket.socket(); t.bind(("127.0.0.1", 0))
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", t.getsockname()[1]))  # serf needs TCP and UDP
+    except OSError:
+        continue
+    socks.append((t, u))
+print(" ".join(str(t.getsockname()[1]) for t, _ in socks))
+PY
+)
+# Each host's own loopback address (127.0.0.11, .12, ...) with free ports
+# there for its agent's HTTP API and its serf (TCP+UDP), and one sshd port
+# free on every host's address (as port 22 is on real hosts: novaha's
+# `[monitor.tcp] port` is one port for all).
+HOST_PORTS="$("$PY" - compute-1 compute-2 compute-3 ha-1 <<'PY'
+import socket, sys
+hosts = sys.argv[1:]
+ips = [f"127.0.0.{11 + i}" for i in range(len(hosts))]
+held = []
+def free(ip, port=0):
+    t = socket.socket(); t.bind((ip, port))
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind((ip, t.getsockname()[1]))
+    except OSError:
+        t.close(); raise
+    held.extend((t, u))
+    return t.getsockname()[1]
+while True:
+    try:
+        ssh = free(ips[0])
+        for ip in ips[1:]:
+            free(ip, ssh)
+        break
+    except OSError:
+        continue
+print(f"SSH_PORT={ssh}")
+for ip, host in zip(ips, hosts):
+    ports = []
+    while len(ports) < 2:
+        try:
+            ports.append(free(ip))
+        except OSError:
+            continue
+    key = host.upper().replace("-", "_")
+    print(f"HOST_IP_{key}={ip}\nHOST_SSH_PORT_{key}={ssh}\n"
+          f"HOST_CONSUL_HTTP_PORT_{key}={ports[0]}\nHOST_CONSUL_SERF_PORT_{key}={ports[1]}")
+PY
+)"
 rand() { "$PY" -c 'import secrets; print(secrets.token_hex(12))'; }
 ADMIN_PASSWORD="$(rand)"; SERVICE_PASSWORD="$(rand)"; DB_PASSWORD="$(rand)"; BMC_PASSWORD="$(rand | cut -c1-16)"  # IPMI passwords: 16 bytes at most
 COMPUTE_HOSTS="compute-1 compute-2 compute-3"
@@ -102,7 +161,16 @@ BMC_USER=admin
 BMC_PASSWORD=$BMC_PASSWORD
 COMPUTE_HOSTS='$COMPUTE_HOSTS'
 HA_HOST=$HA_HOST
+CONSUL_HTTP_PORT=$CONSUL_HTTP_PORT
+CONSUL_SERF_PORT=$CONSUL_SERF_PORT
+CONSUL_WAN_PORT=$CONSUL_WAN_PORT
+CONSUL_SERVER_PORT=$CONSUL_SERVER_PORT
+$HOST_PORTS
 ENV
+# Nova's heartbeat timers: short by default (a dead compute reads down in
+# 8-10 s); tests/openstack/timers.sh switches a running stack to others
+# (Nova's production 10/60) and back.
+echo "2 10" > "$S/timers"
 set -a; source "$S/ports.env"; set +a
 
 # render TEMPLATE OUT [KEY=VALUE...]: replaces @NAME@ from the environment.
@@ -154,7 +222,7 @@ render keystone.conf "$S/etc/keystone/keystone.conf"
 render placement.conf "$S/etc/placement/placement.conf"
 render glance-api.conf "$S/etc/glance/glance-api.conf"
 cp "$VENV/etc/glance/glance-api-paste.ini" "$S/etc/glance/"
-render nova.conf "$S/etc/nova/nova.conf"
+render nova.conf "$S/etc/nova/nova.conf" REPORT_INTERVAL=2 SERVICE_DOWN_TIME=10
 cp "$VENV/etc/nova/api-paste.ini" "$S/etc/nova/"
 for h in $COMPUTE_HOSTS $HA_HOST; do
     render compute.conf "$S/etc/nova/compute-$h.conf" HOST="$h"
@@ -196,13 +264,7 @@ OS_BOOTSTRAP_PASSWORD="$ADMIN_PASSWORD" "${KM[@]}" bootstrap \
     || osdie "keystone bootstrap failed (see $S/log/keystone-manage.log)"
 
 # wsgi NAME PORT MODULE ENVVAR=VALUE: one gunicorn (1 worker, 4 threads).
-wsgi() {
-    local name="$1" port="$2" module="$3"; shift 3
-    start_bg "$S" "$name" env NOVAHA_WSGI_MODULE="$module" "$@" \
-        "$VENV/bin/gunicorn" --bind "127.0.0.1:$port" --workers 1 --threads 4 \
-        --timeout 300 --graceful-timeout 5 --chdir "$OS_HARNESS" --name "novaha-$name" \
-        wsgi_app:application
-}
+wsgi() { start_wsgi "$S" "$@"; }
 wsgi keystone "$KEYSTONE_PORT" keystone.wsgi.api OS_KEYSTONE_CONFIG_DIR="$S/etc/keystone"
 # Service users and catalog, beside the database syncs below.
 "$PY" "$OS_HARNESS/bootstrap.py" "$S" identity 2>>"$S/log/bootstrap.log" &
@@ -238,8 +300,15 @@ wsgi nova-api "$NOVA_PORT" nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$S/etc/no
 start_bg "$S" neutron-stub "$PY" "$OS_HARNESS/neutron_stub.py" "$NEUTRON_PORT"
 start_bg "$S" nova-conductor "$VENV/bin/nova-conductor" --config-file "$S/etc/nova/nova.conf"
 start_bg "$S" nova-scheduler "$VENV/bin/nova-scheduler" --config-file "$S/etc/nova/nova.conf"
+# The controller's Consul agent, then each host: nova-compute, its Consul
+# client agent (joined to the controller's), its sshd stand-in.
+mkdir -p "$S/consul"
+start_bg "$S" consul "$(os_consul)" agent -dev -node novaha-controller \
+    -bind 127.0.0.1 -client 127.0.0.1 -http-port "$CONSUL_HTTP_PORT" -dns-port -1 \
+    -grpc-port -1 -serf-lan-port "$CONSUL_SERF_PORT" -serf-wan-port "$CONSUL_WAN_PORT" \
+    -server-port "$CONSUL_SERVER_PORT" -log-level warn
 for h in $COMPUTE_HOSTS $HA_HOST; do
-    start_compute "$S" "$h"
+    start_host "$S" "$h"
 done
 
 # --- one simulated BMC per compute -----------------------------------------
@@ -257,6 +326,18 @@ for h in $COMPUTE_HOSTS $HA_HOST; do
     printf '%s=%s\n' "$var" "${bmc_ports[$i]}" >> "$S/ports.env"
     i=$((i + 1))
 done
+
+# Every host's agent a passing member of the controller's Consul.
+members_ok() {
+    "$PY" - "http://127.0.0.1:$CONSUL_HTTP_PORT" $COMPUTE_HOSTS $HA_HOST <<'PY'
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1] + "/v1/health/state/passing", timeout=5) as r:
+    seen = {c["Node"] for c in json.load(r) if c["CheckID"] == "serfHealth"}
+sys.exit(0 if set(sys.argv[2:]) <= seen else 1)
+PY
+}
+wait_for "every host's consul agent" 60 members_ok
+oslog "consul up on 127.0.0.1:$CONSUL_HTTP_PORT, one client agent per host"
 
 # --- wait, discover, seed (image, flavor, the disabled HA node) ------------
 "$PY" "$OS_HARNESS/bootstrap.py" "$S" seed > "$S/bootstrap.out" 2> >(tee -a "$S/log/bootstrap.log" >&2) \
@@ -285,6 +366,8 @@ done
     echo "BMC_USER=admin"
     echo "BMC_PASSWORD_FILE=$S/bmc/compute-1/password"
     grep '^BMC_PORT_' "$S/ports.env"
+    echo "CONSUL_HTTP_ADDR=http://127.0.0.1:$CONSUL_HTTP_PORT"
+    printf '%s\n' "$HOST_PORTS"
     echo "RABBIT_PORT=$RABBIT_PORT"
     echo "DB_PORT=$DB_PORT"
     echo "STATE_DIR=$S"

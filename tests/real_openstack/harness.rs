@@ -1,8 +1,11 @@
 //! The shared harness of the real-OpenStack end-to-end tests and of the
 //! benchmark (crates/daemon/benches/real_openstack.rs): takes the stack's
-//! lease, starts a Consul agent and an SMTP server, seeds the K/V tree with
-//! the CLI, runs `novaha run` processes, and reads what an operator would
-//! (Nova, `novaha status --json`, the BMC logs, the mails).
+//! lease (with the Nova timers the test asks for), starts an SMTP server,
+//! seeds the K/V tree with the CLI under the test's own prefix in the
+//! stack's Consul (the controller's agent, in the same LAN as every host's
+//! agent), runs `novaha run` processes watching the three signals (nova,
+//! each host's Consul agent, each host's sshd stand-in), and reads what an
+//! operator would (Nova, `novaha status --json`, the BMC logs, the mails).
 
 #![allow(dead_code)]
 
@@ -12,9 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::novaha;
-use novaha_testkit::openstack::{Lease, Nova, OpenStack};
+use novaha_testkit::openstack::{Lease, Nova, OpenStack, Timers};
 use novaha_testkit::process::{ChildGuard, free_port, tool};
 use novaha_testkit::smtp::{CapturedMessage, SmtpOptions, SmtpServer};
 use serde_json::{Value, json};
@@ -42,6 +44,43 @@ pub struct Settings {
     pub concurrency: usize,
     /// `[evacuate] target` (`ha_node`, `ha_node_then_scheduler`, ...).
     pub target: &'static str,
+    /// Nova's heartbeat timers during the test, and novaha's `[monitor]`.
+    pub detection: Detection,
+}
+
+/// Nova's timers and novaha's detection keys. The daemons always watch
+/// the three signals: `nova`, `consul` (each host's agent, `serfHealth`)
+/// and `tcp` (each host's sshd stand-in).
+#[derive(Clone, Copy, Debug)]
+pub struct Detection {
+    /// Nova's `report_interval` / `service_down_time`.
+    pub timers: Timers,
+    /// `[monitor] interval`.
+    pub interval: &'static str,
+    /// `[monitor] threshold`.
+    pub threshold: u32,
+    /// `[monitor.nova] stale_after`, when set.
+    pub stale_after: Option<&'static str>,
+}
+
+impl Detection {
+    /// The short timers (down after 8-10 s), a 1 s cycle, threshold 1, no
+    /// heartbeat age: detection through Nova's own `down`.
+    pub const SHORT: Detection = Detection {
+        timers: Timers::SHORT,
+        interval: "1s",
+        threshold: 1,
+        stale_after: None,
+    };
+    /// Nova's production timers (`report_interval = 10`,
+    /// `service_down_time = 60`) with fast detection: a 2 s cycle,
+    /// threshold 2, `stale_after = "15s"`.
+    pub const PRODUCTION_FAST: Detection = Detection {
+        timers: Timers::PRODUCTION,
+        interval: "2s",
+        threshold: 2,
+        stale_after: Some("15s"),
+    };
 }
 
 /// One `novaha run`, killed (SIGKILL) when dropped and also when the test
@@ -64,7 +103,6 @@ impl Daemon {
 pub struct Harness<'a> {
     pub daemons: Vec<Daemon>,
     pub smtp: SmtpServer,
-    pub agent: ConsulAgent,
     pub dir: tempfile::TempDir,
     pub prefix: String,
     pub nova: Nova,
@@ -75,13 +113,13 @@ pub struct Harness<'a> {
 }
 
 impl<'a> Harness<'a> {
-    /// Takes the lease, starts Consul and SMTP, gives the servers' owner an
-    /// e-mail address, seeds the K/V tree (every compute's BMC, the HA node)
-    /// with the CLI, and writes the configs. No daemon runs yet.
+    /// Takes the lease (Nova at the timers of `settings`), starts SMTP,
+    /// gives the servers' owner an e-mail address, seeds the K/V tree
+    /// (every compute's BMC, the HA node) with the CLI, and writes the
+    /// configs. No daemon runs yet.
     pub fn start(prefix: &str, settings: Settings) -> Self {
-        let stack = OpenStack::shared().lease();
+        let stack = OpenStack::shared().lease_with(settings.detection.timers);
         let nova = stack.nova();
-        let agent = ConsulAgent::start();
         let smtp = SmtpServer::start(SmtpOptions::default());
         let dir = tempfile::tempdir().unwrap();
         let bmc_log_start = stack
@@ -96,13 +134,18 @@ impl<'a> Harness<'a> {
         let h = Harness {
             daemons: Vec::new(),
             smtp,
-            agent,
             dir,
             prefix: prefix.to_owned(),
             nova,
             bmc_log_start,
             stack,
         };
+        // The stack's Consul outlives tests: start from an empty tree under
+        // this test's prefix (a killed earlier run may have left one).
+        let (status, body) = h
+            .stack
+            .consul_http("DELETE", &format!("/v1/kv/{}?recurse", h.prefix), b"");
+        assert_eq!(status, 200, "clear {}: {}", h.prefix, String::from_utf8_lossy(&body));
         h.set_owner_email();
         for id in ["admin", "a", "b"] {
             h.write_config(id, &settings);
@@ -175,6 +218,18 @@ impl<'a> Harness<'a> {
             .max_microversion
             .map(|v| format!("max_microversion = \"{v}\"\n"))
             .unwrap_or_default();
+        let d = s.detection;
+        let stale = d
+            .stale_after
+            .map(|v| format!("stale_after = \"{v}\"\n"))
+            .unwrap_or_default();
+        let addresses = self
+            .stack
+            .all_hosts()
+            .iter()
+            .map(|h| format!("\"{h}\" = \"{}\"", self.stack.host_ip(h)))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
             r#"[consul]
 address = "{consul}"
@@ -193,8 +248,20 @@ clouds_file = "{clouds}"
 timeout = "60s"
 {mv}
 [monitor]
-interval = "1s"
-threshold = 1
+interval = "{interval}"
+threshold = {threshold}
+signals = ["nova", "consul", "tcp"]
+
+[monitor.nova]
+{stale}
+[monitor.consul]
+checks = ["serfHealth"]
+timeout = "2s"
+
+[monitor.tcp]
+port = {ssh_port}
+timeout = "1s"
+addresses = {{ {addresses} }}
 
 [fence]
 driver = "ipmi"
@@ -231,7 +298,10 @@ listen = "127.0.0.1:{http}"
 format = "text"
 level = "info"
 "#,
-            consul = self.agent.http_addr(),
+            consul = self.stack.consul_addr,
+            interval = d.interval,
+            threshold = d.threshold,
+            ssh_port = self.stack.ssh_port(&self.stack.computes[0]),
             prefix = self.prefix,
             cloud = OpenStack::CLOUD,
             clouds = self.stack.clouds_yaml.display(),
@@ -302,13 +372,15 @@ level = "info"
             .join("\n")
     }
 
-    /// `novaha status --json`.
+    /// `novaha status --json` (exit 0, or 4 when something needs a human:
+    /// the document says what).
     pub fn status(&self) -> Value {
         let cfg = self.config_path("admin");
         let o = novaha(bin(), &["status", "--json", "-c", cfg.to_str().unwrap()]);
         assert!(
-            o.status.success(),
-            "novaha status: {}",
+            matches!(o.status.code(), Some(0 | 4)),
+            "novaha status: {:?}: {}",
+            o.status,
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap()
@@ -348,10 +420,37 @@ level = "info"
         s["leader"]["id"].as_str().unwrap().to_owned()
     }
 
+    /// The raw value of `key` in the stack's Consul.
+    pub fn kv_get(&self, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self
+            .stack
+            .consul_http("GET", &format!("/v1/kv/{key}?raw"), b"");
+        match status {
+            200 => Some(body),
+            404 => None,
+            s => panic!(
+                "consul GET {key}: HTTP {s}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+
+    /// PUTs raw bytes at `key` in the stack's Consul (no CAS), as an
+    /// operator would in the UI.
+    pub fn kv_put(&self, key: &str, value: &[u8]) {
+        let (status, body) = self
+            .stack
+            .consul_http("PUT", &format!("/v1/kv/{key}"), value);
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).trim()),
+            (200, "true"),
+            "consul PUT {key}"
+        );
+    }
+
     /// The K/V value at `rel` under the prefix, as JSON.
     pub fn kv_json(&self, rel: &str) -> Option<Value> {
-        self.agent
-            .kv_get(&format!("{}/{rel}", self.prefix))
+        self.kv_get(&format!("{}/{rel}", self.prefix))
             .map(|raw| serde_json::from_slice(&raw).unwrap())
     }
 

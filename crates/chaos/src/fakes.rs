@@ -564,6 +564,7 @@ impl Observe for ChaosMonitor {
                 problems: vec![Problem::NovaUnreachable {
                     error: "injected 503".into(),
                 }],
+                ..Observation::default()
             };
         }
         let now = Instant::now();
@@ -587,6 +588,7 @@ impl Observe for ChaosMonitor {
         Observation {
             nova: Some(nova),
             problems: Vec::new(),
+            ..Observation::default()
         }
     }
 }

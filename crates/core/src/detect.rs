@@ -33,8 +33,29 @@
 //! that is still dead gets it recovered, late. Between the operator's flags
 //! and the runner's reset (flags False, record still present) the node is
 //! not judged at all ([`SkipReason::ResetPending`]).
+//!
+//! ## Heartbeat ages and degraded nodes
+//!
+//! With `[monitor.nova] stale_after` set, the monitor also names the nodes
+//! whose heartbeat is older than that by Nova's clock ([`judge_with`]'s
+//! `stale`): their `nova` signal reads [`NovaReading::Stale`], which fails
+//! like `down`. Agreement stays the rule: a node fails a cycle only when
+//! every configured signal says failed, so a stale node whose Consul agent
+//! or sshd answers is never counted.
+//!
+//! A judged node (not skipped, not invalid) is **degraded** when its
+//! configured signals disagree: at least one reads failed and at least one
+//! healthy ([`NodeSignals::disagreement`]). Examples: Nova reads it down or
+//! stale while its Consul checks pass or its port answers (nova-compute
+//! died on a living host); Nova reads it up while every configured Consul
+//! check is critical (its agent died). Degraded never counts, fences or
+//! resets anything by itself; it is reported: `internal/degraded` holds the
+//! readings (`nova=stale consul=healthy tcp=healthy`) while it lasts, and
+//! the judgement writes or deletes it, with an event, only when the
+//! readings change, so the caller logs each change once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -94,12 +115,109 @@ pub struct NodeSignals {
     pub tcp_failed: Option<bool>,
 }
 
+/// What the `nova` signal reads of one node this cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NovaReading {
+    /// `state=up`, not forced down, and (with `[monitor.nova] stale_after`)
+    /// a heartbeat younger than that.
+    Up,
+    /// `state=up`, but the heartbeat (`updated_at`) is older than
+    /// `[monitor.nova] stale_after` by Nova's own clock: its nova-compute
+    /// stopped reporting before Nova's `service_down_time` ran out.
+    Stale,
+    /// `state=down`, or forced down.
+    Down,
+}
+
+impl NovaReading {
+    /// The reading of `service`; `stale` is the monitor's heartbeat-age
+    /// verdict (always false without `stale_after`).
+    pub fn of(service: &NovaService, stale: bool) -> Self {
+        if !service.up || service.forced_down {
+            Self::Down
+        } else if stale {
+            Self::Stale
+        } else {
+            Self::Up
+        }
+    }
+
+    /// True when the `nova` signal says the node failed.
+    pub fn failed(self) -> bool {
+        self != Self::Up
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Stale => "stale",
+            Self::Down => "down",
+        }
+    }
+}
+
+/// The readings of a node whose configured signals disagree: at least one
+/// says failed and at least one says healthy. Such a node is never counted
+/// as failing (agreement is the rule), but an operator should look at it:
+/// a nova-compute that died on a living host, a Consul agent that died
+/// under a working nova-compute. Its `Display` is what
+/// `internal/degraded` holds: `nova=stale consul=healthy tcp=healthy`
+/// (signals not configured or not probed are left out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Disagreement {
+    /// The `nova` signal.
+    pub nova: NovaReading,
+    /// The `consul` signal (`None`: not configured).
+    pub consul_failed: Option<bool>,
+    /// The `tcp` signal (`None`: not configured or not probed).
+    pub tcp_failed: Option<bool>,
+}
+
+impl fmt::Display for Disagreement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = |failed: bool| if failed { "failed" } else { "healthy" };
+        write!(f, "nova={}", self.nova.as_str())?;
+        if let Some(c) = self.consul_failed {
+            write!(f, " consul={}", word(c))?;
+        }
+        if let Some(t) = self.tcp_failed {
+            write!(f, " tcp={}", word(t))?;
+        }
+        Ok(())
+    }
+}
+
 impl NodeSignals {
     /// True when every configured signal says the node failed: Nova reports
     /// it down (or forced down) and no extra signal says it is healthy.
+    /// Heartbeat ages are not considered: see [`NodeSignals::all_failed_with`].
     pub fn all_failed(&self) -> bool {
-        let nova_down = !self.nova.up || self.nova.forced_down;
-        nova_down && self.consul_failed != Some(false) && self.tcp_failed != Some(false)
+        self.all_failed_with(false)
+    }
+
+    /// As [`NodeSignals::all_failed`], with the monitor's heartbeat-age
+    /// verdict: a `stale` node fails the `nova` signal even while Nova
+    /// still reports it up.
+    pub fn all_failed_with(&self, stale: bool) -> bool {
+        NovaReading::of(&self.nova, stale).failed()
+            && self.consul_failed != Some(false)
+            && self.tcp_failed != Some(false)
+    }
+
+    /// The node's readings when its configured signals disagree (one says
+    /// failed, another healthy), else `None`. Pure; `stale` as in
+    /// [`NodeSignals::all_failed_with`].
+    pub fn disagreement(&self, stale: bool) -> Option<Disagreement> {
+        let nova = NovaReading::of(&self.nova, stale);
+        let readings = [Some(nova.failed()), self.consul_failed, self.tcp_failed];
+        let any_failed = readings.contains(&Some(true));
+        let any_healthy = readings.contains(&Some(false));
+        (any_failed && any_healthy).then_some(Disagreement {
+            nova,
+            consul_failed: self.consul_failed,
+            tcp_failed: self.tcp_failed,
+        })
     }
 }
 
@@ -206,6 +324,26 @@ pub enum DetectEvent {
         /// When the grace started.
         since: DateTime<Utc>,
     },
+    /// A judged node's signals disagree, and did not (or differently) at
+    /// the last cycle: `internal/degraded` is written. Emitted once per
+    /// change, never every cycle. The node is not counted as failing.
+    Degraded {
+        /// The node.
+        node: NodeName,
+        /// What each signal reads now.
+        readings: Disagreement,
+        /// What `internal/degraded` held before (`None`: not degraded).
+        previous: Option<String>,
+    },
+    /// A node that was degraded no longer is (its signals agree again, or
+    /// it is no longer judged: disabled, in maintenance): `internal/degraded`
+    /// is deleted.
+    DegradedCleared {
+        /// The node.
+        node: NodeName,
+        /// What `internal/degraded` held.
+        previous: String,
+    },
 }
 
 /// The bound of the wait after an administrator's reset, and the time of
@@ -294,12 +432,14 @@ fn reset_pending(st: &ComputeNodeState) -> bool {
 fn awaiting(
     st: Option<&ComputeNodeState>,
     signals: &NodeSignals,
+    stale: bool,
     clock: Option<&ResetGrace>,
 ) -> Await {
     let Some(st) = st.filter(|st| st.awaiting_up.get() == Some(true)) else {
         return Await::Keep;
     };
-    if signals.nova.up && !signals.nova.forced_down {
+    // A stale heartbeat is not "up": the wait goes on.
+    if NovaReading::of(&signals.nova, stale) == NovaReading::Up {
         return Await::Up;
     }
     let since = st.awaiting_up_since.value.clone().ok().flatten();
@@ -320,16 +460,40 @@ pub fn judge(
     judge_at(schema, state, nova, thresholds, None)
 }
 
-/// Judges one cycle. `nova` is `None` when Nova (or Keystone) could not be
-/// reached: then nothing is judged and nothing is written. Otherwise it maps
-/// each host Nova reports to what was observed about it. `clock` bounds the
-/// wait after an administrator's reset (`None` = wait for Nova, unbounded).
-///
-/// Pure and deterministic: the same inputs give the same plan.
+/// Judges one cycle with no heartbeat ages (`[monitor.nova] stale_after`
+/// unset): [`judge_with`] with no stale node.
 pub fn judge_at(
     schema: &Schema,
     state: &ClusterState,
     nova: Option<&BTreeMap<NodeName, NodeSignals>>,
+    thresholds: &Thresholds,
+    clock: Option<&ResetGrace>,
+) -> Judgement {
+    judge_with(schema, state, nova, &BTreeSet::new(), thresholds, clock)
+}
+
+/// Judges one cycle. `nova` is `None` when Nova (or Keystone) could not be
+/// reached: then nothing is judged and nothing is written. Otherwise it maps
+/// each host Nova reports to what was observed about it. `stale` names the
+/// nodes whose heartbeat the monitor found older than `[monitor.nova]
+/// stale_after` (empty when unset: then the judgement is exactly
+/// [`judge_at`]'s): their `nova` signal reads failed even while Nova still
+/// reports them up; like any signal it counts only when every other
+/// configured signal agrees, and the mass-failure guard sees them as it sees
+/// any failing node. `clock` bounds the wait after an administrator's reset
+/// (`None` = wait for Nova, unbounded).
+///
+/// A judged node whose signals disagree is reported as degraded
+/// ([`NodeSignals::disagreement`]): its `internal/degraded` key holds the
+/// readings while it lasts, written and deleted only when they change, with
+/// a [`DetectEvent::Degraded`] or [`DetectEvent::DegradedCleared`] event.
+///
+/// Pure and deterministic: the same inputs give the same plan.
+pub fn judge_with(
+    schema: &Schema,
+    state: &ClusterState,
+    nova: Option<&BTreeMap<NodeName, NodeSignals>>,
+    stale: &BTreeSet<NodeName>,
     thresholds: &Thresholds,
     clock: Option<&ResetGrace>,
 ) -> Judgement {
@@ -349,7 +513,7 @@ pub fn judge_at(
     let mut silent_unjudged = 0;
     for (node, signals) in nova {
         let stored = state.compute_nodes.get(node);
-        let silent = signals.nova.enabled && signals.all_failed();
+        let silent = signals.nova.enabled && signals.all_failed_with(stale.contains(node));
         if stored.is_some_and(|st| st.has_invalid() || st.maintenance.get() == Some(true)) && silent
         {
             silent_unjudged += 1;
@@ -386,10 +550,11 @@ pub fn judge_at(
         }
         // Nova reporting the node up ends the wait even while its service
         // is still disabled: its heartbeat is fresh.
-        let wait = awaiting(stored, signals, clock);
+        let is_stale = stale.contains(node);
+        let wait = awaiting(stored, signals, is_stale, clock);
         let verdict = if !signals.nova.enabled {
             Verdict::Skipped(SkipReason::Disabled)
-        } else if signals.all_failed() {
+        } else if signals.all_failed_with(is_stale) {
             if matches!(wait, Await::Waiting(_)) {
                 Verdict::AwaitingUp
             } else {
@@ -539,6 +704,48 @@ pub fn judge_at(
         }
         if stored.is_none_or(|s| s.recovered.modify_index == 0) {
             ops.push(KvOp::set(schema.recovered(node), format_bool(false), 0));
+        }
+        // The degraded report: only a judged node can be degraded.
+        let readings = match verdict {
+            Verdict::Skipped(_) => None,
+            _ => nova
+                .get(*node)
+                .and_then(|s| s.disagreement(stale.contains(*node))),
+        };
+        let (previous, degraded_index) = stored.map_or((None, 0), |s| {
+            (
+                s.degraded.value.clone().ok().flatten(),
+                s.degraded.modify_index,
+            )
+        });
+        match (readings, previous) {
+            (Some(now), previous) if previous.as_deref() != Some(now.to_string().as_str()) => {
+                ops.push(KvOp::set(
+                    schema.degraded(node),
+                    now.to_string(),
+                    degraded_index,
+                ));
+                out.events.push(DetectEvent::Degraded {
+                    node: (*node).clone(),
+                    readings: now,
+                    previous,
+                });
+            }
+            (Some(_), _) => {}
+            (None, previous) => {
+                if degraded_index != 0 {
+                    ops.push(KvOp::Delete {
+                        key: schema.degraded(node),
+                        cas: degraded_index,
+                    });
+                }
+                if let Some(previous) = previous {
+                    out.events.push(DetectEvent::DegradedCleared {
+                        node: (*node).clone(),
+                        previous,
+                    });
+                }
+            }
         }
         if !ops.is_empty() {
             out.writes.push(NodeWrite {
@@ -706,9 +913,14 @@ mod tests {
             Some(&nova(&[("c1", s)])),
             &Thresholds::default(),
         );
+        // Nova reads it down but the probe answers: not counted, and
+        // reported as degraded (the signals disagree).
         assert_eq!(
             ops_text(&j),
-            ["t/compute_nodes/c1/internal/number_fails=0 cas=3"]
+            [
+                "t/compute_nodes/c1/internal/number_fails=0 cas=3",
+                "t/compute_nodes/c1/internal/degraded=nova=down tcp=healthy cas=0",
+            ]
         );
         // Every configured signal agreeing counts.
         let mut s = sig(false, true);
@@ -1051,6 +1263,412 @@ mod tests {
         assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
         assert!(matches!(&j.events[..], [DetectEvent::Invalid { .. }]));
     }
+
+    fn stale() -> BTreeSet<NodeName> {
+        BTreeSet::new()
+    }
+
+    fn stale_of(nodes: &[&str]) -> BTreeSet<NodeName> {
+        nodes.iter().map(|n| NodeName::from(*n)).collect()
+    }
+
+    /// Up in Nova, with the given extra signals.
+    fn up_with(consul: Option<bool>, tcp: Option<bool>) -> NodeSignals {
+        let mut s = sig(true, true);
+        s.consul_failed = consul;
+        s.tcp_failed = tcp;
+        s
+    }
+
+    const COUNTED: [(&str, &str); 3] = [
+        ("compute_nodes/c1/status/failed", "False"),
+        ("compute_nodes/c1/status/recovered", "False"),
+        ("compute_nodes/c1/internal/number_fails", "2"),
+    ];
+
+    #[test]
+    fn a_stale_heartbeat_fails_the_nova_signal_while_nova_still_reads_up() {
+        let (schema, st) = state(&COUNTED);
+        let th = Thresholds {
+            threshold: 2,
+            ..Thresholds::default()
+        };
+        // Every signal agrees: counted, and failed over the threshold.
+        let n = nova(&[("c1", up_with(Some(true), Some(true)))]);
+        let j = judge_with(&schema, &st, Some(&n), &stale_of(&["c1"]), &th, None);
+        assert_eq!(
+            ops_text(&j),
+            [
+                "t/compute_nodes/c1/internal/number_fails=3 cas=3",
+                "t/compute_nodes/c1/status/failed=True cas=1",
+            ]
+        );
+        assert!(j.events.contains(&DetectEvent::Failed {
+            node: "c1".into(),
+            number_fails: 3
+        }));
+        // The same observation without the heartbeat verdict: Nova reads it
+        // up, so the count resets (and the other signals disagree with it).
+        let j = judge_with(&schema, &st, Some(&n), &stale(), &th, None);
+        assert!(
+            ops_text(&j).contains(&"t/compute_nodes/c1/internal/number_fails=0 cas=3".to_owned()),
+            "{:?}",
+            ops_text(&j)
+        );
+        // With nova the only signal, stale alone counts.
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", up_with(None, None))])),
+            &stale_of(&["c1"]),
+            &th,
+            None,
+        );
+        assert!(
+            j.events
+                .iter()
+                .any(|e| matches!(e, DetectEvent::Failed { .. }))
+        );
+        // A stale node Nova already reads down reads down.
+        let down = sig(false, true);
+        assert_eq!(NovaReading::of(&down.nova, true), NovaReading::Down);
+        assert_eq!(NovaReading::of(&down.nova, false), NovaReading::Down);
+        assert_eq!(
+            NovaReading::of(&sig(true, true).nova, true),
+            NovaReading::Stale
+        );
+    }
+
+    #[test]
+    fn agreement_stays_the_rule_a_lone_dead_nova_compute_or_consul_agent_is_never_counted() {
+        let (schema, st) = state(&COUNTED);
+        let th = Thresholds {
+            threshold: 0,
+            ..Thresholds::default()
+        };
+        // nova-compute alone died: stale (or down), its agent and sshd answer.
+        for (signals, stale_nodes) in [
+            (up_with(Some(false), Some(false)), stale_of(&["c1"])),
+            (up_with(Some(false), None), stale_of(&["c1"])),
+            (
+                {
+                    let mut s = sig(false, true);
+                    s.consul_failed = Some(false);
+                    s.tcp_failed = Some(false);
+                    s
+                },
+                stale(),
+            ),
+            // Nova down, the agent dead too, but sshd answers.
+            (
+                {
+                    let mut s = sig(false, true);
+                    s.consul_failed = Some(true);
+                    s.tcp_failed = Some(false);
+                    s
+                },
+                stale(),
+            ),
+            // The Consul agent alone died: Nova reads it up and fresh.
+            (up_with(Some(true), None), stale()),
+        ] {
+            let j = judge_with(
+                &schema,
+                &st,
+                Some(&nova(&[("c1", signals.clone())])),
+                &stale_nodes,
+                &th,
+                None,
+            );
+            let ops = ops_text(&j);
+            assert!(
+                ops.contains(&"t/compute_nodes/c1/internal/number_fails=0 cas=3".to_owned()),
+                "{signals:?}: {ops:?}"
+            );
+            assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
+            assert!(
+                j.events
+                    .iter()
+                    .any(|e| matches!(e, DetectEvent::Degraded { previous: None, .. })),
+                "{signals:?}: {:?}",
+                j.events
+            );
+        }
+    }
+
+    #[test]
+    fn degraded_is_disagreement_between_configured_signals() {
+        let d = |s: &NodeSignals, stale: bool| s.disagreement(stale).map(|d| d.to_string());
+        // Nova alone: nothing to disagree with.
+        assert_eq!(d(&sig(false, true), false), None);
+        assert_eq!(d(&sig(true, true), true), None);
+        // Every signal agrees, either way: not degraded.
+        assert_eq!(d(&up_with(Some(false), None), false), None);
+        let mut all_down = sig(false, true);
+        all_down.consul_failed = Some(true);
+        all_down.tcp_failed = Some(true);
+        assert_eq!(d(&all_down, false), None);
+        // Disagreements, with what each signal read.
+        assert_eq!(
+            d(&up_with(Some(false), Some(false)), true).as_deref(),
+            Some("nova=stale consul=healthy tcp=healthy")
+        );
+        assert_eq!(
+            d(&up_with(Some(true), None), false).as_deref(),
+            Some("nova=up consul=failed")
+        );
+        all_down.tcp_failed = Some(false);
+        assert_eq!(
+            d(&all_down, false).as_deref(),
+            Some("nova=down consul=failed tcp=healthy")
+        );
+        let mut forced = up_with(None, Some(false));
+        forced.nova.forced_down = true;
+        assert_eq!(d(&forced, false).as_deref(), Some("nova=down tcp=healthy"));
+    }
+
+    #[test]
+    fn the_degraded_report_is_written_once_per_change_and_cleared() {
+        let th = Thresholds::default();
+        let dead_nova = up_with(Some(false), Some(false));
+        // First cycle: written (create only), one event.
+        let (schema, st) = state(&COUNTED);
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", dead_nova.clone())])),
+            &stale_of(&["c1"]),
+            &th,
+            None,
+        );
+        assert!(
+            ops_text(&j).contains(
+                &"t/compute_nodes/c1/internal/degraded=nova=stale consul=healthy tcp=healthy cas=0"
+                    .to_owned()
+            ),
+            "{:?}",
+            ops_text(&j)
+        );
+        // Unchanged readings: nothing written, no event.
+        let mut pairs = COUNTED.to_vec();
+        pairs[2].1 = "0";
+        pairs.push((
+            "compute_nodes/c1/internal/degraded",
+            "nova=stale consul=healthy tcp=healthy",
+        ));
+        let (schema, st) = state(&pairs);
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", dead_nova.clone())])),
+            &stale_of(&["c1"]),
+            &th,
+            None,
+        );
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        assert!(j.events.is_empty(), "{:?}", j.events);
+        // Changed readings (Nova now reads it down): rewritten with CAS.
+        let mut down = dead_nova.clone();
+        down.nova.up = false;
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", down)])),
+            &stale(),
+            &th,
+            None,
+        );
+        assert_eq!(
+            ops_text(&j),
+            ["t/compute_nodes/c1/internal/degraded=nova=down consul=healthy tcp=healthy cas=4"]
+        );
+        assert!(
+            matches!(&j.events[..], [DetectEvent::Degraded { previous: Some(p), .. }]
+            if p == "nova=stale consul=healthy tcp=healthy")
+        );
+        // Agreement again (nova-compute restarted): deleted, one event.
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", up_with(Some(false), None))])),
+            &stale(),
+            &th,
+            None,
+        );
+        assert_eq!(
+            ops_text(&j),
+            ["delete t/compute_nodes/c1/internal/degraded cas=4"]
+        );
+        assert_eq!(
+            j.events,
+            [DetectEvent::DegradedCleared {
+                node: "c1".into(),
+                previous: "nova=stale consul=healthy tcp=healthy".into()
+            }]
+        );
+        // A node no longer judged (disabled) is no longer degraded.
+        let mut disabled = dead_nova.clone();
+        disabled.nova.enabled = false;
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", disabled)])),
+            &stale_of(&["c1"]),
+            &th,
+            None,
+        );
+        assert_eq!(
+            ops_text(&j),
+            ["delete t/compute_nodes/c1/internal/degraded cas=4"]
+        );
+        // An invalid node is skipped whole: its report is left alone.
+        pairs.push(("compute_nodes/c1/config/maintenance", "perhaps"));
+        let (schema, st) = state(&pairs);
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", up_with(Some(false), None))])),
+            &stale(),
+            &th,
+            None,
+        );
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+    }
+
+    #[test]
+    fn the_mass_failure_guard_holds_stale_nodes_back_as_it_does_down_ones() {
+        let (schema, st) = state(&[
+            ("compute_nodes/c1/internal/number_fails", "3"),
+            ("compute_nodes/c2/internal/number_fails", "3"),
+            ("compute_nodes/c3/internal/number_fails", "0"),
+        ]);
+        let failing = up_with(Some(true), Some(true));
+        let n = nova(&[
+            ("c1", failing.clone()),
+            ("c2", failing),
+            ("c3", up_with(Some(false), None)),
+        ]);
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&n),
+            &stale_of(&["c1", "c2"]),
+            &Thresholds::default(),
+            None,
+        );
+        assert!(j.mass_failure);
+        let ops = ops_text(&j);
+        assert!(ops.contains(&"t/compute_nodes/c1/internal/number_fails=4 cas=1".to_owned()));
+        assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
+        assert!(j.events.iter().any(|e| matches!(e,
+            DetectEvent::GuardTripped { held_back, .. } if held_back.len() == 2)));
+    }
+
+    #[test]
+    fn a_reset_node_with_a_stale_heartbeat_is_still_awaited() {
+        let (schema, st) = state(&RESET);
+        let j = judge_with(
+            &schema,
+            &st,
+            Some(&nova(&[("c1", sig(true, true))])),
+            &stale_of(&["c1"]),
+            &Thresholds::default(),
+            None,
+        );
+        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
+        assert!(matches!(&j.events[..], [DetectEvent::AwaitingUp { .. }]));
+    }
+
+    /// The judgement with a stale set is the judgement of the same cycle
+    /// with those nodes reading `state=down` instead (the degraded report
+    /// aside, which says `stale` for `down`): staleness changes nothing but
+    /// the nova signal, so with no stale node (`stale_after` unset) the
+    /// counts, flags and guard are those of the observation alone.
+    mod stale_is_down {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn signals() -> impl Strategy<Value = (bool, bool, bool, Option<bool>, Option<bool>, bool)>
+        {
+            (
+                any::<bool>(),
+                prop::bool::weighted(0.9),
+                prop::bool::weighted(0.1),
+                prop::option::of(any::<bool>()),
+                prop::option::of(any::<bool>()),
+                any::<bool>(),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn stale_nodes_are_judged_as_down_ones(
+                nodes in prop::collection::vec((signals(), 0u32..5, any::<bool>(), any::<bool>(), prop::option::of(0usize..3), prop::bool::weighted(0.2)), 1..6),
+                threshold in 0u32..4,
+                fraction in prop::sample::select(vec![0.3, 0.5, 1.0]),
+            ) {
+                let readings = ["nova=stale consul=healthy", "nova=up consul=failed", "nova=down tcp=healthy"];
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                let mut with_stale = BTreeMap::new();
+                let mut as_down = BTreeMap::new();
+                let mut stale_nodes = BTreeSet::new();
+                for (i, ((up, enabled, forced, consul, tcp, is_stale), fails, failed, awaiting, degraded, maintenance)) in nodes.iter().enumerate() {
+                    let name = format!("c{i}");
+                    if *maintenance {
+                        pairs.push((format!("compute_nodes/{name}/config/maintenance"), "True".into()));
+                    }
+                    pairs.push((format!("compute_nodes/{name}/internal/number_fails"), fails.to_string()));
+                    pairs.push((format!("compute_nodes/{name}/status/failed"), format_bool(*failed).into()));
+                    pairs.push((format!("compute_nodes/{name}/internal/awaiting_up"), format_bool(*awaiting).into()));
+                    if let Some(d) = degraded {
+                        pairs.push((format!("compute_nodes/{name}/internal/degraded"), readings[*d].into()));
+                    }
+                    let s = NodeSignals {
+                        nova: NovaService { id: name.clone(), up: *up, enabled: *enabled, forced_down: *forced },
+                        consul_failed: *consul,
+                        tcp_failed: *tcp,
+                    };
+                    let mut d = s.clone();
+                    if *is_stale {
+                        stale_nodes.insert(NodeName::from(name.as_str()));
+                        d.nova.up = false;
+                    }
+                    with_stale.insert(NodeName::from(name.as_str()), s);
+                    as_down.insert(NodeName::from(name.as_str()), d);
+                }
+                let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let (schema, st) = state(&refs);
+                // The down world's earlier reports said down where this one's said stale.
+                let down_pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.clone(), v.replace("nova=stale", "nova=down"))).collect();
+                let down_refs: Vec<(&str, &str)> = down_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let (_, st_down) = state(&down_refs);
+                let th = Thresholds { threshold, max_failed_fraction: fraction, max_failed_nodes: None };
+                let c = clock("2026-11-21T03:00:00Z", 600);
+                let a = judge_with(&schema, &st, Some(&with_stale), &stale_nodes, &th, Some(&c));
+                let b = judge_at(&schema, &st_down, Some(&as_down), &th, Some(&c));
+                // The degraded report may say stale where the other says
+                // down (and so be rewritten where the other is not): leave
+                // it out, and compare who is degraded instead.
+                let norm = |j: &Judgement| -> (Vec<String>, Vec<String>, bool) {
+                    let ops = ops_text(j).into_iter().filter(|o| !o.contains("/internal/degraded")).collect();
+                    let events = j.events.iter()
+                        .filter(|e| !matches!(e, DetectEvent::Degraded { .. } | DetectEvent::DegradedCleared { .. }))
+                        .map(|e| format!("{e:?}"))
+                        .collect();
+                    (ops, events, j.mass_failure)
+                };
+                for (n, s) in &with_stale {
+                    prop_assert_eq!(
+                        s.disagreement(stale_nodes.contains(n)).is_some(),
+                        as_down[n].disagreement(false).is_some()
+                    );
+                }
+                prop_assert_eq!(norm(&a), norm(&b));
+            }
+        }
+    }
+
     #[test]
     fn a_maintenance_with_an_end_is_skipped_until_it_ends_then_judged() {
         let (schema, st) = state(&[

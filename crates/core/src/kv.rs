@@ -182,6 +182,14 @@ impl Schema {
         format!("{}/internal/awaiting_up_since", self.compute_node(node))
     }
 
+    /// `compute_nodes/<node>/internal/degraded`: present while the node's
+    /// configured signals disagree (one says failed, another healthy), with
+    /// what each read (`nova=stale consul=healthy tcp=healthy`); written and
+    /// deleted by detection only, read by `novaha status`.
+    pub fn degraded(&self, node: &NodeName) -> String {
+        format!("{}/internal/degraded", self.compute_node(node))
+    }
+
     /// `compute_nodes/<node>/internal/runtime_config`.
     pub fn runtime_config(&self, node: &NodeName) -> String {
         format!("{}/internal/runtime_config", self.compute_node(node))
@@ -446,6 +454,10 @@ pub struct ComputeNodeState {
     pub awaiting_up: Field<bool>,
     /// `internal/awaiting_up_since`: when the reset grace started.
     pub awaiting_up_since: Field<Option<DateTime<Utc>>>,
+    /// `internal/degraded`: the signals' readings while they disagree
+    /// (trimmed; missing or empty = not degraded). Novaha's own report,
+    /// never a decision input: any text is accepted, so it is never invalid.
+    pub degraded: Field<Option<String>>,
     /// `internal/recovery`, when present.
     pub recovery: Field<Option<RecoveryRecord>>,
     /// `config/bmc/*`.
@@ -711,6 +723,14 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         parse_time,
         &mut invalid,
     );
+    let degraded_key = schema.degraded(&name);
+    let degraded = Field {
+        value: Ok(snap
+            .raw(&degraded_key)
+            .map(|r| String::from_utf8_lossy(r).trim().to_owned())
+            .filter(|t| !t.is_empty())),
+        modify_index: snap.cas_index(&degraded_key),
+    };
     let nf_key = schema.number_fails(&name);
     let number_fails = Field {
         value: parse_count(&nf_key, snap.raw(&nf_key)),
@@ -781,6 +801,7 @@ fn parse_compute(schema: &Schema, snap: &Snapshot, name: NodeName) -> ComputeNod
         shared_storage,
         awaiting_up,
         awaiting_up_since,
+        degraded,
         recovery,
         bmc,
         runtime_config,
@@ -941,6 +962,39 @@ mod tests {
         assert_eq!(c4.awaiting_up_since.value, Ok(None));
         assert_eq!(parse_time("k", Some(b" ")), Ok(None));
     }
+
+    #[test]
+    fn the_degraded_report_is_any_text_and_never_invalid() {
+        let s = Schema::new("p");
+        let st = ClusterState::parse(
+            &s,
+            &snap(&[
+                (
+                    "p/compute_nodes/c1/internal/degraded",
+                    b" nova=stale consul=healthy \n",
+                ),
+                ("p/compute_nodes/c2/internal/degraded", b""),
+                ("p/compute_nodes/c3/internal/degraded", &[0xff, 0xfe]),
+                ("p/compute_nodes/c4/status/failed", b"False"),
+            ]),
+        );
+        let c1 = &st.compute_nodes[&NodeName::from("c1")];
+        assert_eq!(
+            c1.degraded.value,
+            Ok(Some("nova=stale consul=healthy".to_owned()))
+        );
+        assert_ne!(c1.degraded.modify_index, 0);
+        let c2 = &st.compute_nodes[&NodeName::from("c2")];
+        assert_eq!(c2.degraded.value, Ok(None));
+        assert_ne!(c2.degraded.modify_index, 0, "present but empty");
+        let c3 = &st.compute_nodes[&NodeName::from("c3")];
+        assert!(matches!(c3.degraded.value, Ok(Some(_))));
+        assert!(!c3.has_invalid(), "a report never skips the node");
+        let c4 = &st.compute_nodes[&NodeName::from("c4")];
+        assert_eq!(c4.degraded.value, Ok(None));
+        assert_eq!(c4.degraded.modify_index, 0);
+    }
+
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s)
             .expect("a test timestamp")

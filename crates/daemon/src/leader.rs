@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use novaha_core::NodeName;
-use novaha_core::detect::{DetectEvent, ResetGrace, judge_at};
+use novaha_core::detect::{DetectEvent, ResetGrace, judge_with};
 use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use serde::Serialize;
@@ -239,6 +239,7 @@ impl LeaderCycle {
                 cn.number_fails.get().unwrap_or(0),
                 cn.failed.get() == Some(true),
             );
+            m.set_node_degraded(name, matches!(cn.degraded.value, Ok(Some(_))));
             match record {
                 Some(r) if r.phase != Phase::Done => {
                     let age = r
@@ -616,10 +617,12 @@ impl LeaderCycle {
             now: self.clock.now(),
             grace: stages.policy.reset.grace,
         };
-        let judgement = judge_at(
+        let stale: BTreeSet<NodeName> = observed.stale.keys().cloned().collect();
+        let judgement = judge_with(
             &self.schema,
             state,
             observed.nova.as_ref(),
+            &stale,
             &stages.thresholds,
             Some(&clock),
         );
@@ -695,15 +698,30 @@ impl LeaderCycle {
                     let grace = humantime::format_duration(clock.grace).to_string();
                     warn!(node = %node, since = %since, reset_grace = %grace, "node reset: Nova never reported it up within the reset grace; counting failures again");
                 }
+                DetectEvent::Degraded {
+                    node,
+                    readings,
+                    previous,
+                } => {
+                    let heartbeat_age_s = observed.stale.get(node).map(|a| a.as_secs());
+                    warn!(node = %node, signals = %readings, previous = ?previous, heartbeat_age_s = ?heartbeat_age_s, "node degraded: its signals disagree; not counted as failing, an operator should look");
+                }
+                DetectEvent::DegradedCleared { node, previous } => {
+                    info!(node = %node, previous = %previous, "node no longer degraded");
+                }
             }
         }
         if dry_run {
             for w in &judgement.writes {
                 for op in &w.ops {
-                    if let KvOp::Set { key, value, .. } = op {
-                        let base = snap_real_index(&rec.shadow, key, snap);
-                        rec.shadow.insert(key.clone(), (value.clone(), base));
-                    }
+                    // A delete is shadowed as an empty value, which every
+                    // deletable key reads as absent.
+                    let (key, value) = match op {
+                        KvOp::Set { key, value, .. } => (key, value.clone()),
+                        KvOp::Delete { key, .. } => (key, Vec::new()),
+                    };
+                    let base = snap_real_index(&rec.shadow, key, snap);
+                    rec.shadow.insert(key.clone(), (value, base));
                 }
             }
         } else {
@@ -731,9 +749,11 @@ impl LeaderCycle {
                 .collect();
             view.mass_failure = judgement.mass_failure;
             view.stale_after = self.interval * 3;
+            // Healthy as the judgement sees it: a stale heartbeat fails the
+            // nova signal here too.
             view.healthy = nova
                 .iter()
-                .filter(|(_, s)| !s.all_failed())
+                .filter(|(n, s)| !s.all_failed_with(stale.contains(*n)))
                 .map(|(n, _)| n.clone())
                 .collect();
         }
@@ -1092,6 +1112,50 @@ mod tests {
             commits
                 .iter()
                 .all(|ops| ops.len() == 1 && ops[0].key() == "p/novaha/last_cycle")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_degraded_gauge_follows_the_tree() {
+        let mem = store(
+            &[
+                (
+                    "p/compute_nodes/c1/internal/degraded",
+                    "nova=stale consul=healthy",
+                ),
+                ("p/compute_nodes/c1/internal/number_fails", "0"),
+                ("p/compute_nodes/c2/internal/number_fails", "0"),
+            ],
+            false,
+        );
+        let metrics = Metrics::new();
+        let mut cycle = LeaderCycle::new(
+            mem.clone(),
+            Schema::new("p"),
+            "me".into(),
+            Duration::from_secs(1),
+            metrics.clone(),
+        );
+        cycle.cycle(&lease()).await.expect("cycle");
+        let text = metrics.encode();
+        assert!(
+            text.contains("novaha_node_degraded{node=\"c1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_node_degraded{node=\"c2\"} 0"),
+            "{text}"
+        );
+        mem.snap
+            .lock()
+            .expect("lock")
+            .entries
+            .remove("p/compute_nodes/c1/internal/degraded");
+        cycle.cycle(&lease()).await.expect("cycle");
+        let text = metrics.encode();
+        assert!(
+            text.contains("novaha_node_degraded{node=\"c1\"} 0"),
+            "{text}"
         );
     }
 

@@ -38,6 +38,7 @@ pub struct Metrics {
     nodes: Family<Labels, Gauge>,
     node_fails: Family<Labels, Gauge>,
     node_failed: Family<Labels, Gauge>,
+    node_degraded: Family<Labels, Gauge>,
     poll_duration: Histogram,
     state_invalid: Gauge,
     state_invalid_total: Counter,
@@ -100,6 +101,7 @@ impl Metrics {
             nodes: Family::default(),
             node_fails: Family::default(),
             node_failed: Family::default(),
+            node_degraded: Family::default(),
             poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             state_invalid: Gauge::default(),
             state_invalid_total: Counter::default(),
@@ -167,6 +169,11 @@ impl Metrics {
             "novaha_node_failed",
             "1 while the node's failed flag is True",
             m.node_failed.clone(),
+        );
+        registry.register(
+            "novaha_node_degraded",
+            "1 while the node's signals disagree (internal/degraded is set): not failing, but an operator should look",
+            m.node_degraded.clone(),
         );
         registry.register(
             "novaha_poll_duration_seconds",
@@ -404,11 +411,19 @@ impl Metrics {
             .set(i64::from(failed));
     }
 
+    /// Sets whether a node is degraded (its signals disagree).
+    pub fn set_node_degraded(&self, name: &str, degraded: bool) {
+        self.node_degraded
+            .get_or_create(&node(name))
+            .set(i64::from(degraded));
+    }
+
     /// Drops every per-node series of a node that no longer exists.
     pub fn forget_node(&self, name: &str) {
         let labels = node(name);
         self.node_fails.remove(&labels);
         self.node_failed.remove(&labels);
+        self.node_degraded.remove(&labels);
         self.recovery_age.remove(&labels);
         self.recovery_stuck.remove(&labels);
         self.bmc_up.remove(&labels);
@@ -606,6 +621,24 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("novaha_leader_lost_total 0"), "{text}");
+    }
+
+    #[test]
+    fn a_degraded_node_has_its_gauge_until_it_is_forgotten() {
+        let m = Metrics::new();
+        m.set_node_degraded("compute-1", true);
+        m.set_node_degraded("compute-2", false);
+        let text = m.encode();
+        assert!(
+            text.contains("novaha_node_degraded{node=\"compute-1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("novaha_node_degraded{node=\"compute-2\"} 0"),
+            "{text}"
+        );
+        m.forget_node("compute-1");
+        assert!(!m.encode().contains("node=\"compute-1\""));
     }
 
     #[test]

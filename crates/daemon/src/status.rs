@@ -86,6 +86,15 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
                     ),
                 );
             }
+            if let Ok(Some(readings)) = &n.degraded.value {
+                attend(
+                    "degraded",
+                    format!(
+                        "{}'s signals disagree ({readings}): not counted as failing, so not recovered",
+                        n.name
+                    ),
+                );
+            }
             invalid.extend(n.invalid.iter().map(invalid_json));
             // Each instance of a recovery: where it stands, where its disk
             // lives (what evacuating it risks), where it went.
@@ -119,6 +128,10 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
                     "maintenance_reason": n.maintenance_reason,
                     "maintenance_until": n.maintenance_until.value.clone().ok().flatten().map(format_time),
                     "awaiting_up": field(&n.awaiting_up),
+                    "degraded": match &n.degraded.value {
+                        Ok(Some(readings)) => json!(readings),
+                        _ => Value::Null,
+                    },
                     "phase": phase,
                     "ha_node": ha_node,
                     "last_error": last_error,
@@ -562,6 +575,12 @@ pub fn table(doc: &Value, colour: bool) -> String {
                     Tone::Warn,
                 ));
             }
+            if let Some(readings) = n["degraded"].as_str() {
+                notes.push((
+                    format!("degraded: signals disagree ({readings}); not counted as failing"),
+                    Tone::Warn,
+                ));
+            }
             if !n["last_error"].is_null() {
                 notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
             }
@@ -763,6 +782,68 @@ mod tests {
             "{out}"
         );
         assert!(!table(&doc(), false).contains("waiting for Nova"));
+    }
+
+    #[test]
+    fn a_degraded_node_says_which_signals_disagree() {
+        let mut d = doc();
+        d["compute_nodes"]["compute-1"]["degraded"] =
+            json!("nova=stale consul=healthy tcp=healthy");
+        let out = table(&d, false);
+        assert!(
+            out.contains(
+                "    degraded: signals disagree (nova=stale consul=healthy tcp=healthy); not counted as failing"
+            ),
+            "{out}"
+        );
+        assert!(table(&d, true).contains("\x1b[33mdegraded: "));
+        assert!(!table(&doc(), false).contains("degraded"));
+    }
+
+    #[test]
+    fn the_document_carries_the_degraded_report() {
+        use novaha_core::kv::{KvEntry, Schema, Snapshot};
+        let schema = Schema::new("p");
+        let entry = |v: &str| KvEntry {
+            value: Some(v.as_bytes().to_vec()),
+            modify_index: 3,
+        };
+        let snap = Snapshot {
+            index: 9,
+            entries: [
+                (
+                    "p/compute_nodes/c1/internal/degraded".to_owned(),
+                    entry("nova=up consul=failed"),
+                ),
+                (
+                    "p/compute_nodes/c2/status/failed".to_owned(),
+                    entry("False"),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let st = ClusterState::parse(&schema, &snap);
+        let doc = document(&st, Extras::default(), "p", Utc::now());
+        assert_eq!(
+            doc["compute_nodes"]["c1"]["degraded"],
+            "nova=up consul=failed"
+        );
+        assert_eq!(doc["compute_nodes"]["c2"]["degraded"], Value::Null);
+        // A degraded node needs a human: it is an attention item (exit 4).
+        let attention: Vec<&Value> = doc["attention"]
+            .as_array()
+            .expect("attention")
+            .iter()
+            .filter(|a| a["what"] == "degraded")
+            .collect();
+        assert_eq!(attention.len(), 1, "{doc:#}");
+        assert!(
+            attention[0]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("c1's signals disagree")
+        );
     }
 
     #[test]

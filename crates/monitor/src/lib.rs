@@ -2,7 +2,8 @@
 //! section 6), turned into exactly what `novaha_core::detect::judge` takes.
 //!
 //! It owns the signals: `nova` (one `os-services` call per cycle for every
-//! node), `consul` (the nodes' Consul health checks, all configured checks
+//! node, and with `[monitor.nova] stale_after` each heartbeat's age by
+//! Nova's clock), `consul` (the nodes' Consul health checks, all configured checks
 //! critical = failed, as os-nova-ha-monitor's health_aggregate; one
 //! `/v1/health/state/any` call per cycle) and `tcp` (a connect to
 //! host:port with a timeout, bounded concurrency), their `[monitor]`
@@ -25,7 +26,10 @@ mod tcp;
 pub use consul::{ConsulHealth, ConsulVerdict, consul_verdict};
 pub use error::MonitorError;
 pub use monitor::{Monitor, Observation, Problem};
-pub use nova::nova_services;
+pub use nova::{Heartbeats, heartbeats, nova_services};
 pub use observe::Observe;
-pub use settings::{ConsulSignalSettings, MonitorSettings, Signal, TcpSignalSettings};
+pub use settings::{
+    ConsulSignalSettings, MIN_STALE_AFTER, MonitorSettings, NovaSignalSettings, Signal,
+    TcpSignalSettings,
+};
 pub use tcp::{TcpOutcome, probe};

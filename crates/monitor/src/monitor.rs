@@ -2,6 +2,7 @@
 //! what `novaha_core::detect::judge` takes.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use novaha_consul::ConsulSettings;
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use crate::consul::{ConsulHealth, ConsulVerdict, consul_verdict};
 use crate::error::MonitorError;
-use crate::nova::nova_services;
+use crate::nova::{heartbeats, nova_services};
 use crate::settings::{MonitorSettings, Signal};
 use crate::tcp::{TcpOutcome, probe};
 
@@ -47,6 +48,17 @@ pub enum Problem {
         /// The configured checks it does not have.
         missing: Vec<String>,
     },
+    /// `[monitor.nova] stale_after` is set but Nova's answer had no valid
+    /// `Date` header: no heartbeat is judged stale this cycle (Nova's own
+    /// `state` still counts).
+    NovaClockUnknown,
+    /// `[monitor.nova] stale_after` is set but a node Nova reads up has no
+    /// `updated_at` that parses: it is never stale (unknown never fails a
+    /// node).
+    HeartbeatUnknown {
+        /// The node.
+        node: NodeName,
+    },
     /// A node Nova reads down has an address that does not resolve: the tcp
     /// signal counts as healthy for it (unknown never fails a node).
     TcpUnresolved {
@@ -67,6 +79,8 @@ impl Problem {
             Self::ConsulUnreachable { .. } => "consul_unreachable",
             Self::DuplicateService { .. } => "duplicate_service",
             Self::ConsulUnknown { .. } => "consul_unknown",
+            Self::NovaClockUnknown => "nova_clock_unknown",
+            Self::HeartbeatUnknown { .. } => "heartbeat_unknown",
             Self::TcpUnresolved { .. } => "tcp_unresolved",
         }
     }
@@ -85,15 +99,24 @@ impl Problem {
 ///   (`Some(false)`) for that node, with a [`Problem`]: unknown never makes
 ///   a node fail; it resets its count, which delays a detection but can
 ///   never cause one.
-/// - Extra signals only matter when Nova reads a node down: the tcp probe
-///   runs only for enabled nodes Nova reads down (or forced down), and is
-///   `None` ("not probed") for the others. The consul verdict comes from
-///   one read and is filled in for every node.
+/// - With `[monitor.nova] stale_after`, a node Nova reads up whose
+///   heartbeat is older than that by Nova's clock (the answer's `Date`) is
+///   in [`Observation::stale`]: core's `judge_with` reads its `nova`
+///   signal as failed. Without it, `stale` is always empty and nothing
+///   else changes.
+/// - Extra signals only matter when the nova signal fails: the tcp probe
+///   runs only for enabled nodes Nova reads down (or forced down) or
+///   stale, and is `None` ("not probed") for the others. The consul verdict
+///   comes from one read and is filled in for every node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Observation {
     /// What `detect::judge` takes: every nova-compute host Nova reports,
     /// with its signals; `None` = no judgement this cycle.
     pub nova: Option<BTreeMap<NodeName, NodeSignals>>,
+    /// The nodes Nova reads up whose heartbeat is older than
+    /// `[monitor.nova] stale_after`, with that age (always empty when it
+    /// is unset). What core's `judge_with` takes as `stale`.
+    pub stale: BTreeMap<NodeName, Duration>,
     /// What went wrong, for logs and metrics.
     pub problems: Vec<Problem>,
 }
@@ -151,7 +174,7 @@ impl Monitor {
     /// the runner may drop it (e.g. racing it against cancellation).
     pub async fn observe(&self) -> Observation {
         let mut problems = Vec::new();
-        let services = match self.nova.compute_services().await {
+        let listing = match self.nova.compute_services_at().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, retryable = e.is_retryable(), "nova unreachable: no judgement this cycle");
@@ -160,11 +183,33 @@ impl Monitor {
                 });
                 return Observation {
                     nova: None,
+                    stale: BTreeMap::new(),
                     problems,
                 };
             }
         };
-        let (services, duplicates) = nova_services(&services);
+        let stale = match (self.settings.nova.stale_after, listing.nova_time) {
+            (None, _) => BTreeMap::new(),
+            (Some(_), None) => {
+                tracing::warn!(
+                    "nova's answer has no valid Date header: heartbeat ages not judged this cycle"
+                );
+                problems.push(Problem::NovaClockUnknown);
+                BTreeMap::new()
+            }
+            (Some(after), Some(nova_time)) => {
+                let h = heartbeats(&listing.services, nova_time, after);
+                for node in h.unknown {
+                    tracing::warn!(node = %node, "nova-compute heartbeat (updated_at) missing or unreadable: never counted stale");
+                    problems.push(Problem::HeartbeatUnknown { node });
+                }
+                for (node, age) in &h.stale {
+                    tracing::debug!(node = %node, age_s = age.as_secs_f64(), "nova-compute heartbeat stale");
+                }
+                h.stale
+            }
+        };
+        let (services, duplicates) = nova_services(&listing.services);
         for node in duplicates {
             tracing::warn!(node = %node, "nova lists two nova-compute services for one host");
             problems.push(Problem::DuplicateService { node });
@@ -181,6 +226,7 @@ impl Monitor {
                     });
                     return Observation {
                         nova: None,
+                        stale: BTreeMap::new(),
                         problems,
                     };
                 }
@@ -188,7 +234,7 @@ impl Monitor {
         };
 
         let tcp = if self.settings.has(Signal::Tcp) {
-            self.probe_down_nodes(&services).await
+            self.probe_down_nodes(&services, &stale).await
         } else {
             BTreeMap::new()
         };
@@ -196,7 +242,7 @@ impl Monitor {
         let empty = Default::default();
         let mut out = BTreeMap::new();
         for (node, nova) in services {
-            let matters = can_fail(&nova);
+            let matters = can_fail(&nova, stale.contains_key(&node));
             let consul_failed = consul_checks.as_ref().map(|all| {
                 let consul_node = self
                     .settings
@@ -251,6 +297,7 @@ impl Monitor {
         }
         Observation {
             nova: Some(out),
+            stale,
             problems,
         }
     }
@@ -267,11 +314,12 @@ impl Monitor {
     async fn probe_down_nodes(
         &self,
         services: &BTreeMap<NodeName, NovaService>,
+        stale: &BTreeMap<NodeName, Duration>,
     ) -> BTreeMap<NodeName, TcpOutcome> {
         let tcp = &self.settings.tcp;
         let targets: Vec<(NodeName, String)> = services
             .iter()
-            .filter(|(_, s)| can_fail(s))
+            .filter(|(n, s)| can_fail(s, stale.contains_key(*n)))
             .map(|(n, _)| (n.clone(), self.address_of(n).to_owned()))
             .collect();
         futures::stream::iter(targets)
@@ -285,8 +333,9 @@ impl Monitor {
     }
 }
 
-/// True when the node's cycle can fail: Nova reads it down and it is not
-/// skipped for being disabled.
-fn can_fail(s: &NovaService) -> bool {
-    s.enabled && (!s.up || s.forced_down)
+/// True when the node's cycle can fail: the nova signal fails (Nova reads
+/// it down, or its heartbeat is stale) and it is not skipped for being
+/// disabled.
+fn can_fail(s: &NovaService, stale: bool) -> bool {
+    s.enabled && (!s.up || s.forced_down || stale)
 }

@@ -43,6 +43,23 @@ fn default_tcp_concurrency() -> usize {
     32
 }
 
+/// `[monitor.nova]`: the `nova` signal's heartbeat age.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NovaSignalSettings {
+    /// A node whose nova-compute heartbeat (`updated_at`) is older than this
+    /// by Nova's clock (the answer's `Date`) fails the `nova` signal even
+    /// while Nova still reports it `up`. Unset (the default): only Nova's
+    /// own `state` counts. Must exceed Nova's `report_interval` with margin
+    /// (docs/configuration.md).
+    #[serde(default, with = "humantime_serde")]
+    pub stale_after: Option<Duration>,
+}
+
+/// The shortest `stale_after` accepted: heartbeats and `Date` have whole
+/// seconds, and no Nova reports more often than every second or two.
+pub const MIN_STALE_AFTER: Duration = Duration::from_secs(5);
+
 /// `[monitor.consul]`: the `consul` signal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +135,9 @@ pub struct MonitorSettings {
     /// The signals that run; `nova` must be one of them.
     #[serde(default = "default_signals")]
     pub signals: Vec<Signal>,
+    /// The `nova` signal's settings.
+    #[serde(default)]
+    pub nova: NovaSignalSettings,
     /// The `consul` signal's settings (used when it is in `signals`).
     #[serde(default)]
     pub consul: ConsulSignalSettings,
@@ -130,6 +150,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         Self {
             signals: default_signals(),
+            nova: NovaSignalSettings::default(),
             consul: ConsulSignalSettings::default(),
             tcp: TcpSignalSettings::default(),
         }
@@ -154,6 +175,16 @@ impl MonitorSettings {
         sorted.dedup();
         if sorted.len() != self.signals.len() {
             out.push("monitor.signals: a signal is listed twice".to_owned());
+        }
+        if let Some(d) = self.nova.stale_after
+            && d < MIN_STALE_AFTER
+        {
+            out.push(format!(
+                "monitor.nova.stale_after: must be at least {}, got {} (it must exceed Nova's \
+                 report_interval with margin)",
+                humantime_serde::re::humantime::format_duration(MIN_STALE_AFTER),
+                humantime_serde::re::humantime::format_duration(d)
+            ));
         }
         if self.has(Signal::Consul) {
             if self.consul.checks.is_empty() {
@@ -199,7 +230,23 @@ mod tests {
         assert_eq!(s.consul.checks, ["serfHealth"]);
         assert_eq!(s.tcp.port, 22);
         assert_eq!(s.tcp.timeout, Duration::from_secs(2));
+        assert_eq!(s.nova.stale_after, None, "stale_after is unset by default");
         assert!(s.validate().is_empty());
+    }
+
+    #[test]
+    fn stale_after_is_a_duration_of_at_least_five_seconds() {
+        let s: MonitorSettings = toml::from_str("[nova]\nstale_after = \"15s\"\n").unwrap();
+        assert_eq!(s.nova.stale_after, Some(Duration::from_secs(15)));
+        assert!(s.validate().is_empty());
+        let s: MonitorSettings = toml::from_str("[nova]\nstale_after = \"2s\"\n").unwrap();
+        let p = s.validate();
+        assert!(
+            p.len() == 1 && p[0].starts_with("monitor.nova.stale_after: must be at least 5s"),
+            "{p:?}"
+        );
+        assert!(toml::from_str::<MonitorSettings>("[nova]\nstale = \"15s\"\n").is_err());
+        assert!(toml::from_str::<MonitorSettings>("[nova]\nstale_after = 15\n").is_err());
     }
 
     #[test]

@@ -421,3 +421,139 @@ async fn tcp_signal_probes_down_nodes_open_closed_and_unresolved() {
     let o = monitor.observe().await;
     assert_eq!(signals(&o)[&n("compute-1")].tcp_failed, Some(true));
 }
+
+/// A sim whose killed hosts read `down` only after Nova's production
+/// `service_down_time` (60 s), heartbeating every second.
+async fn slow_down_sim(hosts: usize) -> SimHandle {
+    Sim::start(
+        "127.0.0.1:0",
+        SimConfig {
+            hosts,
+            instances_per_host: 1,
+            service_down_time: Duration::from_secs(60),
+            report_interval: Duration::from_secs(1),
+            ..SimConfig::default()
+        },
+    )
+    .await
+    .expect("sim starts")
+}
+
+/// Judges `o` (with its stale nodes) against an empty K/V tree with
+/// threshold 0, as the runner does.
+fn judged_with_stale(o: &Observation) -> novaha_core::detect::Judgement {
+    let schema = Schema::new("t");
+    let state = ClusterState::parse(&schema, &Snapshot::default());
+    let th = Thresholds {
+        threshold: 0,
+        max_failed_fraction: 1.0,
+        max_failed_nodes: None,
+    };
+    let stale = o.stale.keys().cloned().collect();
+    novaha_core::detect::judge_with(&schema, &state, o.nova.as_ref(), &stale, &th, None)
+}
+
+fn failed_nodes(j: &novaha_core::detect::Judgement) -> Vec<String> {
+    j.events
+        .iter()
+        .filter_map(|e| match e {
+            DetectEvent::Failed { node, .. } => Some(node.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stale_heartbeat_fails_the_nova_signal_long_before_nova_reads_down() {
+    let sim = slow_down_sim(3).await;
+    let mut settings = MonitorSettings::default();
+    settings.nova.stale_after = Some(Duration::from_secs(5));
+    let monitor = Monitor::new(settings, nova(&sim).await, None).unwrap();
+    // Nova's clock runs an hour ahead of ours: skew fakes nothing, the age
+    // is read against the answer's Date.
+    sim.advance_clock(Duration::from_secs(1800));
+    let o = monitor.observe().await;
+    assert!(o.stale.is_empty(), "{:?}", o.stale);
+    assert!(o.problems.is_empty(), "{:?}", o.problems);
+
+    sim.kill("compute-1").unwrap();
+    sim.advance_clock(Duration::from_secs(4));
+    assert!(monitor.observe().await.stale.is_empty(), "4 s: not yet");
+    sim.advance_clock(Duration::from_secs(3));
+    let o = monitor.observe().await;
+    let m = signals(&o);
+    assert!(m[&n("compute-1")].nova.up, "Nova still reads it up");
+    assert_eq!(
+        o.stale.keys().map(NodeName::as_str).collect::<Vec<_>>(),
+        ["compute-1"]
+    );
+    assert!(o.stale[&n("compute-1")] >= Duration::from_secs(6));
+    assert_eq!(failed_nodes(&judged_with_stale(&o)), ["compute-1"]);
+    // Revived: it heartbeats at once and is fresh again.
+    sim.revive("compute-1").unwrap();
+    assert!(monitor.observe().await.stale.is_empty());
+}
+
+#[tokio::test]
+async fn without_stale_after_heartbeat_ages_change_nothing() {
+    let sim = slow_down_sim(3).await;
+    let unset = Monitor::new(MonitorSettings::default(), nova(&sim).await, None).unwrap();
+    let before = unset.observe().await;
+    sim.kill("compute-1").unwrap();
+    sim.advance_clock(Duration::from_secs(30));
+    let after = unset.observe().await;
+    assert!(after.stale.is_empty());
+    assert!(after.problems.is_empty(), "{:?}", after.problems);
+    // Thirty seconds without a heartbeat, yet Nova reads it up: the same
+    // signals and the same judgement as before the kill.
+    assert_eq!(after.nova, before.nova);
+    assert_eq!(judged_with_stale(&after), judged_with_stale(&before));
+    assert!(failed_nodes(&judged_with_stale(&after)).is_empty());
+    // The same cloud with stale_after set judges it failed.
+    let mut settings = MonitorSettings::default();
+    settings.nova.stale_after = Some(Duration::from_secs(15));
+    let set = Monitor::new(settings, nova(&sim).await, None).unwrap();
+    assert_eq!(
+        failed_nodes(&judged_with_stale(&set.observe().await)),
+        ["compute-1"]
+    );
+}
+
+#[tokio::test]
+async fn a_stale_node_is_probed_and_a_living_host_is_degraded_not_failed() {
+    let sim = slow_down_sim(2).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut settings = MonitorSettings {
+        signals: vec![Signal::Nova, Signal::Tcp],
+        ..MonitorSettings::default()
+    };
+    settings.nova.stale_after = Some(Duration::from_secs(5));
+    settings.tcp.port = port;
+    settings.tcp.timeout = Duration::from_millis(500);
+    settings
+        .tcp
+        .addresses
+        .insert("compute-1".into(), "127.0.0.1".into()); // sshd answers
+    settings
+        .tcp
+        .addresses
+        .insert("compute-2".into(), "127.0.0.2".into()); // nothing there
+    let monitor = Monitor::new(settings, nova(&sim).await, None).unwrap();
+    sim.kill("compute-1").unwrap();
+    sim.kill("compute-2").unwrap();
+    sim.advance_clock(Duration::from_secs(10));
+    let o = monitor.observe().await;
+    let m = signals(&o);
+    assert_eq!(o.stale.len(), 2);
+    assert_eq!(m[&n("compute-1")].tcp_failed, Some(false), "probed: open");
+    assert_eq!(m[&n("compute-2")].tcp_failed, Some(true), "probed: closed");
+    assert_eq!(m[&n("ha-1")].tcp_failed, None, "not probed");
+    let j = judged_with_stale(&o);
+    // nova-compute alone died on compute-1: degraded, never failed.
+    assert_eq!(failed_nodes(&j), ["compute-2"]);
+    assert!(j.events.iter().any(|e| matches!(e,
+        DetectEvent::Degraded { node, readings, .. }
+            if node.as_str() == "compute-1" && readings.to_string() == "nova=stale tcp=healthy")));
+    drop(listener);
+}

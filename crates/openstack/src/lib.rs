@@ -31,7 +31,7 @@ pub use config::{
 pub use error::OpenStackError;
 pub use keystone::{KeystoneClient, User};
 pub use microversion::Microversion;
-pub use nova::{Hypervisor, Migration, NovaClient, Server, Service};
+pub use nova::{Hypervisor, Migration, NovaClient, Server, Service, ServiceListing};
 pub use placement::{PlacementClient, ResourceProvider};
 pub use session::{Identity, ServiceType, Session};
 

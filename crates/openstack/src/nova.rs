@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer};
@@ -45,7 +46,32 @@ pub struct Service {
     pub updated_at: Option<String>,
 }
 
+/// Every nova-compute service, with Nova's clock at the time it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceListing {
+    /// The services.
+    pub services: Vec<Service>,
+    /// The answer's `Date` header: nova-api's clock when it answered (whole
+    /// seconds), against which each [`Service::heartbeat`] is aged. `None`
+    /// when the answer had no valid `Date` header.
+    pub nova_time: Option<DateTime<Utc>>,
+}
+
 impl Service {
+    /// The last heartbeat (`updated_at`) in UTC, when Nova gave one that
+    /// parses. Nova writes it without a zone (`2026-11-21T03:00:00.000000`,
+    /// UTC by convention); an explicit offset is honoured.
+    pub fn heartbeat(&self) -> Option<DateTime<Utc>> {
+        let text = self.updated_at.as_deref()?.trim();
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Some(t.with_timezone(&Utc));
+        }
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .map(|t| t.and_utc())
+    }
+
     /// True when Nova reads the service as down.
     pub fn is_down(&self) -> bool {
         self.state.eq_ignore_ascii_case("down")
@@ -513,9 +539,26 @@ impl NovaClient {
         Ok(self.session.json::<ServicesBody>(&call).await?.services)
     }
 
-    /// Every nova-compute service (the monitor's one call per cycle).
+    /// Every nova-compute service.
     pub async fn compute_services(&self) -> Result<Vec<Service>, OpenStackError> {
         self.services("nova-compute").await
+    }
+
+    /// Every nova-compute service with Nova's clock at the answer (its
+    /// `Date` header), so that heartbeat ages are measured on Nova's clock
+    /// rather than ours: the monitor's one call per cycle. Read-only,
+    /// retried, cancel-safe.
+    pub async fn compute_services_at(&self) -> Result<ServiceListing, OpenStackError> {
+        let call = self.get(
+            "nova list services",
+            "/os-services?binary=nova-compute".to_owned(),
+        );
+        let answer = self.session.send(&call).await?;
+        let body: ServicesBody = self.session.parse(&call, &answer)?;
+        Ok(ServiceListing {
+            services: body.services,
+            nova_time: answer.date,
+        })
     }
 
     /// The nova-compute service of `host`, if Nova knows one.
@@ -805,6 +848,38 @@ mod tests {
         .unwrap();
         assert_eq!(s.forced_down, Some(true));
         assert!(serde_json::from_str::<Service>(r#"{"id": [1]}"#).is_err());
+    }
+
+    #[test]
+    fn heartbeats_parse_as_nova_writes_them_in_utc() {
+        let with = |t: Option<&str>| Service {
+            id: "1".into(),
+            binary: "nova-compute".into(),
+            host: "c1".into(),
+            status: "enabled".into(),
+            state: "up".into(),
+            forced_down: None,
+            disabled_reason: None,
+            zone: None,
+            updated_at: t.map(str::to_owned),
+        };
+        let want = "2026-11-21T03:00:05+00:00";
+        for text in [
+            "2026-11-21T03:00:05.000000",
+            "2026-11-21T03:00:05",
+            "2026-11-21 03:00:05",
+            "2026-11-21T03:00:05Z",
+            "2026-11-21T04:00:05+01:00",
+        ] {
+            let t = with(Some(text)).heartbeat();
+            assert_eq!(t.map(|t| t.to_rfc3339()).as_deref(), Some(want), "{text}");
+        }
+        let t = with(Some("2026-11-21T03:00:05.250000"))
+            .heartbeat()
+            .unwrap();
+        assert_eq!(t.timestamp_subsec_millis(), 250);
+        assert!(with(None).heartbeat().is_none());
+        assert!(with(Some("last tuesday")).heartbeat().is_none());
     }
 
     #[test]

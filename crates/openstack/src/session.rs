@@ -107,10 +107,13 @@ impl Call {
     }
 }
 
-/// A successful answer: status and the whole body.
+/// A successful answer: the whole body, and the server's clock.
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub body: Vec<u8>,
+    /// The response's `Date` header (the answering server's clock, whole
+    /// seconds), when present and valid.
+    pub date: Option<DateTime<Utc>>,
     /// The request id the peer answered with (`x-openstack-request-id`,
     /// else `x-compute-request-id`), else the one sent.
     pub request_id: String,
@@ -145,6 +148,14 @@ fn answered_id(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .find_map(|h| headers.get(*h))
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// Parses an HTTP `Date` header (`Sat, 21 Nov 2026 03:00:00 GMT`, RFC 9110's
+/// IMF-fixdate, which RFC 2822 parsing accepts); anything else is `None`.
+pub(crate) fn http_date(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc2822(value.trim())
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 #[derive(Debug, Deserialize)]
@@ -626,6 +637,11 @@ impl Session {
             .await
             .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
         let status = resp.status();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(http_date);
         let answered = answered_id(resp.headers());
         let body = resp
             .bytes()
@@ -644,6 +660,7 @@ impl Session {
         if status.is_success() {
             return Ok(Ok(Answer {
                 body: body.to_vec(),
+                date,
                 request_id: rid,
             }));
         }
@@ -768,6 +785,15 @@ mod tests {
         assert!(err.to_string().contains("empty.pem"), "{err}");
         assert!(Session::new(cloud(TlsConfig::Insecure)).is_ok());
         assert!(Session::new(cloud(TlsConfig::System)).is_ok());
+    }
+
+    #[test]
+    fn http_dates_parse_in_utc_and_garbage_is_none() {
+        let t = http_date("Sat, 21 Nov 2026 03:00:07 GMT").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-21T03:00:07+00:00");
+        assert_eq!(http_date(" Sat, 21 Nov 2026 03:00:07 GMT ").unwrap(), t);
+        assert!(http_date("yesterday").is_none());
+        assert!(http_date("").is_none());
     }
 
     #[test]

@@ -59,6 +59,39 @@ async fn nova(sim: &SimHandle) -> NovaClient {
 }
 
 #[tokio::test]
+async fn services_come_with_novas_clock_and_heartbeats() {
+    let sim = start(SimConfig {
+        report_interval: Duration::from_secs(10),
+        ..SimConfig::default()
+    })
+    .await;
+    let nova = nova(&sim).await;
+    // Nova's clock, not ours: half an hour ahead in the sim.
+    sim.advance_clock(Duration::from_secs(1800));
+    sim.kill("compute-2").unwrap();
+    sim.advance_clock(Duration::from_secs(40));
+    let listing = nova.compute_services_at().await.unwrap();
+    let nova_time = listing.nova_time.expect("a Date header");
+    let sim_now = sim.now();
+    assert!(
+        (sim_now - nova_time).num_seconds().abs() <= 1,
+        "{nova_time} vs the sim's {sim_now}"
+    );
+    assert!((nova_time - chrono::Utc::now()).num_seconds() >= 1800);
+    let age = |host: &str| {
+        let s = listing.services.iter().find(|s| s.host == host).unwrap();
+        (nova_time - s.heartbeat().expect("updated_at parses")).num_seconds()
+    };
+    assert!(
+        (-1..=10).contains(&age("compute-1")),
+        "{}",
+        age("compute-1")
+    );
+    assert!(age("compute-2") >= 39, "{}", age("compute-2"));
+    assert_eq!(listing.services.len(), 4);
+}
+
+#[tokio::test]
 async fn password_auth_lists_services_and_reuses_the_token() {
     let sim = start(SimConfig::default()).await;
     let nova = nova(&sim).await;

@@ -299,6 +299,7 @@ async fn advance(State(sh): State<Arc<Shared>>, b: Bytes) -> Response {
 #[serde(deny_unknown_fields)]
 struct Settings {
     service_down_time: Option<f64>,
+    report_interval: Option<f64>,
     evacuate_delay: Option<f64>,
     token_ttl: Option<f64>,
     max_version: Option<String>,
@@ -328,6 +329,10 @@ async fn settings(State(sh): State<Arc<Shared>>, b: Bytes) -> Response {
         Ok(v) => v,
         Err(r) => return r,
     };
+    let report = match s.report_interval.map(secs).transpose() {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let delay = match s.evacuate_delay.map(secs).transpose() {
         Ok(v) => v,
         Err(r) => return r,
@@ -342,6 +347,9 @@ async fn settings(State(sh): State<Arc<Shared>>, b: Bytes) -> Response {
     }
     if let Some(d) = sdt {
         w.rt.service_down_time = d;
+    }
+    if let Some(d) = report {
+        w.rt.report_interval = d;
     }
     if let Some(d) = delay {
         w.rt.evacuate_delay = d;

@@ -64,6 +64,10 @@ pub struct SimConfig {
     /// How long after its last heartbeat a killed host's service reads
     /// `down` (Nova's `service_down_time`).
     pub service_down_time: Duration,
+    /// How often a running nova-compute heartbeats (Nova's
+    /// `report_interval`): its `updated_at` advances in these steps and
+    /// stops when the host is killed. Zero: always now while it runs.
+    pub report_interval: Duration,
     /// How long an accepted evacuation takes to land.
     pub evacuate_delay: Duration,
     /// Lifetime of issued Keystone tokens.
@@ -95,6 +99,7 @@ impl Default for SimConfig {
             instances_per_host: 4,
             ha_nodes: 1,
             service_down_time: Duration::from_secs(10),
+            report_interval: Duration::from_secs(2),
             evacuate_delay: Duration::from_secs(1),
             token_ttl: Duration::from_secs(3600),
             max_version: Microversion(2, 96),
@@ -384,6 +389,17 @@ impl SimHandle {
         self.shared.lock().rt.service_down_time = d;
     }
 
+    /// Sets report_interval (how often running services heartbeat).
+    pub fn set_report_interval(&self, d: Duration) {
+        self.shared.lock().rt.report_interval = d;
+    }
+
+    /// The sim's wall clock (what its `Date` headers and `updated_at`
+    /// values are read from; moved by [`SimHandle::advance_clock`]).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.shared.lock().wall()
+    }
+
     /// Sets the evacuation delay for evacuations accepted from now on.
     pub fn set_evacuate_delay(&self, d: Duration) {
         self.shared.lock().rt.evacuate_delay = d;
@@ -464,7 +480,29 @@ fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             record_and_inject,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            date_header,
+        ))
         .with_state(shared)
+}
+
+/// An HTTP `Date` header value (IMF-fixdate) for `t`.
+pub(crate) fn http_date(t: chrono::DateTime<chrono::Utc>) -> HeaderValue {
+    HeaderValue::from_str(&t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+        .expect("a formatted date is a valid header value")
+}
+
+/// Dates every answer with the sim's clock (as a real server dates its
+/// answers with its own), unless the handler already did (os-services
+/// dates its answer at the instant it reads the heartbeats).
+async fn date_header(State(sh): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    if !r.headers().contains_key(header::DATE) {
+        let now = sh.lock().wall();
+        r.headers_mut().insert(header::DATE, http_date(now));
+    }
+    r
 }
 
 async fn not_found(req: Request) -> Response {

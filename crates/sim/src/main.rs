@@ -25,6 +25,10 @@ struct Args {
     /// How long a killed host's service takes to read `down`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     service_down_time: Duration,
+    /// How often a running nova-compute heartbeats (its `updated_at`
+    /// advances in these steps); 0s: always now.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    report_interval: Duration,
     /// How long an evacuation takes to land.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     evacuate_delay: Duration,
@@ -58,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         instances_per_host: a.instances_per_host,
         ha_nodes: a.ha_nodes,
         service_down_time: a.service_down_time,
+        report_interval: a.report_interval,
         evacuate_delay: a.evacuate_delay,
         token_ttl: a.token_ttl,
         max_version: a.max_version,

@@ -104,6 +104,10 @@ pub struct Service {
     /// while it runs.
     #[serde(skip)]
     pub killed_at: Option<Instant>,
+    /// When its heartbeats started (creation, or the last revive): each
+    /// heartbeat falls a whole number of `report_interval`s after it.
+    #[serde(skip)]
+    pub beats_from: Instant,
     /// Whether it is a spare HA host (`ha-N`).
     pub ha: bool,
     /// Integer id of the hypervisor (compute services only).
@@ -421,6 +425,10 @@ impl SimError {
 pub struct Runtime {
     /// How long after its last heartbeat a service reads `down`.
     pub service_down_time: Duration,
+    /// How often a running service heartbeats (Nova's `report_interval`):
+    /// its `updated_at` advances in these steps. Zero: `updated_at` is
+    /// always now while it runs.
+    pub report_interval: Duration,
     /// How long an evacuation takes to land.
     pub evacuate_delay: Duration,
     /// Token lifetime for newly issued tokens.
@@ -497,6 +505,7 @@ impl World {
         let mut w = World {
             rt: Runtime {
                 service_down_time: cfg.service_down_time,
+                report_interval: cfg.report_interval,
                 evacuate_delay: cfg.evacuate_delay,
                 token_ttl: cfg.token_ttl,
                 max_version: cfg.max_version,
@@ -663,6 +672,7 @@ impl World {
         self.next_service_id += 1;
         let uuid = self.rng.uuid();
         let hypervisor_uuid = self.rng.uuid();
+        let beats_from = self.now();
         self.services.push(Service {
             id,
             uuid,
@@ -673,6 +683,7 @@ impl World {
             disabled_reason: ha.then(|| "novaha spare HA host".to_owned()),
             forced_down: false,
             killed_at: None,
+            beats_from,
             ha,
             hypervisor_id: id,
             hypervisor_uuid,
@@ -824,12 +835,21 @@ impl World {
         }
     }
 
-    /// The service's `updated_at`: its last heartbeat.
+    /// The service's `updated_at`: its last heartbeat, as Nova reports it:
+    /// heartbeats come every `report_interval` from when the service
+    /// started, and stop when its host is killed.
     pub fn service_updated_at(&self, s: &Service) -> DateTime<Utc> {
-        match s.killed_at {
-            Some(t) => self.wall_at(t),
-            None => self.wall(),
-        }
+        let until = s.killed_at.unwrap_or_else(|| self.now());
+        let ri = self.rt.report_interval;
+        let ran = until.saturating_duration_since(s.beats_from);
+        let last = if ri.is_zero() {
+            until
+        } else {
+            let beats = ran.as_nanos() / ri.as_nanos();
+            let since_start = ri.saturating_mul(u32::try_from(beats).unwrap_or(u32::MAX));
+            s.beats_from + since_start.min(ran)
+        };
+        self.wall_at(last)
     }
 
     /// The nova-compute service of `host`.
@@ -860,10 +880,14 @@ impl World {
     /// Restarts `host`'s heartbeat: it reads `up` at once (unless forced
     /// down).
     pub fn revive(&mut self, host: &str) -> Result<(), SimError> {
+        let now = self.now();
         let s = self
             .compute_mut(host)
             .ok_or_else(|| SimError::UnknownHost(host.to_owned()))?;
-        s.killed_at = None;
+        if s.killed_at.take().is_some() {
+            // A restarted nova-compute heartbeats at once.
+            s.beats_from = now;
+        }
         Ok(())
     }
 
@@ -1105,6 +1129,37 @@ mod tests {
 
     // The sim clock (`advance`) stands in for paused tokio time: only the
     // offset moves, so the checks are exact.
+    #[tokio::test]
+    async fn heartbeats_come_every_report_interval_and_stop_when_killed() {
+        let mut w = World::new(&SimConfig {
+            report_interval: Duration::from_secs(10),
+            ..cfg()
+        });
+        let beat = |w: &World| w.service_updated_at(w.compute("compute-1").expect("host"));
+        let first = beat(&w);
+        w.advance(Duration::from_millis(9_900));
+        assert_eq!(beat(&w), first, "no heartbeat before report_interval");
+        w.advance(Duration::from_millis(200));
+        let second = beat(&w);
+        assert_eq!((second - first).num_milliseconds(), 10_000);
+        let age = |w: &World| (w.wall() - beat(w)).num_milliseconds();
+        assert!((0..10_000).contains(&age(&w)), "{}", age(&w));
+        // Killed: the heartbeat stops at the last one before the kill...
+        w.advance(Duration::from_secs(5));
+        w.kill("compute-1").expect("kill");
+        w.advance(Duration::from_secs(30));
+        assert_eq!(beat(&w), second);
+        assert!(age(&w) >= 35_000, "{}", age(&w));
+        assert_eq!(w.state(w.compute("compute-1").expect("host")), "down");
+        // ...and a revived host heartbeats at once.
+        w.revive("compute-1").expect("revive");
+        assert_eq!(age(&w), 0);
+        // Zero: always now while it runs.
+        w.rt.report_interval = Duration::ZERO;
+        w.advance(Duration::from_millis(1_234));
+        assert_eq!(age(&w), 0);
+    }
+
     #[tokio::test]
     async fn killed_host_goes_down_after_service_down_time() {
         let mut w = World::new(&cfg());

@@ -264,7 +264,12 @@ async fn list_services(
         .filter(|s| q.get("host").is_none_or(|h| &s.host == h))
         .map(|s| service_value(&w, s, mv))
         .collect();
-    reply(mv, StatusCode::OK, Some(&json!({"services": list})))
+    // Dated with the same clock reading as the heartbeats, as nova-api's
+    // web server dates the answer it builds from the database.
+    let date = crate::http_date(w.wall());
+    let mut r = reply(mv, StatusCode::OK, Some(&json!({"services": list})));
+    r.headers_mut().insert(axum::http::header::DATE, date);
+    r
 }
 
 fn bad(mv: Microversion, msg: &str) -> Response {

@@ -117,6 +117,74 @@ fn small() -> SimConfig {
 }
 
 #[tokio::test]
+async fn os_services_is_dated_by_the_sim_clock_and_heartbeats_stop_when_killed() {
+    let env = start(SimConfig {
+        report_interval: Duration::from_secs(10),
+        ..small()
+    })
+    .await;
+    let list = |env: &Env| {
+        let url = format!("{}/os-services?binary=nova-compute", env.sim.nova_url());
+        let req = env
+            .http
+            .get(url)
+            .header("X-Auth-Token", &env.token)
+            .header("OpenStack-API-Version", "compute 2.53");
+        async move {
+            let r = req.send().await.expect("request");
+            let date = r.headers()["date"].to_str().unwrap().to_owned();
+            let v: Value = r.json().await.unwrap();
+            (date, v)
+        }
+    };
+    let beat_age = |date: &str, v: &Value, host: &str| {
+        let date = chrono::DateTime::parse_from_rfc2822(date).unwrap();
+        let s = v["services"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no services in {v}"))
+            .iter()
+            .find(|s| s["host"] == host)
+            .unwrap();
+        let beat = chrono::NaiveDateTime::parse_from_str(
+            s["updated_at"].as_str().unwrap(),
+            "%Y-%m-%dT%H:%M:%S%.6f",
+        )
+        .unwrap()
+        .and_utc();
+        (date.with_timezone(&chrono::Utc) - beat).num_milliseconds()
+    };
+    // The Date header is the sim's clock, moved by advance_clock too.
+    env.sim.advance_clock(Duration::from_secs(600));
+    let (date, v) = list(&env).await;
+    let sim_now = env.sim.now();
+    let date_t = chrono::DateTime::parse_from_rfc2822(&date).unwrap();
+    assert!(
+        (sim_now - date_t.with_timezone(&chrono::Utc))
+            .num_milliseconds()
+            .abs()
+            < 2_000,
+        "{date} vs {sim_now}"
+    );
+    // A running host's heartbeat is at most report_interval old (the Date
+    // has whole seconds: up to one second less).
+    let age = beat_age(&date, &v, "compute-1");
+    assert!((-1_000..10_000).contains(&age), "{age}");
+    env.sim.kill("compute-1").unwrap();
+    env.sim.advance_clock(Duration::from_secs(30));
+    let (date, v) = list(&env).await;
+    assert!(beat_age(&date, &v, "compute-1") >= 29_000);
+    assert!((-1_000..10_000).contains(&beat_age(&date, &v, "compute-2")));
+    // Other answers carry the sim's Date too.
+    let r = env
+        .http
+        .get(env.sim.nova_url())
+        .send()
+        .await
+        .expect("version document");
+    assert!(chrono::DateTime::parse_from_rfc2822(r.headers()["date"].to_str().unwrap()).is_ok());
+}
+
+#[tokio::test]
 async fn microversion_negotiation_and_version_documents() {
     let env = start(small()).await;
     let (s, v) = env.call("GET", "/os-services", "", None).await;

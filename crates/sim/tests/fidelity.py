@@ -94,6 +94,24 @@ assert services["compute-1"].status == "enabled"
 assert len(nova.services.list()) == 6  # + scheduler + conductor
 assert [s.host for s in nova.services.list(host="compute-2")] == ["compute-2"]
 
+step("heartbeats (updated_at) in Nova's format, answers dated by the sim's clock")
+import datetime
+import email.utils
+for s in services.values():
+    # Nova's format: no zone, microseconds (UTC by convention).
+    beat = datetime.datetime.strptime(s.updated_at, "%Y-%m-%dT%H:%M:%S.%f")
+resp = sess.get(compute_url + "/os-services?binary=nova-compute",
+                headers={"OpenStack-API-Version": "compute 2.53"})
+date = email.utils.parsedate_to_datetime(resp.headers["Date"])
+assert date.tzinfo is not None, resp.headers["Date"]
+for s in resp.json()["services"]:
+    beat = datetime.datetime.strptime(s["updated_at"], "%Y-%m-%dT%H:%M:%S.%f").replace(
+        tzinfo=datetime.timezone.utc)
+    # A running service's last heartbeat is at most report_interval old
+    # (whole-second Date: up to one second more), never in the future.
+    age = (date - beat).total_seconds()
+    assert -1.0 < age <= 3.0, (s["host"], age, resp.headers["Date"], s["updated_at"])
+
 step("list servers by host, all tenants")
 on_c1 = nova.servers.list(search_opts={"all_tenants": 1, "host": "compute-1"})
 assert len(on_c1) == 4, len(on_c1)
@@ -230,6 +248,7 @@ sdk_services = {s.host: s for s in conn.compute.services(binary="nova-compute")}
 assert sdk_services["compute-1"].is_forced_down is True
 assert sdk_services["compute-1"].state == "down"
 assert sdk_services["compute-3"].state == "up"
+assert sdk_services["compute-3"].updated_at, "openstacksdk reads updated_at"
 sdk_servers = list(conn.compute.servers(all_projects=True))
 assert len(sdk_servers) == 12, len(sdk_servers)
 assert sum(1 for s in sdk_servers if s.compute_host == "compute-1") == 0

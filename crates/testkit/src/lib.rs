@@ -14,6 +14,7 @@ pub mod cloud;
 pub mod consul;
 pub mod consul_cluster;
 pub mod daemon;
+pub mod hosts;
 pub mod http_receiver;
 pub mod ipmi;
 pub mod libvirt;

@@ -1,8 +1,20 @@
 //! A real OpenStack for end-to-end tests: keystone, placement, glance,
 //! nova-api, nova-conductor, nova-scheduler, three fake-driver computes
 //! (`compute-1..3`) and one spare compute (`ha-1`, disabled in Nova: novaha's
-//! HA node), RabbitMQ, MariaDB, a Neutron stand-in, and one simulated BMC
-//! (ipmi_sim) per compute whose power-off cuts that node's nova-compute.
+//! HA node), RabbitMQ, MariaDB, a Neutron stand-in, the controller's Consul
+//! agent, and one simulated BMC (ipmi_sim) per compute whose power-off cuts
+//! that whole host.
+//!
+//! Each compute is a host, not just a nova-compute: it also runs its own
+//! Consul client agent (node name = the Nova host, joined to the
+//! controller's agent at [`OpenStack::consul_addr`]) and an sshd stand-in,
+//! both on its own loopback address ([`OpenStack::host_ip`],
+//! [`OpenStack::ssh_port`]). [`OpenStack::kill_host`] kills the three at
+//! once while the BMC still reads power on (a crash); the partial kills
+//! ([`OpenStack::kill_compute`], [`OpenStack::kill_agent`]) leave the rest
+//! of the host alive. Nova's heartbeat timers are the short ones
+//! ([`Timers::SHORT`]) unless a test asks for others
+//! ([`OpenStack::lease_with`]).
 //!
 //! The stack is brought up by `tests/openstack/up.sh` (see
 //! docs/testing.md) **once per test run** and shared by every test process:
@@ -76,6 +88,33 @@ pub struct OpenStack {
     pub flavor_id: String,
     /// `STATE_DIR/clouds.yaml`, cloud name [`OpenStack::CLOUD`].
     pub clouds_yaml: PathBuf,
+    /// The controller's Consul agent (`http://127.0.0.1:PORT`), in the same
+    /// LAN as every host's agent: what novaha's `[consul] address` names.
+    pub consul_addr: String,
+}
+
+/// Nova's heartbeat timers on the stack (seconds), set by
+/// `tests/openstack/timers.sh` (which restarts Nova when they change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// `report_interval`: how often each nova-compute heartbeats.
+    pub report_interval: u32,
+    /// `service_down_time`: how long after its last heartbeat Nova reads a
+    /// service `down`.
+    pub service_down_time: u32,
+}
+
+impl Timers {
+    /// The stack's default: a dead compute reads `down` after 8-10 s.
+    pub const SHORT: Timers = Timers {
+        report_interval: 2,
+        service_down_time: 10,
+    };
+    /// Nova's production defaults.
+    pub const PRODUCTION: Timers = Timers {
+        report_interval: 10,
+        service_down_time: 60,
+    };
 }
 
 /// One compute's simulated BMC (ipmi_sim on UDP loopback, IPMI lanplus).
@@ -171,6 +210,7 @@ impl OpenStack {
             image_id: get("OS_IMAGE_ID"),
             flavor_id: get("OS_FLAVOR_ID"),
             clouds_yaml: PathBuf::from(get("OS_CLIENT_CONFIG_FILE")),
+            consul_addr: get("CONSUL_HTTP_ADDR"),
             env,
         }
     }
@@ -218,6 +258,131 @@ impl OpenStack {
         }
     }
 
+    fn host_var(&self, name: &str, host: &str) -> String {
+        let key = format!("HOST_{name}_{}", host.to_uppercase().replace('-', "_"));
+        self.env
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key} in {}/env", self.state_dir.display()))
+    }
+
+    /// `host`'s own loopback address (its sshd stand-in and Consul agent
+    /// listen there), e.g. `127.0.0.11`.
+    pub fn host_ip(&self, host: &str) -> String {
+        self.host_var("IP", host)
+    }
+
+    /// The port of `host`'s sshd stand-in on [`OpenStack::host_ip`].
+    pub fn ssh_port(&self, host: &str) -> u16 {
+        self.host_var("SSH_PORT", host)
+            .parse()
+            .expect("a port number")
+    }
+
+    /// The controller Consul agent's HTTP port.
+    pub fn consul_port(&self) -> u16 {
+        self.consul_addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad CONSUL_HTTP_ADDR {}", self.consul_addr))
+    }
+
+    /// A blocking HTTP call to the controller's Consul agent: (status, body).
+    pub fn consul_http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        crate::consul::raw_http(self.consul_port(), method, path, body)
+            .unwrap_or_else(|e| panic!("stack consul {method} {path}: {e}"))
+    }
+
+    /// Each Consul node's `serfHealth` status (`passing`, `critical`).
+    pub fn consul_members(&self) -> BTreeMap<String, String> {
+        let (status, body) = self.consul_http("GET", "/v1/health/state/any", b"");
+        assert_eq!(status, 200, "consul health: HTTP {status}");
+        let rows: Vec<Value> = serde_json::from_slice(&body).expect("consul health JSON");
+        rows.iter()
+            .filter(|r| r["CheckID"] == "serfHealth")
+            .map(|r| {
+                (
+                    r["Node"].as_str().unwrap_or_default().to_owned(),
+                    r["Status"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Runs `tests/openstack/host.sh STATE ACTION HOST`; returns stdout.
+    fn host_sh(&self, action: &str, host: &str) -> String {
+        let out = Command::new("bash")
+            .arg(harness_dir().join("host.sh"))
+            .arg(&self.state_dir)
+            .args([action, host])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tests/openstack/host.sh");
+        assert!(
+            out.status.success(),
+            "host.sh {action} {host} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// "The host died": SIGKILL to its nova-compute, its Consul agent and
+    /// its sshd stand-in at once. Its BMC still answers and reads power on
+    /// (until something fences it).
+    pub fn kill_host(&self, host: &str) {
+        self.host_sh("kill", host);
+    }
+
+    /// Starts whatever of `host` is not running (nova-compute, agent, sshd
+    /// stand-in), as a power-on does.
+    pub fn start_host(&self, host: &str) {
+        self.host_sh("start", host);
+    }
+
+    /// Kills `host`'s Consul agent alone (SIGKILL).
+    pub fn kill_agent(&self, host: &str) {
+        self.host_sh("kill-agent", host);
+    }
+
+    /// Which parts of `host` run: `(nova-compute, agent, sshd)`.
+    pub fn host_running(&self, host: &str) -> (bool, bool, bool) {
+        let text = self.host_sh("status", host);
+        let on = |part: &str| text.lines().any(|l| l == format!("{part} running"));
+        (on("nova-compute"), on("agent"), on("sshd"))
+    }
+
+    /// Nova's heartbeat timers the stack runs with now.
+    pub fn timers(&self) -> Timers {
+        let path = self.state_dir.join("timers");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "2 10".to_owned());
+        let mut it = text.split_whitespace().map(|v| v.parse::<u32>().ok());
+        match (it.next().flatten(), it.next().flatten()) {
+            (Some(report_interval), Some(service_down_time)) => Timers {
+                report_interval,
+                service_down_time,
+            },
+            _ => panic!("{}: not two numbers: {text:?}", path.display()),
+        }
+    }
+
+    /// Runs `tests/openstack/timers.sh` (restarts Nova when they change).
+    fn set_timers(&self, t: Timers) {
+        let out = Command::new("bash")
+            .arg(harness_dir().join("timers.sh"))
+            .arg(&self.state_dir)
+            .arg(t.report_interval.to_string())
+            .arg(t.service_down_time.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tests/openstack/timers.sh");
+        assert!(
+            out.status.success(),
+            "timers.sh {t:?} failed: {}",
+            tail(&String::from_utf8_lossy(&out.stderr), 20)
+        );
+    }
+
     /// Runs `tests/openstack/compute.sh STATE ACTION HOST`; returns stdout.
     fn compute_sh(&self, action: &str, host: &str) -> String {
         let out = Command::new("bash")
@@ -241,7 +406,8 @@ impl OpenStack {
         self.compute_sh("stop", host);
     }
 
-    /// Kills `host`'s nova-compute at once (SIGKILL: a power cut).
+    /// Kills `host`'s nova-compute alone, at once (SIGKILL); the rest of
+    /// the host (its Consul agent, its sshd stand-in) lives on.
     pub fn kill_compute(&self, host: &str) {
         self.compute_sh("kill", host);
     }
@@ -287,10 +453,18 @@ impl OpenStack {
 
     /// Exclusive use of the stack for one test (released on drop, also on
     /// panic, also if the test process is killed), starting from the
-    /// baseline: every compute's nova-compute running and `up`, none forced
-    /// down, all enabled except the spare (disabled, [`HA_REASON`]), no
-    /// servers left.
+    /// baseline: the short timers ([`Timers::SHORT`]), every host powered
+    /// on and running (nova-compute `up`, its Consul agent `passing`, its
+    /// sshd stand-in listening), none forced down, all enabled except the
+    /// spare (disabled, [`HA_REASON`]), no servers left.
     pub fn lease(&self) -> Lease<'_> {
+        self.lease_with(Timers::SHORT)
+    }
+
+    /// [`OpenStack::lease`] with Nova's heartbeat timers set to `timers`
+    /// (Nova is restarted first when they differ from the current ones,
+    /// about half a minute).
+    pub fn lease_with(&self, timers: Timers) -> Lease<'_> {
         let lock = PathBuf::from(format!("{}.lease", self.state_dir.display()));
         // flock(1) with --no-fork execs `sh`, which inherits the locked fd:
         // the lock lives exactly as long as that child, which the guard
@@ -317,6 +491,7 @@ impl OpenStack {
             "lease lock {} not acquired",
             lock.display()
         );
+        self.set_timers(timers);
         self.reset();
         Lease {
             stack: self,
@@ -364,6 +539,22 @@ impl OpenStack {
         }
         for host in self.all_hosts() {
             nova.wait_service_state(&host, "up", Duration::from_secs(120));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let members = self.consul_members();
+            let passing = self
+                .all_hosts()
+                .iter()
+                .all(|h| members.get(h).is_some_and(|s| s == "passing"));
+            if passing {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hosts' consul agents not all passing after 60 s: {members:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
         nova.wait_until("every server deleted", Duration::from_secs(120), || {
             nova.servers_all().is_empty()

@@ -389,6 +389,32 @@ mod tests {
     }
 
     #[test]
+    fn stale_after_is_unset_by_default_and_must_outlast_the_interval() {
+        assert_eq!(parse("").expect("defaults").monitor.nova.stale_after, None);
+        let c = parse("[monitor]\ninterval = \"2s\"\n[monitor.nova]\nstale_after = \"15s\"\n")
+            .expect("valid");
+        assert_eq!(
+            c.monitor.signals().nova.stale_after,
+            Some(std::time::Duration::from_secs(15))
+        );
+        let err = parse("[monitor.nova]\nstale_after = \"10s\"\n").expect_err("not above 10s");
+        let text = err
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("monitor.nova.stale_after"), "{text}");
+        assert!(
+            text.contains("longer than monitor.interval (10s)"),
+            "{text}"
+        );
+        let err = parse("[monitor]\ninterval = \"1s\"\n[monitor.nova]\nstale_after = \"3s\"\n")
+            .expect_err("below the floor");
+        assert!(err[0].to_string().contains("at least 5s"), "{err:?}");
+        assert!(parse("[monitor.nova]\nstale = \"15s\"\n").is_err());
+    }
+
+    #[test]
     fn every_consul_variable_fills_its_key_and_the_file_wins() {
         let dir = tempfile::tempdir().expect("tmp");
         let token_file = dir.path().join("token");

@@ -1,12 +1,14 @@
 //! `[monitor]`: how often nodes are checked and when one is judged failed
 //! (DESIGN.md section 6). The daemon owns `interval`, `threshold` and the
-//! mass-failure guard; the monitor stage owns `signals`, `[monitor.consul]`
-//! and `[monitor.tcp]` (its types, embedded as fields: `deny_unknown_fields`
+//! mass-failure guard; the monitor stage owns `signals`, `[monitor.nova]`,
+//! `[monitor.consul]` and `[monitor.tcp]` (its types, embedded as fields: `deny_unknown_fields`
 //! does not combine with `flatten`), handed over by [`MonitorConfig::signals`].
 
 use std::time::Duration;
 
-use novaha_monitor::{ConsulSignalSettings, MonitorSettings, Signal, TcpSignalSettings};
+use novaha_monitor::{
+    ConsulSignalSettings, MonitorSettings, NovaSignalSettings, Signal, TcpSignalSettings,
+};
 use serde::Deserialize;
 
 use super::Problems;
@@ -34,6 +36,8 @@ pub struct MonitorConfig {
     pub blind_after: Duration,
     /// The detection signals (`nova` always; `consul`, `tcp` confirm it).
     pub signals: Vec<Signal>,
+    /// `[monitor.nova]`: the `nova` signal's heartbeat age.
+    pub nova: NovaSignalSettings,
     /// `[monitor.consul]`: the `consul` signal.
     pub consul: ConsulSignalSettings,
     /// `[monitor.tcp]`: the `tcp` signal.
@@ -49,6 +53,7 @@ impl Default for MonitorConfig {
             max_failed_nodes: None,
             blind_after: DEFAULT_BLIND_AFTER,
             signals: MonitorSettings::default().signals,
+            nova: NovaSignalSettings::default(),
             consul: ConsulSignalSettings::default(),
             tcp: TcpSignalSettings::default(),
         }
@@ -60,6 +65,7 @@ impl MonitorConfig {
     pub fn signals(&self) -> MonitorSettings {
         MonitorSettings {
             signals: self.signals.clone(),
+            nova: self.nova.clone(),
             consul: self.consul.clone(),
             tcp: self.tcp.clone(),
         }
@@ -79,6 +85,22 @@ impl MonitorConfig {
                 format!(
                     "must be at least 500ms, got {}",
                     humantime::format_duration(self.interval)
+                ),
+            );
+        }
+        // novaha cannot read Nova's report_interval; its own interval is the
+        // one period it knows, and deployments run it at or below
+        // report_interval: a stale_after within it would call nodes stale
+        // between two ordinary heartbeats (docs/configuration.md).
+        if let Some(stale) = self.nova.stale_after
+            && stale <= self.interval
+        {
+            problems.push(
+                "monitor.nova.stale_after",
+                format!(
+                    "must be longer than monitor.interval ({}), got {}",
+                    humantime::format_duration(self.interval),
+                    humantime::format_duration(stale)
                 ),
             );
         }
