@@ -142,10 +142,16 @@ impl<'a> Harness<'a> {
         };
         // The stack's Consul outlives tests: start from an empty tree under
         // this test's prefix (a killed earlier run may have left one).
-        let (status, body) = h
-            .stack
-            .consul_http("DELETE", &format!("/v1/kv/{}?recurse", h.prefix), b"");
-        assert_eq!(status, 200, "clear {}: {}", h.prefix, String::from_utf8_lossy(&body));
+        let (status, body) =
+            h.stack
+                .consul_http("DELETE", &format!("/v1/kv/{}?recurse", h.prefix), b"");
+        assert_eq!(
+            status,
+            200,
+            "clear {}: {}",
+            h.prefix,
+            String::from_utf8_lossy(&body)
+        );
         h.set_owner_email();
         for id in ["admin", "a", "b"] {
             h.write_config(id, &settings);
