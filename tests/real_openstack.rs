@@ -297,8 +297,12 @@ fn a_lone_dead_nova_compute_or_consul_agent_is_never_judged_failed() {
         seen_agent |= s["compute_nodes"][&agent_only]["degraded"] == "nova=up consul=failed";
         std::thread::sleep(Duration::from_secs(1));
     }
+    // The stale window (heartbeat older than stale_after, Nova still
+    // saying up) lasts service_down_time - stale_after; a slow Nova read
+    // on a loaded machine can miss it, so either reading counts for the
+    // nova-only host. What must never happen is asserted above.
     assert!(
-        seen_stale && seen_down && seen_agent,
+        (seen_stale || seen_down) && seen_agent,
         "degraded readings seen: stale {seen_stale}, down {seen_down}, agent {seen_agent}\n{}",
         h.logs()
     );

@@ -300,7 +300,11 @@ impl Conn<'_> {
         if status.is_success() {
             return Ok(resp);
         }
-        let body = resp.text().await.unwrap_or_default();
+        // An error body only feeds an excerpt: never read more of it.
+        let body = read_capped(resp, ERROR_BODY_LIMIT)
+            .await
+            .map(|(b, _)| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let detail = sanitize(
             &format!("redfish {what}: HTTP {status}: {body}"),
             self.secret,
@@ -324,15 +328,25 @@ impl Conn<'_> {
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, FenceError> {
+        // (bodies are read through `read_capped`: a BMC cannot make the
+        // daemon hold an unbounded answer in memory)
         let what = format!("GET {path}");
         let resp = self.send(&what, self.request(Method::GET, path)).await?;
-        let bytes = resp.bytes().await.map_err(|e| FenceError::Unreachable {
-            node: self.node.clone(),
-            detail: sanitize(
-                &format!("redfish {what}: reading body: {}", error_chain(&e)),
-                self.secret,
-            ),
-        })?;
+        let (bytes, complete) =
+            read_capped(resp, BODY_LIMIT)
+                .await
+                .map_err(|e| FenceError::Unreachable {
+                    node: self.node.clone(),
+                    detail: sanitize(
+                        &format!("redfish {what}: reading body: {}", error_chain(&e)),
+                        self.secret,
+                    ),
+                })?;
+        if !complete {
+            return Err(self.protocol(&format!(
+                "redfish {what}: answer larger than {BODY_LIMIT} bytes; not read further"
+            )));
+        }
         serde_json::from_slice(&bytes).map_err(|e| {
             self.protocol(&format!(
                 "redfish {what}: malformed JSON ({e}): {}",
@@ -463,6 +477,30 @@ impl Fencer for RedfishFencer {
         conn.logout().await;
         Ok(())
     }
+}
+
+/// The largest Redfish answer read (a `ComputerSystem` is a few KiB).
+const BODY_LIMIT: usize = 1 << 20;
+
+/// How much of an error body is read (it only feeds an excerpt).
+const ERROR_BODY_LIMIT: usize = 8 << 10;
+
+/// Reads at most `limit` bytes of `resp`'s body; the flag says whether the
+/// body ended within the limit.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, true))
 }
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //! dir, one user, and a chassis power hook (a small shell script) that keeps
 //! the power in a file and logs every call, so a test can see that the
 //! chassis really went off, make the BMC refuse to power off, or stop it
-//! (BMC down). Installed by `scripts/deps/ipmi.sh`.
+//! (BMC down). Each call is also logged with its wall-clock time
+//! (`events.log`), so a test can order power changes against other peers'
+//! records. Installed by `scripts/deps/ipmi.sh`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::process::{ChildGuard, free_udp_port, tool, wait_until};
 
@@ -16,6 +18,7 @@ const HOOK: &str = r#"#!/bin/sh
 # ipmi_sim chassis_control hook: `hook.sh get power` | `hook.sh set power 0|1`.
 dir="$(dirname "$0")"
 echo "$*" >> "$dir/calls.log"
+echo "$(date +%s.%N) $*" >> "$dir/events.log"
 case "$1 $2" in
   "get power") printf 'power:%s\n' "$(cat "$dir/power")" ;;
   "set power")
@@ -25,6 +28,29 @@ case "$1 $2" in
   *) ;;
 esac
 "#;
+
+/// One logged power call or change, with its wall-clock time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PowerEvent {
+    /// When the hook ran (or [`IpmiBmc::set_power`] wrote the power file).
+    pub at: SystemTime,
+    /// The hook's arguments (`get power`, `set power 0`, ...), or
+    /// `set power 0|1 (direct)` for [`IpmiBmc::set_power`].
+    pub call: String,
+}
+
+impl PowerEvent {
+    /// The power state this event set: `Some(true)` for on, `Some(false)`
+    /// for off, `None` for a read.
+    pub fn sets_power(&self) -> Option<bool> {
+        let call = self.call.strip_suffix(" (direct)").unwrap_or(&self.call);
+        match call {
+            "set power 1" => Some(true),
+            "set power 0" => Some(false),
+            _ => None,
+        }
+    }
+}
 
 /// One running simulated BMC, killed when dropped.
 #[derive(Debug)]
@@ -148,13 +174,42 @@ impl IpmiBmc {
             == "1"
     }
 
-    /// Sets the simulated chassis power directly.
+    /// Sets the simulated chassis power directly (as a BMC's power-restore
+    /// policy would), logged in the events as `set power N (direct)`.
     pub fn set_power(&self, on: bool) {
-        fs::write(
-            self.dir.path().join("power"),
-            if on { "1\n" } else { "0\n" },
-        )
-        .expect("write power file");
+        let bit = if on { "1" } else { "0" };
+        fs::write(self.dir.path().join("power"), format!("{bit}\n")).expect("write power file");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        let line = format!(
+            "{}.{:09} set power {bit} (direct)\n",
+            now.as_secs(),
+            now.subsec_nanos()
+        );
+        fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.path().join("events.log"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()))
+            .expect("append to events.log");
+    }
+
+    /// Every hook call and direct power change so far, in order, with its
+    /// wall-clock time (the hook's `date +%s.%N`).
+    pub fn power_events(&self) -> Vec<PowerEvent> {
+        let text = fs::read_to_string(self.dir.path().join("events.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let (ts, call) = l.split_once(' ')?;
+                let (secs, nanos) = ts.split_once('.')?;
+                let at = UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+                Some(PowerEvent {
+                    at,
+                    call: call.to_owned(),
+                })
+            })
+            .collect()
     }
 
     /// Makes the BMC accept "power off" but leave the chassis on (a BMC that

@@ -277,10 +277,16 @@ fn reset(
         return emit(policy, obs, orig, folded, a);
     }
     let rec = &folded;
-    if policy.reset.restore_nova_service && obs.nova_service.is_none() && !obs.judged {
-        // Not read yet (a new leader): the forced-down service would be
-        // left forced down, and the node never judged again.
-        let a = wait(WaitReason::NotJudged, policy.poll_interval, false);
+    if policy.reset.restore_nova_service && obs.nova_service.is_none() {
+        // Not read yet (a new leader), or unknown since a call of ours
+        // whose outcome is unknown: skipping the restore on a guess could
+        // leave the service forced down, and the node never judged again.
+        let reason = if obs.judged {
+            WaitReason::NovaServiceUnknown
+        } else {
+            WaitReason::NotJudged
+        };
+        let a = wait(reason, policy.poll_interval, false);
         return emit(policy, obs, orig, folded.clone(), a);
     }
     if policy.reset.restore_nova_service

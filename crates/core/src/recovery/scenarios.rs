@@ -1065,6 +1065,8 @@ fn a_reset_waits_until_the_node_service_is_known_before_archiving() {
         > wait not-judged
         expect-phase done
         judged
+        # unknown since a call of ours with an unknown outcome: still waits
+        > wait nova-service-unknown
         nova-known
         > restore-service svc-c1 unforce=true enable=true
         ",

@@ -155,6 +155,10 @@ struct NodeRunner {
     cancel: CancellationToken,
     results: Results,
     patched: BTreeMap<NodeName, Patched>,
+    /// Services a call of ours may have changed with an unknown outcome
+    /// (a retryable failure), since when: unknown until the monitor's next
+    /// read.
+    unsure: BTreeMap<NodeName, Instant>,
     last_wait: Option<String>,
 }
 
@@ -174,6 +178,7 @@ pub async fn run_node(
         cancel,
         results: Results::default(),
         patched: BTreeMap::new(),
+        unsure: BTreeMap::new(),
         last_wait: None,
     };
     info!(node = %r.node, epoch = r.lease.epoch(), "recovery task started");
@@ -353,6 +358,17 @@ impl NodeRunner {
     /// The node's service: the monitor's view, unless a later call of ours
     /// changed it since the view was read.
     fn service(&self, view: &View, node: &NodeName) -> Option<NovaService> {
+        // A stale read (Nova unreachable for a while, or the previous
+        // tenure's) is not knowledge: the service is unknown.
+        if !view.fresh() {
+            return None;
+        }
+        if let Some(at) = self.unsure.get(node)
+            && view.at.is_none_or(|v| v <= *at)
+            && self.patched.get(node).is_none_or(|p| p.at <= *at)
+        {
+            return None;
+        }
         match (self.patched.get(node), view.at) {
             (Some(p), Some(at)) if at < p.at => Some(p.service.clone()),
             (Some(p), None) => Some(p.service.clone()),
@@ -486,6 +502,9 @@ impl NodeRunner {
                     }
                     Err(e) => {
                         self.nova_error(&e);
+                        if e.is_retryable() {
+                            self.unsure.insert(node.clone(), Instant::now());
+                        }
                         warn!(node = %node, stage = "force-down", error = %e, "force-down failed");
                         self.results.failure =
                             Some((Step::ForceDown, failure(e.to_string(), e.is_retryable())));
@@ -655,6 +674,9 @@ impl NodeRunner {
                 }
                 Err(e) => {
                     self.nova_error(&e);
+                    if e.is_retryable() {
+                        self.unsure.insert(node.clone(), Instant::now());
+                    }
                     warn!(node = %node, error = %e, "admin reset: restoring the nova service failed");
                     self.results.failure = Some((
                         Step::RestoreService,
