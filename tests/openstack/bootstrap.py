@@ -114,29 +114,42 @@ def main():
             return found[0]["id"]
         return s.post(path, json={key[:-1]: body}, **kw).json()[key[:-1]]["id"]
 
-    default = "default"
-    service_project = one("/projects", "projects", "service",
-                          {"name": "service", "domain_id": default})
-    roles = {r: one("/roles", "roles", r, {"name": r}) for r in ("admin", "service")}
-    for user in ("nova", "placement", "glance"):
-        uid = one("/users", "users", user, {"name": user, "domain_id": default,
-                                            "password": e["SERVICE_PASSWORD"]})
-        for rid in roles.values():
-            s.put(f"/projects/{service_project}/users/{uid}/roles/{rid}", **kw)
-    for stype, url in urls.items():
-        sid = None
-        for svc in s.get(f"/services?type={stype}", **kw).json()["services"]:
-            sid = svc["id"]
-        if sid is None:
-            sid = s.post("/services", json={"service": {"type": stype, "name": names[stype]}},
-                         **kw).json()["service"]["id"]
-        have = {ep["interface"] for ep in
-                s.get(f"/endpoints?service_id={sid}", **kw).json()["endpoints"]}
-        for iface in ("public", "internal", "admin"):
-            if iface not in have:
-                s.post("/endpoints", json={"endpoint": {"service_id": sid, "interface": iface,
-                                                        "url": url, "region_id": "RegionOne"}},
-                       **kw)
+    def identity():
+        """Service users, roles and catalog; every step finds before it
+        creates, so a try cut short by a busy keystone is simply run again."""
+        default = "default"
+        service_project = one("/projects", "projects", "service",
+                              {"name": "service", "domain_id": default})
+        roles = {r: one("/roles", "roles", r, {"name": r}) for r in ("admin", "service")}
+        for user in ("nova", "placement", "glance"):
+            uid = one("/users", "users", user, {"name": user, "domain_id": default,
+                                                "password": e["SERVICE_PASSWORD"]})
+            for rid in roles.values():
+                s.put(f"/projects/{service_project}/users/{uid}/roles/{rid}", **kw)
+        for stype, url in urls.items():
+            sid = None
+            for svc in s.get(f"/services?type={stype}", **kw).json()["services"]:
+                sid = svc["id"]
+            if sid is None:
+                sid = s.post("/services", json={"service": {"type": stype, "name": names[stype]}},
+                             **kw).json()["service"]["id"]
+            have = {ep["interface"] for ep in
+                    s.get(f"/endpoints?service_id={sid}", **kw).json()["endpoints"]}
+            for iface in ("public", "internal", "admin"):
+                if iface not in have:
+                    s.post("/endpoints", json={"endpoint": {"service_id": sid, "interface": iface,
+                                                            "url": url, "region_id": "RegionOne"}},
+                           **kw)
+        return True
+
+    def identity_logged():
+        try:
+            return identity()
+        except Exception as err:  # logged for the post-mortem, then retried
+            log(f"keystone users and catalog: {type(err).__name__}: {err}; trying again")
+            raise
+
+    wait("keystone users and catalog", identity_logged, timeout=300.0, interval=2.0)
     log("keystone: service users and catalog ready")
     if phase == "identity":
         return
