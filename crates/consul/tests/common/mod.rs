@@ -7,6 +7,18 @@ use novaha_consul::{Consul, ConsulSettings, Election, ElectionSettings, LeaderIn
 use novaha_core::kv::Schema;
 use novaha_testkit::consul::ConsulAgent;
 
+/// Sends the library's warnings (why a keeper gave a lease up, a failed
+/// renew) to the test's captured output, shown when the test fails.
+pub fn log_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOVAHA_TEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A client for `agent`.
 pub fn client(agent: &ConsulAgent) -> Consul {
     Consul::new(&ConsulSettings {
