@@ -1022,3 +1022,72 @@ fn under_journald_every_line_carries_its_priority() {
     assert!(!plain.lines().any(|l| l.starts_with('<')), "{plain}");
     assert!(plain.contains("leader cycle done"), "{plain}");
 }
+
+/// `run --once` never waits for what only a later run can bring (the
+/// monitor's next read, a backoff): with a node already `failed=True` (a
+/// previous leader's verdict) and Nova's service list failing, it stops at
+/// the first wait, says why, and releases the lock, instead of holding the
+/// lock until someone kills it.
+#[test]
+fn run_once_stops_at_a_wait_and_releases_the_lock() {
+    use novaha_sim::{FaultKind, FaultRule};
+    let agent = ConsulAgent::start();
+    let cloud = SimCloud::start();
+    let dir = tempfile::tempdir().unwrap();
+    let p = "t-once-wait";
+    let cfg = config_with(&agent, dir.path(), p, "once", cloud.admin());
+    let cfg = cfg.to_str().unwrap();
+    agent.kv_put(
+        &format!("{p}/compute_nodes/compute-1/status/failed"),
+        b"True",
+    );
+    cloud.sim().add_fault(FaultRule::new(
+        "/os-services",
+        FaultKind::Status { status: 500 },
+    ));
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "-c", cfg, "--once"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "run --once still running after 60 s, holding the lock:\n{}",
+                stderr(&o)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Nova could not be read"), "{out}");
+    assert!(
+        out.contains("compute-1: recovery waiting: not-judged"),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    // Nothing destructive was decided without a judgement, and the lock is
+    // free: the next run takes it at once.
+    assert_eq!(
+        text(
+            &agent,
+            &format!("{p}/compute_nodes/compute-1/status/recovered")
+        ),
+        None
+    );
+    let (status, body) = agent.http("GET", &format!("/v1/kv/{p}/leader"), b"");
+    if status == 200 {
+        let entry: Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            entry[0].get("Session").is_none(),
+            "lock still held: {entry}"
+        );
+    }
+}
