@@ -2,7 +2,9 @@
 //! stays as a regression test, a schedule replays identically, and a
 //! campaign of 1,000 seeds keeps every invariant.
 
-use novaha_chaos::schedule::Schedule;
+use std::time::Duration;
+
+use novaha_chaos::schedule::{Cloud, Fault, Schedule, Step, Target};
 use novaha_chaos::sim;
 
 /// Seeds the campaigns found, each with the defect it exposed (all fixed).
@@ -50,6 +52,22 @@ const FOUND: &[(u64, &str)] = &[
     (
         1026,
         "a fence decided on a judgement gone stale during a Nova outage",
+    ),
+    (
+        4837,
+        "a reset skipped restoring a service whose force-down outcome was unknown",
+    ),
+    (
+        11090,
+        "a reset by a new leader trusted a stale read and left the node forced down",
+    ),
+    (
+        16682,
+        "a node fenced well after a two-host partition healed",
+    ),
+    (
+        19761,
+        "a reset by a new leader trusted a stale read and left the node forced down",
     ),
 ];
 
@@ -115,6 +133,59 @@ async fn the_checker_reports_planted_violations() {
     // A write from a session that does not hold the lock never lands.
     assert!(w.apply("other", &[KvOp::set("p/x", "1", 0)]).is_err());
     assert!(w.get("p/x").is_none());
+}
+
+/// Rule 11 for a decision that writes nothing: the leader claimed a node
+/// whose BMC times out and waits to retry the fence; the lock is taken
+/// from it (a stall: it notices ten minutes later). Its retry must not
+/// fence. Without the bare lease check before such an action, each of
+/// these moments of the loss gave "controller 0 fenced c1 without holding
+/// the lock".
+#[test]
+fn a_leader_deposed_while_it_waits_to_retry_a_fence_does_not_fence() {
+    let s = Duration::from_secs;
+    for lost_at in [
+        s(51) + Duration::from_millis(500),
+        s(57),
+        s(59),
+        s(61),
+        s(73),
+    ] {
+        let schedule = Schedule {
+            seed: 1,
+            cloud: Cloud {
+                hosts: 3,
+                spares: 1,
+                per_host: 1,
+                target: Target::HaNode,
+                lands_shutoff: false,
+                skew_secs: 0,
+                concurrency: 1,
+            },
+            steps: vec![
+                Step {
+                    at: s(1),
+                    fault: Fault::BmcTimeout(0, s(300)),
+                },
+                Step {
+                    at: s(1),
+                    fault: Fault::KillHost(0),
+                },
+                Step {
+                    at: lost_at,
+                    fault: Fault::LeaseLoss {
+                        notice_after: s(600),
+                    },
+                },
+            ],
+        };
+        let o = sim::run(&schedule);
+        assert!(
+            o.violations.is_empty(),
+            "lock lost at {lost_at:?}: {:?}",
+            o.violations
+        );
+    }
 }
 
 #[test]
