@@ -421,7 +421,6 @@ fn spare_fits_two(
 /// `ha_node_then_scheduler`: two land on the spare, the third on another
 /// compute through the scheduler; all ACTIVE, one evacuation each.
 #[test]
-#[ignore = "fails on the real stack: the scheduler finds no valid host for the third instance (NoValidHost); see the session note"]
 fn a_spare_with_room_for_two_of_three_sends_the_third_through_the_scheduler() {
     let (h, ids, _room) = spare_fits_two("e2e-os-cap-sched", "ha_node_then_scheduler");
     h.wait_done();

@@ -94,21 +94,59 @@ pub fn choose(policy: &Policy, obs: &Observation, rec: &RecoveryRecord, slots: u
         cap.room(&ours)
     });
     let fallback = policy.target == TargetPolicy::HaNodeThenScheduler;
+    // Evacuations to the HA node and through the scheduler are never in
+    // flight at once. Nova claims an evacuation's room in Placement in its
+    // conductor, after the API has accepted the call; meanwhile the HA node
+    // (enabled, and usually the emptiest host, which the scheduler's
+    // weighers prefer) still shows that room, so an evacuation sent to the
+    // scheduler can take it and one sent to the HA node then fails
+    // NoValidHost (the server goes ERROR). Whichever kind the first
+    // candidate (highest priority) is goes now; the other waits until
+    // nothing of the first kind is still being placed.
+    let ha_busy = rec.instances.iter().any(|(id, i)| {
+        !i.via_scheduler && i.target.as_deref() == Some(ha.as_str()) && being_placed(obs, id, i)
+    });
+    let scheduler_busy = rec
+        .instances
+        .iter()
+        .any(|(id, i)| i.via_scheduler && being_placed(obs, id, i));
+    let mut kind: Option<bool> = None;
     let mut batch = Batch::default();
     for (id, p) in capacity::place(room, ha.as_str(), fallback, &candidates) {
-        match p {
+        let to_scheduler = match p {
             Placement::Wait { reason } => {
                 batch.waiting.get_or_insert(format!("{id}: {reason}"));
+                continue;
             }
-            _ if batch.ids.len() >= slots => {}
-            Placement::HaNode => batch.ids.push(id),
-            Placement::Scheduler => {
-                batch.scheduler.insert(id.clone());
-                batch.ids.push(id);
-            }
+            Placement::HaNode => false,
+            Placement::Scheduler => true,
+        };
+        let other_busy = if to_scheduler {
+            ha_busy
+        } else {
+            scheduler_busy
+        };
+        if batch.ids.len() >= slots || other_busy || kind.is_some_and(|k| k != to_scheduler) {
+            continue;
         }
+        kind = Some(to_scheduler);
+        if to_scheduler {
+            batch.scheduler.insert(id.clone());
+        }
+        batch.ids.push(id);
     }
     batch
+}
+
+/// True when instance `id` was sent and Nova may not have placed it yet
+/// (and so not claimed its room in Placement): requested, and not read
+/// back landed or failed.
+fn being_placed(obs: &Observation, id: &str, i: &InstanceRecord) -> bool {
+    i.state == InstanceState::Requested
+        && !matches!(
+            obs.progress.get(id),
+            Some(InstanceProgress::Landed { .. } | InstanceProgress::Failed { .. })
+        )
 }
 
 /// True when instance `id` of this recovery takes room on the HA node now:
@@ -262,9 +300,10 @@ mod tests {
         let rec = record(3);
         let mut p = policy();
         p.target = TargetPolicy::HaNodeThenScheduler;
+        // The HA node's two first; the third waits for them (below).
         let b = choose(&p, &obs(2048), &rec, 8);
-        assert_eq!(b.ids, ["i0", "i1", "i2"]);
-        assert_eq!(b.scheduler, BTreeSet::from(["i2".to_owned()]));
+        assert_eq!(b.ids, ["i0", "i1"]);
+        assert!(b.scheduler.is_empty());
         assert_eq!(b.waiting, None);
 
         p.target = TargetPolicy::HaNode;
@@ -288,10 +327,19 @@ mod tests {
         i0.target = Some("ha-1".into());
         let b = choose(&policy(), &obs(2048), &rec, 8);
         assert_eq!(b.ids, ["i1"], "i0 takes 1 GB of the 2 GB");
-        // Sent to the scheduler, or failed: takes no room there.
+        // Sent to the scheduler (and placed elsewhere), or failed: takes
+        // no room there.
         let i0 = rec.instances.get_mut("i0").expect("i0");
         i0.via_scheduler = true;
-        let b = choose(&policy(), &obs(2048), &rec, 8);
+        let mut o = obs(2048);
+        o.progress.insert(
+            "i0".into(),
+            InstanceProgress::Landed {
+                host: "c7".into(),
+                status: "ACTIVE".into(),
+            },
+        );
+        let b = choose(&policy(), &o, &rec, 8);
         assert_eq!(b.ids, ["i1", "i2"]);
         let i0 = rec.instances.get_mut("i0").expect("i0");
         i0.via_scheduler = false;
@@ -299,6 +347,87 @@ mod tests {
         o.progress
             .insert("i0".into(), InstanceProgress::Failed { reason: "x".into() });
         assert_eq!(choose(&policy(), &o, &rec, 8).ids, ["i1", "i2"]);
+    }
+
+    /// Sends `ids` of `rec` the way `decide` records a batch.
+    fn send(rec: &mut RecoveryRecord, b: &Batch) {
+        for id in &b.ids {
+            let i = rec.instances.get_mut(id).expect("instance");
+            i.state = InstanceState::Requested;
+            i.via_scheduler = b.scheduler.contains(id);
+            i.target = (!i.via_scheduler).then(|| "ha-1".to_owned());
+        }
+    }
+
+    #[test]
+    fn choose_never_has_ha_node_and_scheduler_evacuations_in_flight_at_once() {
+        // Nova's scheduler may pick the HA node (enabled, emptiest) for an
+        // evacuation without a target before the ones sent there have
+        // claimed their room: one of those would fail NoValidHost.
+        let mut rec = record(3);
+        let mut p = policy();
+        p.target = TargetPolicy::HaNodeThenScheduler;
+        let o = obs(2048);
+        let b = choose(&p, &o, &rec, 8);
+        assert_eq!(b.ids, ["i0", "i1"]);
+        send(&mut rec, &b);
+        // In flight to the HA node (not read yet, then read moving): the
+        // third is held, not sent.
+        assert_eq!(choose(&p, &o, &rec, 8), Batch::default());
+        let mut o = obs(2048);
+        o.progress.insert("i0".into(), InstanceProgress::InFlight);
+        o.progress.insert(
+            "i1".into(),
+            InstanceProgress::Landed {
+                host: "ha-1".into(),
+                status: "ACTIVE".into(),
+            },
+        );
+        assert_eq!(choose(&p, &o, &rec, 8), Batch::default());
+        // Both landed: the scheduler's turn.
+        o.progress.insert(
+            "i0".into(),
+            InstanceProgress::Landed {
+                host: "ha-1".into(),
+                status: "ACTIVE".into(),
+            },
+        );
+        let b = choose(&p, &o, &rec, 8);
+        assert_eq!(b.ids, ["i2"]);
+        assert_eq!(b.scheduler, BTreeSet::from(["i2".to_owned()]));
+
+        // The other way round: while one goes through the scheduler,
+        // nothing is sent to the HA node, even with room there.
+        let mut rec = record(3);
+        let b = Batch {
+            ids: vec!["i0".into()],
+            scheduler: BTreeSet::from(["i0".to_owned()]),
+            waiting: None,
+        };
+        send(&mut rec, &b);
+        assert_eq!(choose(&p, &obs(4096), &rec, 8), Batch::default());
+        let mut o = obs(4096);
+        o.progress.insert(
+            "i0".into(),
+            InstanceProgress::Landed {
+                host: "c7".into(),
+                status: "ACTIVE".into(),
+            },
+        );
+        assert_eq!(choose(&p, &o, &rec, 8).ids, ["i1", "i2"]);
+
+        // The highest priority decides which kind goes first.
+        let mut rec = record(3);
+        let big = rec.instances.get_mut("i0").expect("i0");
+        big.priority = 5;
+        big.resources = Some(Resources {
+            vcpus: 1,
+            memory_mb: 4096,
+            disk_gb: 0,
+        });
+        let b = choose(&p, &obs(2048), &rec, 8);
+        assert_eq!(b.ids, ["i0"]);
+        assert_eq!(b.scheduler, BTreeSet::from(["i0".to_owned()]));
     }
 
     #[test]
