@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use novaha_core::Secret;
+use novaha_core::http::CappedBody;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -18,6 +19,14 @@ use tracing::debug;
 
 use crate::error::ConsulError;
 use crate::tls::{ConsulTls, http_client};
+
+/// The longest successful answer read from Consul (by this client and by
+/// the monitor's health read). The largest novaha asks for are the
+/// recursive read of its whole K/V tree (a few KiB a node, Consul itself
+/// caps one value at 512 KiB) and every check of every node (a few hundred
+/// bytes each): some MiB for thousands of nodes. 64 MiB leaves a wide margin over that while keeping a broken
+/// proxy or a runaway tree from making the daemon hold an unbounded answer.
+pub const BODY_LIMIT: usize = 64 << 20;
 
 /// Consul's limit on operations in one `/v1/txn` (1.8.x).
 pub const MAX_TXN_OPS: usize = 64;
@@ -385,7 +394,9 @@ impl Consul {
         url
     }
 
-    /// Sends one request and reads the whole answer, within `timeout`.
+    /// Sends one request and reads its answer, within `timeout`: a success
+    /// up to [`BODY_LIMIT`] (longer is [`ConsulError::TooLarge`]), an error
+    /// status up to an excerpt's worth.
     pub(crate) async fn send(
         &self,
         what: &str,
@@ -404,19 +415,26 @@ impl Consul {
             req = req.body(b);
         }
         let fut = async {
-            let resp = req.send().await?;
+            let mut resp = req.send().await?;
             let status = resp.status();
             let index = resp
                 .headers()
                 .get("X-Consul-Index")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            let body = resp.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(Answer {
-                status,
-                index,
-                body,
-            })
+            let mut body = CappedBody::for_answer(status.is_success(), BODY_LIMIT);
+            while let Some(chunk) = resp.chunk().await?
+                && body.push(&chunk)
+            {}
+            let (body, complete) = body.finish();
+            Ok::<_, reqwest::Error>((
+                Answer {
+                    status,
+                    index,
+                    body,
+                },
+                complete,
+            ))
         };
         // The outer timeout also bounds a stalled body read.
         match tokio::time::timeout(timeout + Duration::from_millis(100), fut).await {
@@ -432,7 +450,13 @@ impl Consul {
                 what: what.to_owned(),
                 detail: error_chain(&e),
             }),
-            Ok(Ok(a)) => {
+            Ok(Ok((a, complete))) if a.status.is_success() && !complete => {
+                Err(ConsulError::TooLarge {
+                    what: what.to_owned(),
+                    limit: BODY_LIMIT,
+                })
+            }
+            Ok(Ok((a, _))) => {
                 debug!(what, status = a.status.as_u16(), "consul answered");
                 Ok(a)
             }

@@ -43,6 +43,17 @@ pub enum ConsulError {
         /// What was wrong with it.
         detail: String,
     },
+    /// A successful answer was longer than the client reads (64 MiB): a
+    /// broken proxy in front of the agent, or a
+    /// K/V tree grown far past what novaha writes. Not retryable: the same
+    /// read would bring the same answer.
+    #[error("consul {what}: answer larger than {limit} bytes, not read further")]
+    TooLarge {
+        /// The call.
+        what: String,
+        /// The bound, in bytes.
+        limit: usize,
+    },
     /// The agent answers but its cluster has no leader (no quorum).
     #[error("consul has no cluster leader")]
     NoLeader,
@@ -63,7 +74,10 @@ impl ConsulError {
         match self {
             Self::Transport { .. } | Self::Timeout { .. } | Self::NoLeader => true,
             Self::Status { status, .. } => *status >= 500 || *status == 429,
-            Self::Settings(_) | Self::Decode { .. } | Self::TooManyOps { .. } => false,
+            Self::Settings(_)
+            | Self::Decode { .. }
+            | Self::TooLarge { .. }
+            | Self::TooManyOps { .. } => false,
         }
     }
 }

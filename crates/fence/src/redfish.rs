@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use novaha_core::drivers::fence::{FenceError, FenceTarget, Fenced, Fencer};
+use novaha_core::http::{CappedBody, ERROR_BODY_LIMIT};
 use novaha_core::kv::parse_bool;
 use novaha_core::{NodeName, PowerState, Secret};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
@@ -328,8 +329,6 @@ impl Conn<'_> {
     }
 
     async fn get_json(&self, path: &str) -> Result<Value, FenceError> {
-        // (bodies are read through `read_capped`: a BMC cannot make the
-        // daemon hold an unbounded answer in memory)
         let what = format!("GET {path}");
         let resp = self.send(&what, self.request(Method::GET, path)).await?;
         let (bytes, complete) =
@@ -482,25 +481,18 @@ impl Fencer for RedfishFencer {
 /// The largest Redfish answer read (a `ComputerSystem` is a few KiB).
 const BODY_LIMIT: usize = 1 << 20;
 
-/// How much of an error body is read (it only feeds an excerpt).
-const ERROR_BODY_LIMIT: usize = 8 << 10;
-
-/// Reads at most `limit` bytes of `resp`'s body; the flag says whether the
-/// body ended within the limit.
+/// Reads at most `limit` bytes of `resp`'s body (the bytes, and whether
+/// the body ended within the limit): a BMC cannot make the daemon hold an
+/// unbounded answer in memory.
 async fn read_capped(
     mut resp: reqwest::Response,
     limit: usize,
 ) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let room = limit - out.len();
-        if chunk.len() > room {
-            out.extend_from_slice(&chunk[..room]);
-            return Ok((out, false));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok((out, true))
+    let mut body = CappedBody::new(limit);
+    while let Some(chunk) = resp.chunk().await?
+        && body.push(&chunk)
+    {}
+    Ok(body.finish())
 }
 
 #[cfg(test)]

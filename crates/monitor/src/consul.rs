@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use novaha_consul::ConsulSettings;
+use novaha_consul::client::BODY_LIMIT;
+use novaha_core::http::CappedBody;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +141,7 @@ impl ConsulHealth {
             .get(self.url.clone())
             .headers(self.headers.clone())
             .timeout(self.timeout);
-        let resp = req.send().await.map_err(|e| {
+        let mut resp = req.send().await.map_err(|e| {
             let detail = if e.is_timeout() {
                 format!("no answer within {:?}", self.timeout)
             } else {
@@ -148,10 +150,20 @@ impl ConsulHealth {
             err(detail, true)
         })?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| err(format!("reading the answer: {}", error_chain(&e)), true))?;
+        let mut body = CappedBody::for_answer(status.is_success(), BODY_LIMIT);
+        let read_err =
+            |e: reqwest::Error| err(format!("reading the answer: {}", error_chain(&e)), true);
+        while let Some(chunk) = resp.chunk().await.map_err(read_err)?
+            && body.push(&chunk)
+        {}
+        let (body, complete) = body.finish();
+        if status.is_success() && !complete {
+            // The same read would bring the same answer: not retryable.
+            return Err(err(
+                format!("answer larger than {BODY_LIMIT} bytes, not read further"),
+                false,
+            ));
+        }
         if !status.is_success() {
             let text: String = String::from_utf8_lossy(&body)
                 .trim()

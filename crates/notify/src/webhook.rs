@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use novaha_core::Secret;
 use novaha_core::drivers::notify::{IncidentReport, NotifyError};
+use novaha_core::http::{CappedBody, ERROR_BODY_LIMIT};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::Error;
@@ -96,7 +97,7 @@ impl WebhookChannel {
                 detail: format!("message {} is not a webhook message", m.id),
             });
         };
-        let res = self
+        let mut res = self
             .client
             .post(self.url.expose())
             .header("Idempotency-Key", &m.id)
@@ -111,7 +112,12 @@ impl WebhookChannel {
         if status.is_success() {
             return Ok(());
         }
-        let text = res.text().await.unwrap_or_default();
+        // Only an excerpt is kept: read no more of the body than that needs.
+        let mut body = CappedBody::new(ERROR_BODY_LIMIT);
+        while let Ok(Some(chunk)) = res.chunk().await
+            && body.push(&chunk)
+        {}
+        let text = String::from_utf8_lossy(&body.finish().0).into_owned();
         let excerpt: String = text.chars().take(200).collect();
         let detail = format!("POST to {}: HTTP {status}: {excerpt}", self.shown);
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {

@@ -10,6 +10,7 @@ use common::*;
 use novaha_core::kv::Schema;
 use novaha_notify::{EntryStatus, NotifySettings, Outbox, OutboxOptions, WEBHOOK_SCHEMA};
 use novaha_testkit::http_receiver::HttpReceiver;
+use novaha_testkit::huge_body::HugeBody;
 
 fn settings(toml_body: &str) -> Vec<NotifySettings> {
     #[derive(serde::Deserialize)]
@@ -174,4 +175,28 @@ async fn webhook_receiver_down_is_temporary() {
     let err = ob.entries().await.unwrap()[0].last_error.clone().unwrap();
     assert!(err.contains("POST to http://127.0.0.1:"), "{err}");
     assert!(!err.contains("secret-path"), "{err}");
+}
+
+#[tokio::test]
+async fn a_huge_error_body_is_read_only_as_far_as_the_excerpt_needs() {
+    // A receiver (or a proxy in front of it) answering 500 with 256 MiB:
+    // the error keeps an excerpt, the rest is never read.
+    let peer = HugeBody::serve(500, 256 << 20).await;
+    let s = settings(&format!(
+        "[[notify]]\ndriver = \"webhook\"\nurl = \"{}/hooks/T0/secret-path\"\nheaders = {{ Authorization = \"Bearer tok-123\" }}\ntimeout = \"30s\"\n",
+        peer.url()
+    ));
+    let (_store, ob) = outbox(&s);
+    let lease = lease("A");
+    ob.enqueue(&lease, &report("inc-huge"), t(0)).await.unwrap();
+    let s = peer.bounded(ob.deliver_due(&lease, t(0))).await.unwrap();
+    assert_eq!(s.count("retry"), 1, "{s:?}");
+    let e = ob.entries().await.unwrap().pop().unwrap();
+    let err = e.last_error.unwrap();
+    assert!(err.contains("HTTP 500") && err.contains("{{{{"), "{err}");
+    assert!(err.len() < 2_000, "{} bytes of error", err.len());
+    assert!(
+        !err.contains("secret-path") && !err.contains("tok-123"),
+        "no secret in errors: {err}"
+    );
 }

@@ -142,6 +142,31 @@ pub enum OpenStackError {
         request_id: Option<Box<str>>,
     },
 
+    /// A successful answer was longer than the client reads (64 MiB): a
+    /// broken proxy or a hostile endpoint, or a
+    /// listing grown far past any real cloud. Not retryable: the same call
+    /// would bring the same answer. For a mutating call the peer accepted
+    /// the request (2xx), so its effect must be read back
+    /// ([`OpenStackError::outcome_unknown`]).
+    #[error(
+        "{call} {method} {path}: answer larger than {limit} bytes, not read further{}",
+        request(request_id)
+    )]
+    TooLarge {
+        /// The call.
+        call: &'static str,
+        /// The HTTP method.
+        method: &'static str,
+        /// The URL path.
+        path: String,
+        /// The bound, in bytes.
+        limit: usize,
+        /// True when the call changes state in the cloud.
+        mutating: bool,
+        /// The request id the peer answered with, else the one novaha sent.
+        request_id: Option<Box<str>>,
+    },
+
     /// The cloud's Nova is too old for the call.
     #[error("{call}: needs compute microversion {needs}, the cloud offers at most {have}")]
     Unsupported {
@@ -168,7 +193,8 @@ pub enum OpenStackError {
 impl OpenStackError {
     /// True when a later attempt of the same call may succeed: transport
     /// failures, timeouts, HTTP 5xx and 429. Config errors, refusals (4xx),
-    /// malformed answers and unsupported calls are not retryable.
+    /// malformed or oversized answers and unsupported calls are not
+    /// retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Http { status, .. } => *status >= 500 || *status == 429,
@@ -180,17 +206,21 @@ impl OpenStackError {
             | Self::Tls(_)
             | Self::NoEndpoint { .. }
             | Self::Malformed { .. }
+            | Self::TooLarge { .. }
             | Self::Unsupported { .. }
             | Self::Pagination { .. } => false,
         }
     }
 
     /// True when a mutating call may have been applied even though it
-    /// failed (it timed out or the connection broke after sending): the
+    /// failed (it timed out, the connection broke after sending, or its
+    /// accepted answer was too large to read): the
     /// caller must read the state back before deciding to send it again.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Self::Timeout { mutating, .. } | Self::Transport { mutating, .. } => *mutating,
+            Self::Timeout { mutating, .. }
+            | Self::Transport { mutating, .. }
+            | Self::TooLarge { mutating, .. } => *mutating,
             _ => false,
         }
     }
@@ -223,7 +253,8 @@ impl OpenStackError {
             Self::Http { request_id, .. }
             | Self::Timeout { request_id, .. }
             | Self::Transport { request_id, .. }
-            | Self::Malformed { request_id, .. } => request_id.as_deref(),
+            | Self::Malformed { request_id, .. }
+            | Self::TooLarge { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
     }

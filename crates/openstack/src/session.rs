@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use novaha_core::Secret;
+use novaha_core::http::CappedBody;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -448,10 +449,10 @@ impl Session {
             .get("x-subject-token")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = sent
-            .bytes()
+        let body = read_body(sent)
             .await
-            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?;
+            .map_err(|e| self.transport_error(CALL, "POST", &path, e, false, &rid))?
+            .ok_or_else(|| too_large(CALL, "POST", &path, false, &rid))?;
         let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let body = excerpt(&text, &self.secrets());
@@ -643,8 +644,7 @@ impl Session {
             .and_then(|v| v.to_str().ok())
             .and_then(http_date);
         let answered = answered_id(resp.headers());
-        let body = resp
-            .bytes()
+        let body = read_body(resp)
             .await
             .map_err(|e| self.transport_error(call.name, method, &path, e, mutating, &rid))?;
         tracing::debug!(
@@ -657,9 +657,12 @@ impl Session {
             "openstack call"
         );
         let rid = answered.unwrap_or(rid);
+        let Some(body) = body else {
+            return Err(too_large(call.name, method, &path, mutating, &rid));
+        };
         if status.is_success() {
             return Ok(Ok(Answer {
-                body: body.to_vec(),
+                body,
                 date,
                 request_id: rid,
             }));
@@ -702,6 +705,48 @@ impl Session {
     pub(crate) async fn json<T: DeserializeOwned>(&self, call: &Call) -> Result<T, OpenStackError> {
         let answer = self.send(call).await?;
         self.parse(call, &answer)
+    }
+}
+
+/// The longest successful answer read from Keystone, Nova or Placement.
+/// The largest novaha asks for are listings: a page of detailed servers
+/// (about 5-10 KiB a server, so 5-10 MiB for a 1,000-server page), and the
+/// unpaged lists of an old or big cloud (every compute service, every
+/// hypervisor before microversion 2.33, every resource provider), a few MiB
+/// for thousands of hosts; a token with a large catalog is some hundred
+/// KiB. 64 MiB leaves a wide margin over all of these while keeping a broken
+/// proxy or a hostile endpoint from making the daemon hold an unbounded
+/// answer: a longer one is [`OpenStackError::TooLarge`].
+pub(crate) const BODY_LIMIT: usize = 64 << 20;
+
+/// Reads `resp`'s body: up to [`BODY_LIMIT`] of a success, an excerpt's
+/// worth of an error status. `None`: a success longer than the limit (not
+/// read further).
+async fn read_body(mut resp: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let success = resp.status().is_success();
+    let mut body = CappedBody::for_answer(success, BODY_LIMIT);
+    while let Some(chunk) = resp.chunk().await?
+        && body.push(&chunk)
+    {}
+    let (bytes, complete) = body.finish();
+    Ok((complete || !success).then_some(bytes))
+}
+
+/// The error for a success answer longer than [`BODY_LIMIT`].
+fn too_large(
+    call: &'static str,
+    method: &'static str,
+    path: &str,
+    mutating: bool,
+    request_id: &str,
+) -> OpenStackError {
+    OpenStackError::TooLarge {
+        call,
+        method,
+        path: path.to_owned(),
+        limit: BODY_LIMIT,
+        mutating,
+        request_id: Some(request_id.into()),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod consul_cluster;
 pub mod daemon;
 pub mod hosts;
 pub mod http_receiver;
+pub mod huge_body;
 pub mod ipmi;
 pub mod libvirt;
 pub mod openstack;
