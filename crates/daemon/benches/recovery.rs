@@ -20,7 +20,9 @@
 //!   includes the per-second session renewal and check pass).
 //! - Failover: `compute-1` is killed in the sim; `failed=True` is seen by
 //!   polling its key every 10 ms; the evacuate calls are the sim's record of
-//!   mutating calls (with their arrival times).
+//!   mutating calls (with their arrival times): the first, the last, how
+//!   many runs they left in, and how many instances were called twice
+//!   (none may be). `BENCH_LOG=<path>` keeps the daemon's log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -163,6 +165,9 @@ async fn bench() {
         &format!("poll_interval = \"{poll}\"\nconcurrency = {concurrency}"),
     );
     assert!(text.contains(&format!("concurrency = {concurrency}")));
+    if let Ok(level) = std::env::var("BENCH_LOG_LEVEL") {
+        text = text.replace("level = \"info\"", &format!("level = \"{level}\""));
+    }
     std::fs::write(&cfg, text).unwrap();
     println!("[evacuate] concurrency = {concurrency}, poll_interval = \"{poll}\"");
     let o = novaha(
@@ -281,6 +286,16 @@ async fn bench() {
     };
     let first = *times.iter().min().unwrap();
     let last = *times.iter().max().unwrap();
+    // How the calls went out: runs of calls less than 20 ms apart, and the
+    // longest pause between two calls.
+    let mut sorted = times.clone();
+    sorted.sort();
+    let gaps: Vec<f64> = sorted
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_microseconds().unwrap_or(0) as f64 / 1e6)
+        .collect();
+    let runs = 1 + gaps.iter().filter(|g| **g >= 0.020).count();
+    let longest = gaps.iter().copied().fold(0.0, f64::max);
     let record_key = format!("{prefix}/compute_nodes/{VICTIM}/internal/recovery");
     let deadline = Instant::now() + Duration::from_secs(120);
     let (done_at, record) = loop {
@@ -308,6 +323,26 @@ async fn bench() {
         secs(failed_at, first),
         secs(failed_at, last)
     );
+    println!(
+        "failover: the {VICTIM_INSTANCES} calls left in {runs} runs (calls < 20 ms apart); longest pause between two calls {longest:.3}s"
+    );
+    let mut per_server: BTreeMap<String, usize> = BTreeMap::new();
+    for c in sim
+        .calls()
+        .iter()
+        .filter(|c| c.method == "POST" && c.body.get("evacuate").is_some())
+    {
+        *per_server.entry(c.path.clone()).or_default() += 1;
+    }
+    let twice = per_server.values().filter(|n| **n > 1).count();
+    println!(
+        "failover: evacuate calls per instance: {} instances called, {twice} called more than once",
+        per_server.len()
+    );
+    if let Ok(path) = std::env::var("BENCH_LOG") {
+        std::fs::write(&path, daemon.log()).expect("write BENCH_LOG");
+        println!("daemon log copied to {path}");
+    }
     if let Some(detected) = record["timeline"]["detected"]
         .as_str()
         .and_then(|d| DateTime::parse_from_rfc3339(d).ok())

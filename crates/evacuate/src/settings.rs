@@ -55,7 +55,9 @@ pub struct EvacuateSettings {
     /// `ha_node` | `scheduler` | `ha_node_then_scheduler`.
     #[serde(default)]
     pub target: TargetPolicy,
-    /// Evacuate calls in flight per recovery (1..=256, default 8).
+    /// The evacuation window per recovery (1..=256, default 8): at most
+    /// this many instances sent and not landed yet; a slot freed by one
+    /// that lands or fails is refilled by the next decision.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// An instance whose metadata holds this key (any value but an explicit
@@ -70,7 +72,8 @@ pub struct EvacuateSettings {
     /// error (default 10m).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Time between two progress reads of in-flight instances (default 5s).
+    /// The longest time between two progress reads of in-flight instances
+    /// (default 5s); the first read after a call comes a tenth of it later.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Every compute's ephemeral storage is shared (Ceph RBD ephemeral, NFS

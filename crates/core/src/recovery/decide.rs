@@ -830,6 +830,8 @@ fn fold_requested(
             } else {
                 inst.state = InstanceState::Pending;
                 inst.target = None;
+                // A start belongs to a landing; this one is sent again.
+                inst.start_requested_at = None;
             }
             return;
         }
@@ -895,7 +897,17 @@ fn evacuate_step(
         );
     }
     let in_flight = ids_in(&rec, InstanceState::Requested);
-    let slots = policy.concurrency.max(1).saturating_sub(in_flight.len());
+    // The window holds the evacuations not landed yet: one that landed
+    // SHUTOFF and was started (only its start is awaited) frees its slot.
+    let evacuating = in_flight
+        .iter()
+        .filter(|id| {
+            rec.instances
+                .get(*id)
+                .is_some_and(|i| i.start_requested_at.is_none())
+        })
+        .count();
+    let slots = policy.concurrency.max(1).saturating_sub(evacuating);
     // Priority order; the HA node while they fit, else per the policy.
     let batch = crate::evacuation::choose(policy, obs, &rec, slots);
     let pending = batch.ids;
@@ -906,7 +918,7 @@ fn evacuate_step(
         } else {
             Action::Poll {
                 instances: in_flight.clone(),
-                after: after.min(policy.poll_interval),
+                after: after.min(poll_after(policy, &rec, &in_flight, now)),
             }
         };
         emit(policy, obs, orig, rec, a)
@@ -921,10 +933,12 @@ fn evacuate_step(
         return blocked(rec, WaitReason::NoRoom, policy.poll_interval, true);
     }
     if pending.is_empty() {
-        // The window is full: track what is in flight.
+        // The window is full (or nothing is left to send): track what is in
+        // flight, soon after the latest call, so that a slot freed by an
+        // evacuation that lands or fails is refilled promptly.
         let a = Action::Poll {
+            after: poll_after(policy, &rec, &in_flight, now),
             instances: in_flight,
-            after: policy.poll_interval,
         };
         return emit(policy, obs, orig, rec, a);
     }
@@ -999,6 +1013,36 @@ fn evacuate_step(
     };
     emit(policy, obs, orig, rec, Action::Evacuate(order))
 }
+
+/// How long to wait before reading the instances in flight again: the
+/// evacuation window slides, so a slot is refilled as soon as a read shows
+/// its instance landed or failed. The wait grows with the age of the
+/// latest call among `in_flight` (its evacuate or its start): a tenth of
+/// `poll_interval` right after a call, then as old as that call is (so the
+/// reads come at 1/10, 2/10, 4/10, 8/10 of the interval after it), and at
+/// most `poll_interval`. An evacuation that lands at once frees its slot a
+/// tenth of an interval later instead of a whole one; a slow one costs a
+/// few more reads of at most `concurrency` instances after each call, never
+/// more than ten reads per interval.
+fn poll_after(
+    policy: &Policy,
+    rec: &RecoveryRecord,
+    in_flight: &[String],
+    now: DateTime<Utc>,
+) -> Duration {
+    let floor = policy.poll_interval / POLL_RAMP;
+    let latest = in_flight
+        .iter()
+        .filter_map(|id| rec.instances.get(id))
+        .flat_map(|i| [i.requested_at, i.start_requested_at])
+        .flatten()
+        .max();
+    let age = latest.map_or(policy.poll_interval, |at| until(at, now));
+    age.clamp(floor, policy.poll_interval)
+}
+
+/// The first read after a call comes `poll_interval / POLL_RAMP` later.
+const POLL_RAMP: u32 = 10;
 
 /// The fenced node's power read anything but off before a batch: the fence
 /// is no longer proven. Back to `claimed`, so it is fenced (and verified)

@@ -810,7 +810,11 @@ pub fn run_script(h: &mut Harness, script: &str) {
             }
             "advance" => {
                 // advance SECS, or a negative SECS: a controller whose
-                // clock runs behind
+                // clock runs behind; `advance MSms` for milliseconds
+                if let Some(ms) = args[0].strip_suffix("ms") {
+                    h.advance(Duration::from_millis(ms.parse().expect("milliseconds")));
+                    continue;
+                }
                 let secs: i64 = args[0].trim_end_matches('s').parse().expect("seconds");
                 if secs >= 0 {
                     h.advance(Duration::from_secs(secs.unsigned_abs()));

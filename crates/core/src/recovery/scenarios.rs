@@ -8,7 +8,7 @@
 //! [on=HOST] [opt-out]` (the model Nova), `list` (a listing result),
 //! `landed ID HOST STATUS`, `inflight ID`, `nova-failed ID REASON`,
 //! `evacuate-fails ID [fatal]`, `start-fails ID`, `notified`, `carry` (the
-//! runner carries out the last decision), `advance SECS`, `epoch E` (a new
+//! runner carries out the last decision), `advance SECS` (or `MSms`), `epoch E` (a new
 //! leader), `drop-results`, `mass-failure on|off`, `target POLICY`,
 //! `concurrency N`, `restore-power`, `dry-run on|off`, `kv KEY VALUE` (an
 //! operator's write; KEY relative to the node, or `/`-absolute below the
@@ -62,10 +62,10 @@ fn happy_path_with_opt_out_and_an_instance_already_elsewhere() {
         expect-instance i2 requested ha-1
         carry
         expect-calls i1 1
-        > poll i1,i2 after 5s
+        > poll i1,i2 after 500ms
         landed i1 ha-1 ACTIVE
         inflight i2
-        > poll i2 after 5s
+        > poll i2 after 500ms
         expect-instance i1 done ha-1
         landed i2 ha-1 SHUTOFF
         > notify c1-20261121T030000Z
@@ -309,7 +309,7 @@ fn restore_power_state_after_2_95_starts_active_instances_once() {
         expect-instance i2 done ha-1
         landed i1 ha-1 SHUTOFF
         start-fails i3
-        > poll i1 after 5s
+        > poll i1 after 500ms
         expect-instance i3 error
         landed i1 ha-1 ACTIVE
         > notify
@@ -349,7 +349,7 @@ fn error_and_timeout_paths_end_every_instance_final() {
         evacuate-fails i1 fatal
         evacuate-fails i2
         nova-failed i3 No valid host was found
-        > poll i2,i4 after 5s
+        > poll i2,i4 after 500ms
         expect-instance i1 error
         expect-instance i3 error
         advance 599
@@ -675,7 +675,7 @@ fn a_server_without_a_host_is_never_done() {
         > evacuate i1,i2 -> ha-1
         landed i1 - UNKNOWN
         landed i2 - UNKNOWN
-        > poll i1,i2 after 5s
+        > poll i1,i2 after 500ms
         expect-instance i1 requested
         expect-instance i2 requested
         landed i1 ha-1 ACTIVE
@@ -886,7 +886,7 @@ fn an_evacuation_whose_call_never_took_effect_is_sent_again_never_errored() {
         power off
         > evacuate i1 -> ha-1
         drop-results
-        > poll i1 after 5s
+        > poll i1 after 500ms
         landed i1 c1 ACTIVE
         advance 30
         > check-power
@@ -912,7 +912,7 @@ fn an_evacuation_whose_call_never_took_effect_is_sent_again_never_errored() {
         landed i1 ha-1 SHUTOFF
         > start i1
         drop-results
-        > poll i1 after 5s
+        > poll i1 after 500ms
         landed i1 ha-1 SHUTOFF
         advance 30
         > start i1
@@ -953,7 +953,7 @@ fn instances_in_flight_are_tracked_while_the_target_is_blocked() {
         power off
         > evacuate i1 -> ha-1
         ha ha-1 unknown
-        > poll i1 after 5s
+        > poll i1 after 500ms
         advance 601
         landed i1 ha-1 ACTIVE
         > wait no-free-ha-node 5s alert
@@ -977,7 +977,7 @@ fn an_unreadable_instance_does_not_stall_a_resumed_recovery() {
         > poll i1,i2 after 0ns
         landed i1 ha-1 ACTIVE
         progress-fails i2
-        > poll i2 after 5s
+        > poll i2 after 500ms
         expect-instance i1 done ha-1
         expect-instance i2 requested
         ",
@@ -1013,7 +1013,7 @@ fn clock_skew_between_controllers_neither_stalls_nor_errors_early() {
         advance 700
         > poll i1 after 0ns
         inflight i1
-        > poll i1 after 5s
+        > poll i1 after 500ms
         expect-instance i1 requested
         ",
     );
@@ -1069,6 +1069,157 @@ fn a_reset_waits_until_the_node_service_is_known_before_archiving() {
         > wait nova-service-unknown
         nova-known
         > restore-service svc-c1 unforce=true enable=true
+        ",
+    );
+}
+
+#[test]
+fn the_evacuation_window_slides_a_freed_slot_is_refilled_at_once() {
+    // Concurrency 2, five instances. A slot freed by an instance that lands
+    // or fails is refilled by the next decision (after the power check), not
+    // after the whole window drained; reads of what is in flight come a
+    // tenth of `poll_interval` (5s) after the latest call, then doubling up
+    // to the interval; every instance is sent exactly once.
+    let h = run(
+        &["c1"],
+        &["ha-1"],
+        "
+        concurrency 2
+        instance i1 ACTIVE
+        instance i2 ACTIVE
+        instance i3 ACTIVE
+        instance i4 ACTIVE
+        instance i5 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        > check-power
+        power off
+        > evacuate i1,i2 -> ha-1
+        carry
+        > poll i1,i2 after 500ms
+        advance 500ms
+        landed i1 ha-1 ACTIVE
+        inflight i2
+        > check-power
+        expect-instance i1 done ha-1
+        expect-instance i2 requested ha-1
+        power off
+        > evacuate i3 -> ha-1
+        carry
+        > poll i2,i3 after 500ms
+        advance 500ms
+        inflight i2
+        inflight i3
+        > poll i2,i3 after 500ms
+        advance 500ms
+        inflight i2
+        inflight i3
+        > poll i2,i3 after 1s
+        advance 1
+        inflight i2
+        inflight i3
+        > poll i2,i3 after 2s
+        advance 2
+        inflight i2
+        inflight i3
+        > poll i2,i3 after 4s
+        advance 4
+        inflight i2
+        inflight i3
+        > poll i2,i3 after 5s
+        advance 5
+        nova-failed i2 No valid host was found
+        inflight i3
+        > check-power
+        expect-instance i2 error
+        power off
+        > evacuate i4 -> ha-1
+        carry
+        > poll i3,i4 after 500ms
+        advance 500ms
+        landed i3 ha-1 ACTIVE
+        landed i4 ha-1 ACTIVE
+        > check-power
+        power off
+        > evacuate i5 -> ha-1
+        carry
+        > poll i5 after 500ms
+        advance 500ms
+        landed i5 ha-1 ACTIVE
+        > notify
+        expect-phase evacuated
+        expect-calls i1 1
+        expect-calls i2 1
+        expect-calls i3 1
+        expect-calls i4 1
+        expect-calls i5 1
+        ",
+    );
+    let max_in_flight = h
+        .trace
+        .iter()
+        .filter_map(|(_, d)| match &d.action {
+            super::Action::Poll { instances, .. } => Some(instances.len()),
+            _ => None,
+        })
+        .max();
+    assert_eq!(
+        max_in_flight,
+        Some(2),
+        "never more than the window in flight"
+    );
+}
+
+#[test]
+fn an_instance_that_landed_and_awaits_its_start_frees_its_slot() {
+    // Concurrency 1 at microversion 2.95: i1 lands SHUTOFF and is started;
+    // its evacuation is over, so i2 goes out while i1's start is tracked.
+    run(
+        &["c1"],
+        &["ha-1"],
+        "
+        concurrency 1
+        restore-power
+        instance i1 ACTIVE
+        instance i2 ACTIVE
+        > claim ha-1
+        fenced
+        > force-down
+        forced-down
+        > list-instances
+        list
+        ha-enabled
+        > check-power
+        power off
+        > evacuate i1 -> ha-1
+        carry
+        > poll i1 after 500ms
+        advance 500ms
+        landed i1 ha-1 SHUTOFF
+        > start i1
+        expect-instance i1 requested ha-1
+        > check-power
+        power off
+        > evacuate i2 -> ha-1
+        carry
+        > poll i1,i2 after 500ms
+        advance 500ms
+        landed i1 ha-1 ACTIVE
+        inflight i2
+        > poll i2 after 500ms
+        expect-instance i1 done ha-1
+        advance 500ms
+        landed i2 ha-1 SHUTOFF
+        > start i2
+        landed i2 ha-1 ACTIVE
+        > notify
+        expect-calls i1 1
+        expect-calls i2 1
         ",
     );
 }

@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use novaha_core::NodeName;
 use novaha_core::PowerState;
 use novaha_core::detect::NovaService;
@@ -160,6 +161,8 @@ struct NodeRunner {
     /// read.
     unsure: BTreeMap<NodeName, Instant>,
     last_wait: Option<String>,
+    /// The node's BMC settings as the latest snapshot holds them.
+    bmc: Option<novaha_core::drivers::FenceTarget>,
 }
 
 /// Runs the recovery of `node` until there is nothing more to do, it is
@@ -180,6 +183,7 @@ pub async fn run_node(
         patched: BTreeMap::new(),
         unsure: BTreeMap::new(),
         last_wait: None,
+        bmc: None,
     };
     info!(node = %r.node, epoch = r.lease.epoch(), "recovery task started");
     let outcome = r.run().await;
@@ -259,6 +263,7 @@ impl NodeRunner {
                 return Outcome::Idle;
             };
             let record = cn.recovery.value.clone().ok().flatten();
+            self.bmc = Some(target_of(cn));
             let mut obs = Observation::new(
                 self.node.clone(),
                 self.lease.epoch(),
@@ -421,8 +426,10 @@ impl NodeRunner {
                 warn!(node = %node, stage = "claim", target, epoch = self.lease.epoch(), "recovery claimed: recovered latched");
             }
             Action::CheckPower => {
-                let Some(target) = self.fence_target().await else {
-                    // Could not read the BMC settings: nothing was read.
+                // The BMC settings of the snapshot this decision was made
+                // on (read just now): one read of the tree less per batch.
+                let Some(target) = self.bmc.take() else {
+                    // The node's keys were not in it: nothing was read.
                     return self.wait_step(Duration::ZERO).await;
                 };
                 let read = match stages.fences.fencer_for(&target) {
@@ -592,12 +599,26 @@ impl NodeRunner {
                 if !after.is_zero() && !self.sleep(after).await {
                     return Flow::End(Outcome::Cancelled);
                 }
-                for id in instances {
-                    let p = tokio::select! {
-                        biased;
-                        _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
-                        p = stages.evacuator.progress(&id) => p,
-                    };
+                // One batch: every instance read at once, at most
+                // `concurrency` reads in flight (a resumed recovery reads
+                // every open instance, possibly many more than the window).
+                let ev = stages.evacuator.clone();
+                let reads = futures::stream::iter(instances)
+                    .map(|id| {
+                        let ev = ev.clone();
+                        async move {
+                            let p = ev.progress(&id).await;
+                            (id, p)
+                        }
+                    })
+                    .buffer_unordered(stages.policy.concurrency.max(1))
+                    .collect::<Vec<_>>();
+                let read = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
+                    r = reads => r,
+                };
+                for (id, p) in read {
                     match p {
                         Ok(p) => {
                             debug!(node = %node, instance = %id, progress = ?p, "instance progress read");
