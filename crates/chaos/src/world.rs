@@ -432,28 +432,34 @@ impl World {
                 _ => {}
             }
         }
-        // Rule 4: an HA node serves at most one failed node.
+        // Rule 4: an HA node serves at most one failed node. Only a write of
+        // a record can break it (every record was checked when written).
+        let nodes = format!("{prefix}compute_nodes/");
+        let record_of = |key: &str| -> Option<String> {
+            key.strip_prefix(&nodes)
+                .and_then(|r| r.strip_suffix("/internal/recovery"))
+                .map(str::to_owned)
+        };
+        if !ops.iter().any(|op| record_of(op.key()).is_some()) {
+            for p in problems {
+                self.violation(p);
+            }
+            return;
+        }
         let mut serving: BTreeMap<String, String> = BTreeMap::new();
         let mut records: Vec<(String, RecoveryRecord)> = Vec::new();
         for (k, (v, _)) in &self.consul.kv {
-            if let Some(rest) = k.strip_prefix(&format!("{prefix}compute_nodes/"))
-                && let Some(node) = rest.strip_suffix("/internal/recovery")
+            if let Some(node) = record_of(k)
                 && let Ok(r) = serde_json::from_slice::<RecoveryRecord>(v)
             {
-                records.push((node.to_owned(), r));
+                records.push((node, r));
             }
         }
         for op in ops {
-            if let (KvOp::Set { key, value, .. }, Some(node)) = (
-                op,
-                op.key()
-                    .strip_prefix(&format!("{prefix}compute_nodes/"))
-                    .and_then(|r| r.strip_suffix("/internal/recovery")),
-            ) {
-                let _ = key;
-                records.retain(|(n, _)| n != node);
+            if let (KvOp::Set { value, .. }, Some(node)) = (op, record_of(op.key())) {
+                records.retain(|(n, _)| *n != node);
                 if let Ok(r) = serde_json::from_slice::<RecoveryRecord>(value) {
-                    records.push((node.to_owned(), r));
+                    records.push((node, r));
                 }
             }
         }
