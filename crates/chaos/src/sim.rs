@@ -304,6 +304,7 @@ fn apply(fault: &Fault, w: &Shared, leases: &Arc<Mutex<[Option<CancellationToken
         Fault::HideHost(i, k, d) => {
             if let Some(s) = g.servers.get_mut(&server_name(i, k)) {
                 s.hidden_until = Some(now + d);
+                s.hidden_since = Some(now);
             }
         }
         Fault::LandsError(i, k) => {

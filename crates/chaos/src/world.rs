@@ -123,6 +123,8 @@ pub struct Server {
     pub prior: String,
     /// Its cell is down: Nova shows no host.
     pub hidden_until: Option<Instant>,
+    /// When its cell went down (a read just before may still show a host).
+    pub hidden_since: Option<Instant>,
     /// The evacuation in progress.
     pub task: Option<Task>,
     /// The latest evacuation failed (Nova shows the migration `error`).
@@ -503,7 +505,11 @@ impl World {
             }
             if s.host == node {
                 problems.push(format!("rule 3: {id} recorded done but still on {node}"));
-            } else if s.hidden_until.is_some_and(|u| now < u) {
+            } else if s.hidden_until.is_some_and(|u| now < u)
+                && s.hidden_since.is_some_and(|since| now > since + GRACE)
+            {
+                // Within GRACE of the cell going down the daemon may act on
+                // a read that still showed the host.
                 problems.push(format!(
                     "rule 3: {id} recorded done while Nova shows no host for it"
                 ));
@@ -577,6 +583,7 @@ impl World {
                         status: status.to_owned(),
                         prior: status.to_owned(),
                         hidden_until: None,
+                        hidden_since: None,
                         task: None,
                         failed_evacuation: None,
                         next_landing: Landing::Lands,

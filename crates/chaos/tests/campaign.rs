@@ -69,6 +69,10 @@ const FOUND: &[(u64, &str)] = &[
         19761,
         "a reset by a new leader trusted a stale read and left the node forced down",
     ),
+    (
+        59377,
+        "done recorded from a read made just before the cell went down (checker grace)",
+    ),
 ];
 
 #[test]
