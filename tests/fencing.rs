@@ -13,7 +13,7 @@
 //!   off command, a malformed Redfish answer: a clear error in the daemon's
 //!   log and in the recovery record / `novaha status`, the node stays
 //!   failed, the recovery keeps retrying, and **no evacuate call** (nor a
-//!   force-down) reaches the simulator (DESIGN.md section 7, rule 1);
+//!   force-down) reaches the simulator (safety rule 1, docs/safety.md);
 //! - the fence-path health check: with a short `health_interval`, a node
 //!   whose BMC password is wrong shows unhealthy in `novaha status --json`
 //!   and as `novaha_bmc_up 0` on `/metrics` before anything fails.

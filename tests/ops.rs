@@ -260,7 +260,8 @@ fn prometheus_server_scrapes_the_leader() {
     };
     let prom_log =
         || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
-    // The first scrape comes ~5 s after start (NOTES.md): poll, never sleep.
+    // Prometheus scrapes first ~5 s after start, even at 1 s intervals
+    // (docs/packaging.md, "How the tests exercise all this"): poll, never sleep.
     assert!(
         wait_until(Duration::from_secs(60), || {
             query("up%7Bjob%3D%22novaha%22%7D").as_deref() == Some("1")

@@ -74,7 +74,7 @@ fn recover_compute(prefix: &str, max_microversion: Option<&'static str>, starts:
     );
 }
 
-/// Issue 8, test 1: detection through Nova, IPMI fence, force-down, the HA
+/// Detection through Nova, IPMI fence, force-down, the HA
 /// compute enabled, every instance evacuated there in its prior state
 /// (2.94: no start needed), the opted-out one left, one evacuation record
 /// each, mails naming every instance.
@@ -83,14 +83,14 @@ fn a_dead_compute_is_fenced_and_evacuated_to_the_ha_node() {
     recover_compute("e2e-os-recover", Some("2.94"), false);
 }
 
-/// Issue 8, test 2: at 2.95 Nova lands evacuated servers SHUTOFF; novaha
+/// At 2.95 Nova lands evacuated servers SHUTOFF; novaha
 /// starts the ones that were ACTIVE and leaves the SHUTOFF one off.
 #[test]
 fn at_2_95_evacuated_servers_that_were_active_are_started() {
     recover_compute("e2e-os-mv295", Some("2.95"), true);
 }
 
-/// Issue 8, test 3: after a recovery, the node comes back (powered on
+/// After a recovery, the node comes back (powered on
 /// through its BMC), an operator resets the flags in the K/V tree; novaha
 /// clears the force-down, re-enables the service, and Nova reports it up.
 #[test]
@@ -180,7 +180,7 @@ fn the_operators_reset_puts_the_compute_back_in_service() {
     assert_eq!(calls.matches("set power 0").count(), 1, "{calls}");
 }
 
-/// Issue 8, test 4: the leader is `kill -9`ed while it evacuates (one call
+/// The leader is `kill -9`ed while it evacuates (one call
 /// in flight at a time, killed right after the first one was recorded);
 /// the standby takes over, finishes, and Nova's migration records still
 /// show exactly one evacuation per instance.

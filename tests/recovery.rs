@@ -1,6 +1,7 @@
 //! Recovery end to end: real `novaha run` processes against a real Consul
 //! agent and the Keystone + Nova simulator, with the test-only fencer
-//! (`[fence] driver = "noop"`, `allow_noop = true`, DESIGN.md section 9).
+//! (`[fence] driver = "noop"`, `allow_noop = true`, docs/configuration.md,
+//! "`[fence]`").
 //! Each test kills hosts in the sim (or the leader itself) and checks from
 //! the outside what an operator would: `novaha status --json`, the K/V tree
 //! (recovery record, incidents), the sim's call log (each server evacuated

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Consul (Debian bullseye's 1.8.7 package), unpacked into the cache
-# without touching the system's apt state (see shared NOTES.md).
+# without touching the system's apt state: Debian bookworm has no consul
+# package (see docs/testing.md, "Scripts").
 source "$(dirname "$0")/../lib.sh"
 # openssl makes the certificates of the TLS agent (testkit::consul).
 apt_install openssl

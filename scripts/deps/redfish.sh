@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Redfish emulator the fence tests talk to: sushy-tools (PyPI, pinned) in
 # a venv under the cache, plus bcrypt (same venv) to write the htpasswd file
-# its Basic auth reads, and openssl for the HTTPS test's certificates. See shared NOTES.md, "Redfish".
+# its Basic auth reads, and openssl for the HTTPS test's certificates. See
+# docs/fencing.md, "Tests and the simulators".
 source "$(dirname "$0")/../lib.sh"
 apt_install python3-venv openssl
 SUSHY=2.2.0

@@ -1,4 +1,4 @@
-//! Leader election on a Consul session lock (DESIGN.md section 4).
+//! Leader election on a Consul session lock (docs/consul.md, "Election").
 //!
 //! A tenure is one session. The session is bound to `serfHealth` and to a
 //! TTL check of our own that a keeper task passes every second, so a hung or

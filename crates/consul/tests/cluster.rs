@@ -1,5 +1,5 @@
-//! Consul fault tests against a real 3-server cluster (DESIGN.md section
-//! 10): the raft leader killed or frozen under a lock holder, and quorum
+//! Consul fault tests against a real 3-server cluster (docs/consul.md,
+//! "Cluster faults"): the raft leader killed or frozen under a lock holder, and quorum
 //! loss. What is asserted is what an operator cares about: never two live
 //! leases at once, no leader write reported as done when it was not, and
 //! the K/V tree intact afterwards.

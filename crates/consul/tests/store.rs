@@ -1,5 +1,5 @@
 //! ConsulStore against a real Consul agent: guarded commits, snapshots, and
-//! the parse table of DESIGN.md section 3 end to end.
+//! the parse table of docs/consul.md ("The K/V schema") end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;

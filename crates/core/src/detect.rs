@@ -1,4 +1,5 @@
-//! The monitor's judgement (DESIGN.md section 6) as a pure function.
+//! The monitor's judgement (docs/recovery.md, "Detection: `detect::judge`")
+//! as a pure function.
 //!
 //! Each cycle the monitor reads the whole K/V tree once ([`ClusterState`])
 //! and Nova's nova-compute services once (plus the optional extra signals),

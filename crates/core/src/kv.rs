@@ -1,4 +1,4 @@
-//! The Consul K/V schema of DESIGN.md section 3 (fixed: operators and the
+//! The Consul K/V schema (docs/consul.md, "The K/V schema"; fixed: operators and the
 //! original os-nova-ha-monitor scripts read and write the same keys), its
 //! parse rules, and a typed view of one recursive read of the whole tree.
 //!

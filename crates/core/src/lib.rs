@@ -1,8 +1,8 @@
 //! novaha-core: the vocabulary every other novaha crate speaks.
 //!
 //! It owns the domain types (node names, secrets, power states, instances),
-//! the Consul K/V schema of DESIGN.md section 3 as typed paths and parse
-//! rules, the recovery record, and the driver traits (`StateStore`,
+//! the Consul K/V schema (docs/consul.md, "The K/V schema") as typed paths
+//! and parse rules, the recovery record, and the driver traits (`StateStore`,
 //! `Fencer`, `Evacuator`, `Notifier`, `Directory`) that the driver crates
 //! implement.
 //!

@@ -1,4 +1,5 @@
-//! The recovery record (DESIGN.md section 5): the JSON document at
+//! The recovery record (docs/recovery.md, "The steps and the recovery
+//! record"): the JSON document at
 //! `compute_nodes/<node>/internal/recovery`, rewritten after every step so
 //! that any leader can resume a recovery where the last one stopped.
 

@@ -1,4 +1,5 @@
-//! Issue 4's benchmark (not a test): on the simulator with 1,000 compute
+//! The recovery benchmark (not a test; figures in docs/benchmarks.md, "One
+//! poll cycle and a 50-instance failover"): on the simulator with 1,000 compute
 //! hosts and 20,000 instances, the CPU time and peak memory of one poll
 //! cycle of a real `novaha run` leader, and the time from `failed=True` to
 //! the last evacuate call sent for a 50-instance host (sim latency 0).

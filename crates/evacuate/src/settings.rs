@@ -47,7 +47,7 @@ fn default_poll_interval() -> Duration {
 }
 
 /// The `[evacuate]` section. `target` and `concurrency` are **fixed** keys
-/// (DESIGN.md section 9); the others are ours. Durations are humane strings
+/// (tools and tests write them; docs/configuration.md, "`[evacuate]`"). Durations are humane strings
 /// (`"10m"`, `"5s"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

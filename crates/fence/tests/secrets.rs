@@ -1,5 +1,5 @@
-//! DESIGN.md section 7 rule 8: no secret in a log line, an error string or
-//! any process's command line. Fences against `ipmi_sim` (success, wrong
+//! Safety rule 8 (docs/safety.md): no secret in a log line, an error string
+//! or any process's command line. Fences against `ipmi_sim` (success, wrong
 //! password, a BMC that stays on, the health check) while a thread scans
 //! every `/proc/*/cmdline`, with all tracing output captured.
 

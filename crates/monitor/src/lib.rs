@@ -1,5 +1,5 @@
-//! novaha-monitor: what the monitor observes each cycle (DESIGN.md
-//! section 6), turned into exactly what `novaha_core::detect::judge` takes.
+//! novaha-monitor: what the monitor observes each cycle (docs/stages.md,
+//! "Monitor signals"), turned into exactly what `novaha_core::detect::judge` takes.
 //!
 //! It owns the signals: `nova` (one `os-services` call per cycle for every
 //! node, and with `[monitor.nova] stale_after` each heartbeat's age by

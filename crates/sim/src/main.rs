@@ -1,5 +1,5 @@
-//! `novaha-sim`: runs the Keystone + Nova simulator alone (DESIGN.md
-//! section 9) and prints the Keystone URL and the credentials it accepts.
+//! `novaha-sim`: runs the Keystone + Nova simulator alone
+//! (docs/simulator.md, "Running it") and prints the Keystone URL and the credentials it accepts.
 
 use std::time::Duration;
 

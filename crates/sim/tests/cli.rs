@@ -1,4 +1,4 @@
-//! The `novaha-sim` binary (DESIGN.md section 9): prints the Keystone URL
+//! The `novaha-sim` binary (docs/simulator.md, "Running it"): prints the Keystone URL
 //! and credentials, seeds compute and spare hosts, serves the control API,
 //! and exits 0 on SIGTERM.
 

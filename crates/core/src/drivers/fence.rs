@@ -1,5 +1,5 @@
 //! Fencing: powering a failed node off, for certain, before anything of it
-//! is started elsewhere (DESIGN.md section 7, rule 1).
+//! is started elsewhere (safety rule 1, docs/safety.md).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

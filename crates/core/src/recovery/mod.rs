@@ -1,4 +1,5 @@
-//! The recovery state machine (DESIGN.md section 5) as one pure function,
+//! The recovery state machine (docs/recovery.md, "Recovery:
+//! `recovery::decide`") as one pure function,
 //! [`decide`]: from the recovery record, what the runner observed and the
 //! time, to the next idempotent action and the K/V writes to commit first.
 //!

@@ -1,4 +1,4 @@
-//! Property tests: one per safety rule of DESIGN.md section 7 that applies
+//! Property tests: one per safety rule of docs/safety.md that applies
 //! to the pure logic (rules 1, 3, 4, 5, 6, 7). Rule 2 (lock) and rule 8
 //! (secrets) belong to the store and the drivers.
 

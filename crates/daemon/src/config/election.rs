@@ -1,5 +1,6 @@
 //! `[election]`: the Consul session and lock that decide which copy of the
-//! daemon acts (DESIGN.md section 4).
+//! daemon acts (docs/consul.md, "Election"; keys in docs/configuration.md,
+//! "`[election]`").
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The daemon's configuration: one TOML file (DESIGN.md section 9), with
+//! The daemon's configuration: one TOML file (docs/configuration.md), with
 //! `NOVAHA_<SECTION>__<KEY>` environment overrides and the ecosystem's own
 //! variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_TOKEN`, `OS_CLOUD`).
 //!

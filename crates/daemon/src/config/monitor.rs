@@ -1,5 +1,6 @@
 //! `[monitor]`: how often nodes are checked and when one is judged failed
-//! (DESIGN.md section 6). The daemon owns `interval`, `threshold` and the
+//! (docs/configuration.md, "`[monitor]`"; the judgement itself:
+//! docs/recovery.md, "Detection: `detect::judge`"). The daemon owns `interval`, `threshold` and the
 //! mass-failure guard; the monitor stage owns `signals`, `[monitor.nova]`,
 //! `[monitor.consul]` and `[monitor.tcp]` (its types, embedded as fields: `deny_unknown_fields`
 //! does not combine with `flatten`), handed over by [`MonitorConfig::signals`].
