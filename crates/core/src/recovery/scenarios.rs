@@ -1080,23 +1080,16 @@ fn the_evacuation_window_slides_a_freed_slot_is_refilled_at_once() {
     // after the whole window drained; reads of what is in flight come a
     // tenth of `poll_interval` (5s) after the latest call, then doubling up
     // to the interval; every instance is sent exactly once.
-    let h = run(
+    let h = run_from_evacuating(
         &["c1"],
         &["ha-1"],
-        "
-        concurrency 2
+        "concurrency 2
         instance i1 ACTIVE
         instance i2 ACTIVE
         instance i3 ACTIVE
         instance i4 ACTIVE
-        instance i5 ACTIVE
-        > claim ha-1
-        fenced
-        > force-down
-        forced-down
-        > list-instances
-        list
-        ha-enabled
+        instance i5 ACTIVE",
+        "
         > check-power
         power off
         > evacuate i1,i2 -> ha-1
@@ -1179,21 +1172,14 @@ fn the_evacuation_window_slides_a_freed_slot_is_refilled_at_once() {
 fn an_instance_that_landed_and_awaits_its_start_frees_its_slot() {
     // Concurrency 1 at microversion 2.95: i1 lands SHUTOFF and is started;
     // its evacuation is over, so i2 goes out while i1's start is tracked.
-    run(
+    run_from_evacuating(
         &["c1"],
         &["ha-1"],
-        "
-        concurrency 1
+        "concurrency 1
         restore-power
         instance i1 ACTIVE
-        instance i2 ACTIVE
-        > claim ha-1
-        fenced
-        > force-down
-        forced-down
-        > list-instances
-        list
-        ha-enabled
+        instance i2 ACTIVE",
+        "
         > check-power
         power off
         > evacuate i1 -> ha-1
