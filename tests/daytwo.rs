@@ -17,9 +17,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
+use novaha_sim::{FaultKind, FaultRule, SimConfig, SimHandle};
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul::ConsulAgent;
-use novaha_testkit::daemon::{Cli, Daemon, DaemonConfig, OpenStackAuth, listen_of, novaha};
+use novaha_testkit::daemon::{Cli, Daemon, DaemonConfig, listen_of, novaha};
 use novaha_testkit::process::wait_until;
 use serde_json::Value;
 
@@ -64,62 +65,35 @@ struct Setup {
     dir: tempfile::TempDir,
     agent: ConsulAgent,
     prefix: String,
-    sim: Option<SimHandle>,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
-        }
-    }
+    cloud: SimCloud,
 }
 
 impl Setup {
     fn start(prefix: &str) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt
-            .block_on(Sim::start(
-                "127.0.0.1:0",
-                SimConfig {
-                    hosts: 3,
-                    instances_per_host: 1,
-                    ha_nodes: 1,
-                    service_down_time: Duration::from_secs(1),
-                    ..SimConfig::default()
-                },
-            ))
-            .expect("start the sim");
+        let cloud = SimCloud::start_with(SimConfig {
+            hosts: 3,
+            instances_per_host: 1,
+            ha_nodes: 1,
+            service_down_time: Duration::from_secs(1),
+            ..SimConfig::default()
+        });
         Self {
             dir: tempfile::tempdir().unwrap(),
             agent: ConsulAgent::start(),
             prefix: prefix.to_owned(),
-            sim: Some(sim),
-            rt,
+            cloud,
         }
     }
 
     fn sim(&self) -> &SimHandle {
-        self.sim.as_ref().unwrap()
+        self.cloud.sim()
     }
 
     /// A daemon config with the sim as its cloud (`cloud`) or none, a
     /// one-second blind grace, the test-only fencer, `extra_monitor` keys.
     fn config(&self, id: &str, cloud: bool, extra_monitor: &str) -> PathBuf {
-        let creds = self.sim().credentials();
         let openstack = if cloud {
-            OpenStackAuth {
-                auth_url: creds.auth_url,
-                username: creds.username,
-                password: creds.password,
-                project_name: creds.project_name,
-            }
-            .section()
+            self.cloud.admin()
         } else {
             String::new()
         };
@@ -349,14 +323,7 @@ fn a_node_in_maintenance_is_not_counted_and_is_counted_again_after_it_ends() {
 /// A config with no `[consul] address`: everything about Consul comes from
 /// the environment (or from `consul`, verbatim).
 fn consul_free_config(s: &Setup, id: &str, consul: &str, monitor: &str) -> PathBuf {
-    let creds = s.sim().credentials();
-    let openstack = OpenStackAuth {
-        auth_url: creds.auth_url,
-        username: creds.username,
-        password: creds.password,
-        project_name: creds.project_name,
-    }
-    .section();
+    let openstack = s.cloud.admin();
     let path = s.dir.path().join(format!("{id}.toml"));
     std::fs::write(
         &path,

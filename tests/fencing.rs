@@ -31,10 +31,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use novaha_sim::{Sim, SimConfig, SimHandle};
+use novaha_sim::{SimConfig, SimHandle};
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul::ConsulAgent;
 use novaha_testkit::daemon::{
-    Cli, Daemon, DaemonConfig, OpenStackAuth, http_get, listen_of, novaha, recovery_record,
+    Cli, Daemon, DaemonConfig, http_get, listen_of, novaha, recovery_record,
 };
 use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
 use serde_json::Value;
@@ -57,17 +58,13 @@ struct Cluster {
     health_interval: &'static str,
     daemon: Option<Daemon>,
     agent: ConsulAgent,
-    /// Dropped before the runtime it serves on.
-    sim: Option<SimHandle>,
-    rt: tokio::runtime::Runtime,
+    cloud: SimCloud,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // The daemon first, then the cloud it talks to.
         self.daemon.take();
-        if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
-        }
     }
 }
 
@@ -75,32 +72,21 @@ impl Cluster {
     /// Everything but the daemon (register nodes first, then
     /// [`Cluster::start_daemon`]).
     fn new(prefix: &str, health_interval: &'static str) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt
-            .block_on(Sim::start(
-                "127.0.0.1:0",
-                SimConfig {
-                    hosts: 3,
-                    instances_per_host: 2,
-                    ha_nodes: 1,
-                    service_down_time: Duration::from_secs(1),
-                    evacuate_delay: Duration::from_millis(300),
-                    ..SimConfig::default()
-                },
-            ))
-            .expect("start the sim");
+        let cloud = SimCloud::start_with(SimConfig {
+            hosts: 3,
+            instances_per_host: 2,
+            ha_nodes: 1,
+            service_down_time: Duration::from_secs(1),
+            evacuate_delay: Duration::from_millis(300),
+            ..SimConfig::default()
+        });
         let c = Self {
             dir: tempfile::tempdir().unwrap(),
             prefix: prefix.to_owned(),
             health_interval,
             daemon: None,
             agent: ConsulAgent::start(),
-            sim: Some(sim),
-            rt,
+            cloud,
         };
         c.config("admin");
         c.cli().run(&["ha-node", "register", "ha-1"]);
@@ -108,18 +94,11 @@ impl Cluster {
     }
 
     fn sim(&self) -> &SimHandle {
-        self.sim.as_ref().expect("sim running")
+        self.cloud.sim()
     }
 
     /// Writes `<dir>/<id>.toml`.
     fn config(&self, id: &str) -> PathBuf {
-        let creds = self.sim().credentials();
-        let auth = OpenStackAuth {
-            auth_url: creds.auth_url,
-            username: creds.username,
-            password: creds.password,
-            project_name: creds.project_name,
-        };
         let stages = format!(
             r#"
 [fence]
@@ -154,7 +133,7 @@ backoff_max = "2s"
         DaemonConfig {
             interval: "500ms",
             monitor: "threshold = 1\n".to_owned(),
-            extra: auth.section() + &stages,
+            extra: self.cloud.admin() + &stages,
             ..DaemonConfig::fast(&self.agent.http_addr(), &self.prefix, id)
         }
         .write(self.dir.path())

@@ -32,9 +32,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use novaha_sim::{FaultKind, FaultRule, Sim, SimConfig, SimHandle};
+use novaha_sim::{FaultKind, FaultRule, SimConfig, SimHandle};
+use novaha_testkit::cloud::SimCloud;
 use novaha_testkit::consul_cluster::ConsulCluster;
-use novaha_testkit::daemon::{Cli, Daemon, DaemonConfig, OpenStackAuth};
+use novaha_testkit::daemon::{Cli, Daemon, DaemonConfig};
 use novaha_testkit::ipmi::{IpmiBmc, ipmitool};
 use serde_json::Value;
 
@@ -109,39 +110,26 @@ struct World {
     daemons: BTreeMap<&'static str, Daemon>,
     /// How many daemon processes were started (each logs in its own dir).
     spawned: usize,
-    sim: Option<SimHandle>,
-    rt: tokio::runtime::Runtime,
+    cloud: SimCloud,
 }
 
 impl Drop for World {
     fn drop(&mut self) {
+        // The daemons first, then the cloud they talk to.
         self.daemons.clear();
-        if let Some(sim) = self.sim.take() {
-            self.rt.block_on(sim.shutdown());
-        }
     }
 }
 
 impl World {
     fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt
-            .block_on(Sim::start(
-                "127.0.0.1:0",
-                SimConfig {
-                    hosts: HOSTS,
-                    instances_per_host: 2,
-                    ha_nodes: HA_NODES,
-                    service_down_time: Duration::from_secs(1),
-                    evacuate_delay: Duration::from_millis(300),
-                    ..SimConfig::default()
-                },
-            ))
-            .expect("start the sim");
+        let cloud = SimCloud::start_with(SimConfig {
+            hosts: HOSTS,
+            instances_per_host: 2,
+            ha_nodes: HA_NODES,
+            service_down_time: Duration::from_secs(1),
+            evacuate_delay: Duration::from_millis(300),
+            ..SimConfig::default()
+        });
         let consul = ConsulCluster::start(3);
         let bmcs = (1..=HOSTS)
             .map(|i| (format!("compute-{i}"), IpmiBmc::start(USER, PASSWORD)))
@@ -152,8 +140,7 @@ impl World {
             bmcs,
             daemons: BTreeMap::new(),
             spawned: 0,
-            sim: Some(sim),
-            rt,
+            cloud,
         };
         for (i, id) in IDS.iter().enumerate() {
             w.config(id, i);
@@ -187,18 +174,11 @@ impl World {
     }
 
     fn sim(&self) -> &SimHandle {
-        self.sim.as_ref().expect("the sim runs until dropped")
+        self.cloud.sim()
     }
 
     /// Writes `<dir>/<id>.toml` for a daemon talking to Consul server `server`.
     fn config(&self, id: &str, server: usize) -> PathBuf {
-        let creds = self.sim().credentials();
-        let auth = OpenStackAuth {
-            auth_url: creds.auth_url,
-            username: creds.username,
-            password: creds.password,
-            project_name: creds.project_name,
-        };
         let stages = format!(
             r#"
 [fence]
@@ -228,7 +208,7 @@ backoff_max = "2s"
         DaemonConfig {
             interval: "1s",
             monitor: "threshold = 1\n".to_owned(),
-            extra: auth.section() + &stages,
+            extra: self.cloud.admin() + &stages,
             ..DaemonConfig::fast(&self.consul.http_addr(server), PREFIX, id)
         }
         .write(self.dir.path())

@@ -15,13 +15,18 @@ pub struct SimCloud {
 impl SimCloud {
     /// Starts the sim with its default seed (3 compute hosts, 1 spare).
     pub fn start() -> Self {
+        Self::start_with(SimConfig::default())
+    }
+
+    /// Starts the sim with `config` (hosts, spares, timers, delays).
+    pub fn start_with(config: SimConfig) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("a tokio runtime for the sim");
         let sim = rt
-            .block_on(Sim::start("127.0.0.1:0", SimConfig::default()))
+            .block_on(Sim::start("127.0.0.1:0", config))
             .expect("start the sim");
         Self { sim: Some(sim), rt }
     }

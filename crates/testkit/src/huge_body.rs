@@ -94,8 +94,15 @@ impl HugeBody {
 
     /// Answers each request with `route(method, path)`.
     pub async fn start(route: impl Fn(&str, &str) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free loopback port");
+        let url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        );
         let stats = Arc::new(Stats::default());
         let route: Arc<Route> = Arc::new(route);
         let s = stats.clone();
