@@ -25,7 +25,6 @@ use novaha_core::NodeName;
 use novaha_core::detect::{DetectEvent, ResetGrace, judge_with};
 use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,8 +37,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::recovery::plan::{Plan, plan};
-use crate::recovery::{Outcome, RunnerContext, View, needs_work, run_node};
+use novaha_report::{CycleReport, Outcome, Plan};
+
+use crate::recovery::plan::plan;
+use crate::recovery::{RunnerContext, View, needs_work, run_node};
 use crate::stages::Stages;
 
 /// How long a tenure's recovery tasks get to finish the unit in flight
@@ -58,40 +59,6 @@ pub enum LeaderExit {
     LostLock,
     /// Shutdown was requested: resign.
     Shutdown,
-}
-
-/// What one cycle saw, written to `novaha/last_cycle` and printed by
-/// `run --once`.
-#[derive(Clone, Debug, Serialize)]
-pub struct CycleReport {
-    /// The leader's id.
-    pub id: String,
-    /// The tenure's epoch.
-    pub epoch: String,
-    /// When the cycle ran (RFC 3339).
-    pub at: String,
-    /// Compute nodes in the tree.
-    pub compute_nodes: usize,
-    /// HA nodes in the tree.
-    pub ha_nodes: usize,
-    /// Compute nodes whose `failed` flag is True.
-    pub failed: Vec<NodeName>,
-    /// Invalid values in the tree.
-    pub invalid: usize,
-    /// Nodes judged failed this cycle.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub judged_failed: Vec<NodeName>,
-    /// The mass-failure guard tripped this cycle.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub mass_failure: bool,
-    /// Nova could not be read: nothing was judged.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub nova_unreachable: bool,
-    /// The last failures-tolerated figure by availability zone (`""` = no
-    /// zone), read every `[evacuate] capacity_interval`; absent until read
-    /// or without Placement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failures_tolerated: Option<BTreeMap<String, u32>>,
 }
 
 /// The leader's recovery work of one tenure (one lease).

@@ -484,7 +484,7 @@ async fn run_once(
     let report = result.context("leader cycle")?;
     print!(
         "{}",
-        crate::recovery::once_summary(&report, &outcomes, &plans)
+        novaha_report::once_summary(&report, &outcomes, &plans)
     );
     Ok(ExitCode::SUCCESS)
 }

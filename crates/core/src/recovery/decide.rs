@@ -580,7 +580,7 @@ fn advance(
             }
             Phase::ForcedDown => {
                 if let Some(list) = &obs.instances {
-                    fold_listing(policy, obs, &mut rec, list);
+                    fold_listing(policy, obs, &mut rec.instances, list);
                     enter(&mut rec, Phase::Evacuating, now);
                     continue;
                 }
@@ -705,9 +705,28 @@ fn is_true_value(v: &str) -> bool {
     )
 }
 
-fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, list: &[Instance]) {
+/// How a listing of the node's instances enters a recovery: each one
+/// pending, already done (it runs elsewhere), or skipped (opted out, or not
+/// opted in), with its storage class. The dry-run plan shows exactly this
+/// without a record, a claim or a fence.
+pub fn listed(
+    policy: &Policy,
+    obs: &Observation,
+    list: &[Instance],
+) -> std::collections::BTreeMap<String, InstanceRecord> {
+    let mut instances = std::collections::BTreeMap::new();
+    fold_listing(policy, obs, &mut instances, list);
+    instances
+}
+
+fn fold_listing(
+    policy: &Policy,
+    obs: &Observation,
+    instances: &mut std::collections::BTreeMap<String, InstanceRecord>,
+    list: &[Instance],
+) {
     for inst in list {
-        if rec.instances.contains_key(&inst.id) {
+        if instances.contains_key(&inst.id) {
             continue;
         }
         let mut entry = InstanceRecord {
@@ -739,7 +758,7 @@ fn fold_listing(policy: &Policy, obs: &Observation, rec: &mut RecoveryRecord, li
             entry.error = Some(format!("not opted in (metadata {key})"));
         }
         crate::evacuation::annotate(policy, obs.flags.shared_storage, inst, &mut entry);
-        rec.instances.insert(inst.id.clone(), entry);
+        instances.insert(inst.id.clone(), entry);
     }
 }
 

@@ -43,7 +43,7 @@ use crate::storage::StoragePolicy;
 use crate::store::KvOp;
 use crate::types::{NodeName, PowerState};
 
-pub use decide::decide;
+pub use decide::{decide, listed};
 
 /// Where evacuated instances go (`[evacuate] target`, **fixed** names).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,6 +46,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use novaha_report::Outcome;
+
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::stages::Stages;
@@ -78,19 +80,6 @@ impl View {
         self.at
             .is_some_and(|at| self.stale_after.is_zero() || at.elapsed() <= self.stale_after)
     }
-}
-
-/// How a recovery task ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing (more) to do for the node: done, reset, or not ours.
-    Idle,
-    /// Needs an operator (logged at ERROR).
-    Stuck(String),
-    /// Stopped at a wait because the task runs once (`run --once`).
-    Waiting(String),
-    /// Leadership was lost or shutdown began.
-    Cancelled,
 }
 
 /// What a recovery task needs besides its node.
@@ -799,51 +788,6 @@ pub fn needs_work(cn: &novaha_core::kv::ComputeNodeState) -> bool {
     }
 }
 
-/// What `run --once` prints: `No failed nodes` when none (as the original
-/// Osha does, so cron jobs and ad-hoc checks can grep it), else the failed
-/// nodes, what each recovery reached, and in a dry run each plan.
-pub fn once_summary(
-    report: &crate::leader::CycleReport,
-    outcomes: &[(NodeName, Outcome)],
-    plans: &[plan::Plan],
-) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let mut failed: Vec<String> = report.failed.iter().map(ToString::to_string).collect();
-    for n in &report.judged_failed {
-        if !failed.contains(&n.to_string()) {
-            failed.push(n.to_string());
-        }
-    }
-    if report.nova_unreachable {
-        out.push_str("Nova could not be read: nothing was judged this cycle\n");
-    }
-    if failed.is_empty() && plans.is_empty() {
-        out.push_str("No failed nodes\n");
-    } else if !failed.is_empty() {
-        let _ = writeln!(out, "Failed nodes: {}", failed.join(", "));
-    }
-    if report.mass_failure {
-        out.push_str("Mass-failure guard tripped: nothing fenced\n");
-    }
-    for (node, o) in outcomes {
-        let text = match o {
-            Outcome::Idle => "recovery done (or nothing to do)".to_owned(),
-            Outcome::Stuck(r) => format!("recovery stuck: {r}"),
-            Outcome::Waiting(r) => format!("recovery waiting: {r} (the next run goes on)"),
-            Outcome::Cancelled => "recovery interrupted".to_owned(),
-        };
-        let _ = writeln!(out, "{node}: {text}");
-    }
-    for p in plans {
-        let _ = writeln!(out, "{p}");
-    }
-    if report.invalid > 0 {
-        let _ = writeln!(out, "Invalid values: {} (see the log)", report.invalid);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -897,45 +841,5 @@ mod tests {
         );
         let bad = ("internal/recovery", "{not json");
         assert!(!needs_work(&node(&[f, r, bad])), "unparsable record");
-    }
-
-    fn report(failed: &[&str]) -> crate::leader::CycleReport {
-        crate::leader::CycleReport {
-            id: "a".into(),
-            epoch: "e".into(),
-            at: "t".into(),
-            compute_nodes: 3,
-            ha_nodes: 1,
-            failed: failed.iter().map(|n| NodeName::from(*n)).collect(),
-            invalid: 0,
-            judged_failed: Vec::new(),
-            mass_failure: false,
-            nova_unreachable: false,
-            failures_tolerated: None,
-        }
-    }
-
-    #[test]
-    fn once_summary_says_no_failed_nodes_like_osha() {
-        assert_eq!(once_summary(&report(&[]), &[], &[]), "No failed nodes\n");
-        let out = once_summary(
-            &report(&["c1", "c2"]),
-            &[
-                (NodeName::from("c1"), Outcome::Idle),
-                (
-                    NodeName::from("c2"),
-                    Outcome::Waiting("no-free-ha-node".into()),
-                ),
-            ],
-            &[],
-        );
-        assert_eq!(
-            out,
-            "Failed nodes: c1, c2\nc1: recovery done (or nothing to do)\n\
-             c2: recovery waiting: no-free-ha-node (the next run goes on)\n"
-        );
-        let mut r = report(&[]);
-        r.nova_unreachable = true;
-        assert!(once_summary(&r, &[], &[]).starts_with("Nova could not be read"));
     }
 }
