@@ -401,6 +401,24 @@ pub struct Pause {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// How a pause reads in one line (the log, the cycle record, `pause` and
+/// `resume`): the reason quoted, who, when, and until when.
+impl fmt::Display for Pause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.reason)?;
+        if let Some(by) = &self.by {
+            write!(f, " by {by}")?;
+        }
+        if let Some(at) = self.at {
+            write!(f, " at {}", format_time(at))?;
+        }
+        match self.until {
+            Some(u) => write!(f, ", until {}", format_time(u)),
+            None => write!(f, ", until `novaha resume`"),
+        }
+    }
+}
+
 impl Pause {
     /// True while the pause holds at `now`: no `until`, or `until` later
     /// than `now`.

@@ -13,7 +13,6 @@
 pub mod capacity;
 pub mod detect;
 pub mod drivers;
-pub mod evacuation;
 pub mod http;
 pub mod kv;
 pub mod record;

@@ -21,8 +21,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drivers::Instance;
-
 /// Where an instance's root disk lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,14 +116,19 @@ impl StoragePolicy {
         node_override.unwrap_or(self.shared_storage)
     }
 
-    /// The storage class of `inst` on a node whose ephemeral storage is
-    /// `shared` (see [`StoragePolicy::node_shared`]).
-    pub fn classify(&self, inst: &Instance, shared: bool) -> StorageClass {
-        if inst.boot_from_volume {
+    /// The storage class of an instance (booted from a volume or not, with
+    /// its server `metadata`) on a node whose ephemeral storage is `shared`
+    /// (see [`StoragePolicy::node_shared`]).
+    pub fn classify(
+        &self,
+        boot_from_volume: bool,
+        metadata: &BTreeMap<String, String>,
+        shared: bool,
+    ) -> StorageClass {
+        if boot_from_volume {
             return StorageClass::Volume;
         }
-        let declared_local = inst
-            .metadata
+        let declared_local = metadata
             .get(&self.storage_key)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("local"));
         if shared && !declared_local {
@@ -164,6 +167,11 @@ impl StoragePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::Instance;
+
+    fn class(p: &StoragePolicy, i: &Instance, shared: bool) -> StorageClass {
+        p.classify(i.boot_from_volume, &i.metadata, shared)
+    }
 
     fn inst(bfv: bool, md: &[(&str, &str)]) -> Instance {
         Instance {
@@ -180,24 +188,24 @@ mod tests {
     #[test]
     fn boot_from_volume_is_volume_whatever_the_node() {
         let p = StoragePolicy::default();
-        assert_eq!(p.classify(&inst(true, &[]), false), StorageClass::Volume);
-        assert_eq!(p.classify(&inst(true, &[]), true), StorageClass::Volume);
+        assert_eq!(class(&p, &inst(true, &[]), false), StorageClass::Volume);
+        assert_eq!(class(&p, &inst(true, &[]), true), StorageClass::Volume);
         // A volume instance declared local is still a volume: its root disk
         // is the volume.
         let declared = inst(true, &[(STORAGE_KEY, "local")]);
-        assert_eq!(p.classify(&declared, true), StorageClass::Volume);
+        assert_eq!(class(&p, &declared, true), StorageClass::Volume);
     }
 
     #[test]
     fn image_backed_follows_the_node_and_the_local_declaration() {
         let p = StoragePolicy::default();
-        assert_eq!(p.classify(&inst(false, &[]), true), StorageClass::Shared);
-        assert_eq!(p.classify(&inst(false, &[]), false), StorageClass::Local);
+        assert_eq!(class(&p, &inst(false, &[]), true), StorageClass::Shared);
+        assert_eq!(class(&p, &inst(false, &[]), false), StorageClass::Local);
         let declared = inst(false, &[(STORAGE_KEY, " Local ")]);
-        assert_eq!(p.classify(&declared, true), StorageClass::Local);
+        assert_eq!(class(&p, &declared, true), StorageClass::Local);
         // Metadata cannot claim shared storage on a local node.
         let claims = inst(false, &[(STORAGE_KEY, "shared")]);
-        assert_eq!(p.classify(&claims, false), StorageClass::Local);
+        assert_eq!(class(&p, &claims, false), StorageClass::Local);
     }
 
     #[test]

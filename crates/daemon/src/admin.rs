@@ -22,7 +22,7 @@ use tracing::info;
 
 use crate::cli::{BmcDriver, Switch};
 use crate::config::Config;
-use crate::run::{connect, hostname};
+use crate::connect::{connect, hostname};
 
 /// How many times a write is retried after a CAS conflict.
 const ATTEMPTS: usize = 3;
@@ -258,22 +258,6 @@ fn check_reason(reason: &str) -> anyhow::Result<String> {
     Ok(reason.to_owned())
 }
 
-/// How a pause reads in one line.
-pub fn describe_pause(p: &Pause) -> String {
-    let mut out = format!("{:?}", p.reason);
-    if let Some(by) = &p.by {
-        out.push_str(&format!(" by {by}"));
-    }
-    if let Some(at) = p.at {
-        out.push_str(&format!(" at {}", format_time(at)));
-    }
-    match p.until {
-        Some(u) => out.push_str(&format!(", until {}", format_time(u))),
-        None => out.push_str(", until `novaha resume`"),
-    }
-    out
-}
-
 /// `novaha pause --reason TEXT [--for DURATION]`: writes
 /// `<prefix>/config/paused`; a pause already there is replaced (its CAS
 /// index is checked, so a concurrent change is re-read, never lost).
@@ -306,7 +290,7 @@ pub async fn pause(
     })
     .await?;
     match previous {
-        Some(Ok(Some(p))) => println!("replaced the pause {}", describe_pause(&p)),
+        Some(Ok(Some(p))) => println!("replaced the pause {}", p),
         Some(Err(bad)) => println!("replaced an unreadable pause value: {}", bad.reason),
         _ => {}
     }
@@ -314,7 +298,7 @@ pub async fn pause(
     report(&written);
     println!(
         "cluster paused: {}; no fence, force-down or evacuation starts until then (detection goes on)",
-        describe_pause(&pause)
+        pause
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -337,7 +321,7 @@ pub async fn resume(cfg: &Config, by: Option<String>) -> anyhow::Result<ExitCode
             println!("the cluster is not paused ({key} is absent): nothing to do");
             return Ok(ExitCode::SUCCESS);
         }
-        Some(Ok(Some(p))) => println!("ended the pause {}", describe_pause(&p)),
+        Some(Ok(Some(p))) => println!("ended the pause {}", p),
         Some(Ok(None)) => {}
         Some(Err(bad)) => println!("removed an unreadable pause value: {}", bad.reason),
     }

@@ -28,7 +28,7 @@ use novaha_openstack::{Env, NovaClient, ServiceType, Session};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::run::connect;
+use crate::connect::connect;
 
 /// The key the write check tries to compare-and-set (never written).
 const WRITE_PROBE: &str = "check_config";

@@ -881,7 +881,7 @@ async fn story(
         stage.daemons.push(d);
     }
 
-    let (consul, schema) = crate::run::connect(&cfg)?;
+    let (consul, schema) = crate::connect::connect(&cfg)?;
     let store = ConsulStore::new(consul.clone(), schema.clone());
     let leader = wait_leader(&consul, &schema, &mut stage.daemons, cancel).await?;
     let standby = if leader.id == "novaha-a" {

@@ -296,7 +296,7 @@ pub fn start(
 ) -> Option<HealthTask> {
     match FenceHealth::new(store, schema.clone(), &cfg.fence, metrics) {
         Ok(h) => {
-            let creds = crate::run::connect(cfg)
+            let creds = crate::connect::connect(cfg)
                 .ok()
                 .and_then(|(consul, _)| crate::credentials::store(cfg, &consul));
             let h = h.with_credentials(creds);

@@ -12,7 +12,7 @@ use novaha_report::incidents::{SCHEMA_VERSION, detail, detail_text, list_text, s
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::run::connect;
+use crate::connect::connect;
 
 async fn read(cfg: &Config) -> anyhow::Result<Vec<StoredIncident>> {
     let (consul, schema) = connect(cfg)?;

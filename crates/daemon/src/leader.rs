@@ -892,7 +892,7 @@ impl LeaderCycle {
     fn note_pause(&mut self, state: &ClusterState) {
         let now = self.clock.now();
         let pause = state.paused(now);
-        let text = pause.as_ref().map(crate::admin::describe_pause);
+        let text = pause.as_ref().map(ToString::to_string);
         if text == self.pause_logged {
             return;
         }

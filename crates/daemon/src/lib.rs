@@ -15,6 +15,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod credentials;
 pub mod demo;
 pub mod fence_health;

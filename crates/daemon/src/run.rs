@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use novaha_consul::{Consul, ConsulSettings, ConsulStore, Election, ElectionSettings, LeaderInfo};
+use novaha_consul::{Consul, ConsulStore, Election, ElectionSettings, LeaderInfo};
 use novaha_core::kv::Schema;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -96,36 +96,9 @@ const BACKOFF_START: Duration = Duration::from_millis(500);
 /// The longest retry delay after election errors.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
-/// The Consul client settings of a config.
-pub fn consul_settings(cfg: &Config) -> ConsulSettings {
-    ConsulSettings {
-        address: cfg.consul.address.clone(),
-        token: cfg.consul.token.clone(),
-        request_timeout: cfg.consul.request_timeout,
-        tls: cfg.consul.tls(),
-    }
-}
-
-/// A Consul client and the schema of the configured prefix.
-pub fn connect(cfg: &Config) -> anyhow::Result<(Consul, Schema)> {
-    let consul = Consul::new(&consul_settings(cfg))
-        .with_context(|| format!("consul client for {}", cfg.consul.address))?;
-    Ok((consul, Schema::new(&cfg.consul.prefix)))
-}
-
-/// This host's name, for the lock value.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
-}
-
 /// What this process writes into the lock key, and its check id.
 fn identity(cfg: &Config) -> (LeaderInfo, String) {
-    let host = hostname();
+    let host = crate::connect::hostname();
     let id = cfg.election.id.clone().unwrap_or_else(|| host.clone());
     let check_id = format!(
         "novaha-{}-{}",
@@ -231,7 +204,7 @@ async fn back_off(
 
 /// `novaha run [--once]`.
 pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
-    let (consul, schema) = connect(&cfg)?;
+    let (consul, schema) = crate::connect::connect(&cfg)?;
     let (info, check_id) = identity(&cfg);
     let election_check_id = check_id.clone();
     // `run --once` reports into a registry nobody scrapes.

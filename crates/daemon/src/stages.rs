@@ -23,8 +23,8 @@ use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
 use novaha_openstack::{NovaClient, PlacementClient};
 
 use crate::config::Config;
+use crate::connect::consul_settings;
 use crate::metrics::Metrics;
-use crate::run::consul_settings;
 
 /// Everything the leader's cycle and the recovery runner call.
 pub struct Stages {
@@ -120,7 +120,7 @@ impl Stages {
         let consul = consul_settings(cfg);
         let monitor = Monitor::new(cfg.monitor.signals(), nova.clone(), Some(&consul))
             .context("build the monitor")?;
-        let (consul_client, _) = crate::run::connect(cfg)?;
+        let (consul_client, _) = crate::connect::connect(cfg)?;
         let fences =
             crate::credentials::registry(cfg, &consul_client).context("build the fence drivers")?;
         let mut evacuator = NovaEvacuator::new(nova.clone());

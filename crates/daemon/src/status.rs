@@ -13,7 +13,7 @@ use novaha_report::status::{Extras, document, exit_code, table, tolerated_text, 
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::run::connect;
+use crate::connect::connect;
 
 /// `novaha status`.
 pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {

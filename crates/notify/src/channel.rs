@@ -2,12 +2,12 @@
 //! over the drivers, matched in one place.
 
 use async_trait::async_trait;
-use novaha_core::drivers::notify::{DirectoryError, IncidentReport, Notifier, NotifyError};
+use novaha_core::drivers::notify::{IncidentReport, Notifier, NotifyError};
 
 use crate::email::EmailChannel;
 use crate::error::Error;
 use crate::logline::LogChannel;
-use crate::message::Message;
+use crate::message::{Message, Plan};
 use crate::webhook::WebhookChannel;
 
 enum Kind {
@@ -23,17 +23,6 @@ enum Kind {
 pub struct Channel {
     name: String,
     kind: Kind,
-}
-
-/// What planning one report produced.
-#[derive(Debug, Default)]
-pub(crate) struct Plan {
-    /// Every message to queue.
-    pub messages: Vec<Message>,
-    /// Set when owners could not be looked up: no owner message was planned
-    /// (owner messages are planned all or nothing, so that a retry plans
-    /// complete ones); admin messages are in `messages`.
-    pub lookup_error: Option<DirectoryError>,
 }
 
 impl Channel {

@@ -14,9 +14,8 @@ use novaha_core::drivers::notify::{
     Directory, DirectoryError, IncidentReport, InstanceOutcome, NotifyError, Person,
 };
 
-use crate::channel::Plan;
 use crate::error::Error;
-use crate::message::{Audience, Message, Payload, message_id};
+use crate::message::{Audience, Message, Payload, Plan, message_id};
 use crate::render::Templates;
 use crate::settings::EmailSettings;
 

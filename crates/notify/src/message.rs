@@ -1,6 +1,7 @@
 //! One rendered notification for one recipient of one channel, and its
 //! stable id.
 
+use novaha_core::drivers::notify::DirectoryError;
 use serde::{Deserialize, Serialize};
 
 /// Who a message is for.
@@ -129,6 +130,17 @@ pub fn message_id(incident: &str, channel: &str, recipient_key: &str) -> String 
         key_safe(channel),
         fnv1a64(&[incident, channel, recipient_key])
     )
+}
+
+/// What planning one report produced.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    /// Every message to queue.
+    pub messages: Vec<Message>,
+    /// Set when owners could not be looked up: no owner message was planned
+    /// (owner messages are planned all or nothing, so that a retry plans
+    /// complete ones); admin messages are in `messages`.
+    pub lookup_error: Option<DirectoryError>,
 }
 
 #[cfg(test)]

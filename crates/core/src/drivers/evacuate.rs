@@ -130,7 +130,7 @@ pub trait Evacuator: Send + Sync {
 
     /// The room on `host` as Placement reports it (inventories and the
     /// allocations on it by consumer), so that only what fits is sent there
-    /// ([`crate::evacuation::choose`]). `Ok(None)` when the cloud has no
+    /// ([`crate::recovery::evacuation::choose`]). `Ok(None)` when the cloud has no
     /// Placement or no provider for the host: evacuations then go unchecked.
     /// Read-only, cancel-safe. The default knows nothing.
     async fn capacity(&self, host: &NodeName) -> Result<Option<HostCapacity>, EvacuateError> {

@@ -757,7 +757,7 @@ fn fold_listing(
             entry.state = InstanceState::Skipped;
             entry.error = Some(format!("not opted in (metadata {key})"));
         }
-        crate::evacuation::annotate(policy, obs.flags.shared_storage, inst, &mut entry);
+        crate::recovery::evacuation::annotate(policy, obs.flags.shared_storage, inst, &mut entry);
         instances.insert(inst.id.clone(), entry);
     }
 }
@@ -928,7 +928,7 @@ fn evacuate_step(
         .count();
     let slots = policy.concurrency.max(1).saturating_sub(evacuating);
     // Priority order; the HA node while they fit, else per the policy.
-    let batch = crate::evacuation::choose(policy, obs, &rec, slots);
+    let batch = crate::recovery::evacuation::choose(policy, obs, &rec, slots);
     let pending = batch.ids;
     // Nothing may be sent now: keep tracking what is in flight, or wait.
     let blocked = |rec: RecoveryRecord, reason: WaitReason, after: Duration, alert: bool| {

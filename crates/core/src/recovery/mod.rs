@@ -25,6 +25,7 @@
 //! value.
 
 mod decide;
+pub mod evacuation;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

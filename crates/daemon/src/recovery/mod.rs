@@ -766,7 +766,7 @@ enum Flow {
 /// not past its end; a value that does not parse still pauses: the safe
 /// side), as one line for the log and the record.
 pub fn paused(state: &ClusterState, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
-    state.paused(now).map(|p| crate::admin::describe_pause(&p))
+    state.paused(now).map(|p| p.to_string())
 }
 
 /// True when `node` has recovery work for a leader: a claim to make, a

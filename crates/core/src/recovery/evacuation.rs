@@ -28,9 +28,11 @@ pub fn annotate(
     inst: &Instance,
     entry: &mut InstanceRecord,
 ) {
-    let class = policy
-        .storage
-        .classify(inst, policy.storage.node_shared(node_shared));
+    let class = policy.storage.classify(
+        inst.boot_from_volume,
+        &inst.metadata,
+        policy.storage.node_shared(node_shared),
+    );
     entry.storage = Some(class);
     entry.resources = inst.resources;
     entry.priority = inst
