@@ -424,9 +424,10 @@ enum Await {
 /// True when the administrator reset the flags and the runner has not yet
 /// applied the reset (the record is still there).
 fn reset_pending(st: &ComputeNodeState) -> bool {
-    st.failed.get() == Some(false)
-        && st.recovered.get() == Some(false)
-        && matches!(st.recovery.value, Ok(Some(_)))
+    matches!(
+        st.condition(),
+        crate::kv::NodeCondition::ResetPending { .. }
+    )
 }
 
 /// Where a node awaiting up after a reset stands this cycle.

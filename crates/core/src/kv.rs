@@ -12,7 +12,7 @@ use std::fmt;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::record::RecoveryRecord;
+use crate::record::{Phase, RecoveryRecord};
 use crate::secret::Secret;
 use crate::types::NodeName;
 
@@ -446,6 +446,69 @@ pub fn parse_pause(key: &str, raw: Option<&[u8]>) -> Result<Option<Pause>, Inval
     Ok(Some(pause))
 }
 
+/// Where a compute node stands: the one classification the leader (which
+/// nodes get a recovery task) and the metrics (`novaha_nodes{state}`)
+/// share. Maintenance is not a condition: it holds actions back whatever
+/// the condition, and is read with [`ComputeNodeState::in_maintenance`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeCondition {
+    /// A value novaha decides on does not parse: the node is skipped and
+    /// nothing of it is written until someone fixes it.
+    Invalid,
+    /// Judged failed (`failed` True, `recovered` False) with no recovery
+    /// record yet: a leader claims it.
+    Claimable,
+    /// A recovery in this phase (any phase but `done`; `stuck` waits for a
+    /// human).
+    Recovering(Phase),
+    /// The administrator set `failed` and `recovered` back to False while a
+    /// record is still there: the leader applies the reset.
+    ResetPending {
+        /// The record's phase.
+        phase: Phase,
+        /// `number_fails` as read.
+        number_fails: u32,
+    },
+    /// `failed` True and nothing left to do: recovered and done, or flags
+    /// an earlier monitor left.
+    Failed,
+    /// Some consecutive checks failed, not yet judged failed.
+    Failing(u32),
+    /// Nothing wrong.
+    Healthy,
+}
+
+impl NodeCondition {
+    /// True when a leader has recovery work for the node: a claim to make,
+    /// a recovery to carry on, or a reset to apply. A stuck recovery waits
+    /// for a human; an invalid node is never picked (its decision could
+    /// only wait).
+    pub fn needs_recovery(self) -> bool {
+        match self {
+            Self::Claimable | Self::ResetPending { .. } => true,
+            Self::Recovering(phase) => phase != Phase::Stuck,
+            Self::Invalid | Self::Failed | Self::Failing(_) | Self::Healthy => false,
+        }
+    }
+
+    /// The `state` label of `novaha_nodes`, but `maintenance`, which the
+    /// metrics put right after `invalid`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Recovering(_) => "recovering",
+            Self::ResetPending { phase, .. } if phase != Phase::Done => "recovering",
+            Self::ResetPending { number_fails, .. } | Self::Failing(number_fails)
+                if number_fails > 0 =>
+            {
+                "failing"
+            }
+            Self::Claimable | Self::Failed => "failed",
+            Self::ResetPending { .. } | Self::Failing(_) | Self::Healthy => "healthy",
+        }
+    }
+}
+
 /// Everything stored for one compute node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ComputeNodeState {
@@ -487,6 +550,32 @@ pub struct ComputeNodeState {
 }
 
 impl ComputeNodeState {
+    /// Where the node stands ([`NodeCondition`]).
+    pub fn condition(&self) -> NodeCondition {
+        let (Ok(failed), Ok(recovered), Ok(number_fails), Ok(record)) = (
+            &self.failed.value,
+            &self.recovered.value,
+            &self.number_fails.value,
+            &self.recovery.value,
+        ) else {
+            return NodeCondition::Invalid;
+        };
+        if self.has_invalid() {
+            return NodeCondition::Invalid;
+        }
+        match record {
+            Some(rec) if !failed && !recovered => NodeCondition::ResetPending {
+                phase: rec.phase,
+                number_fails: *number_fails,
+            },
+            Some(rec) if rec.phase != Phase::Done => NodeCondition::Recovering(rec.phase),
+            None if *failed && !recovered => NodeCondition::Claimable,
+            _ if *failed => NodeCondition::Failed,
+            _ if *number_fails > 0 => NodeCondition::Failing(*number_fails),
+            _ => NodeCondition::Healthy,
+        }
+    }
+
     /// True when any field novaha decides on could not be parsed: such a node
     /// is skipped for the cycle and nothing of it is written.
     pub fn has_invalid(&self) -> bool {
@@ -1157,5 +1246,93 @@ mod tests {
         );
         assert!(all[3].record.is_err());
         assert_eq!(all[3].key, "p/compute_nodes/c3/incidents/broken");
+    }
+
+    fn node(pairs: &[(&str, &str)]) -> ComputeNodeState {
+        let s = Schema::new("p");
+        let snap = Snapshot {
+            index: 1,
+            entries: pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("p/compute_nodes/c1/{k}"),
+                        KvEntry {
+                            value: Some(v.as_bytes().to_vec()),
+                            modify_index: 3,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        ClusterState::parse(&s, &snap).compute_nodes[&NodeName::from("c1")].clone()
+    }
+
+    fn record(phase: &str) -> String {
+        format!(r#"{{"version":1,"incident":"i","epoch":"e","phase":"{phase}"}}"#)
+    }
+
+    fn needs_work(n: &ComputeNodeState) -> bool {
+        n.condition().needs_recovery()
+    }
+
+    #[test]
+    fn needs_work_picks_claims_live_recoveries_and_resets_only() {
+        let f = ("status/failed", "True");
+        let nf = ("status/failed", "False");
+        let r = ("status/recovered", "True");
+        let nr = ("status/recovered", "False");
+        let rec = |p: &str| ("internal/recovery", record(p));
+        assert!(needs_work(&node(&[f, nr])), "claim");
+        assert!(!needs_work(&node(&[nf, nr])), "healthy");
+        assert!(!needs_work(&node(&[f, r])), "latched by someone else");
+        let live = rec("evacuating");
+        assert!(needs_work(&node(&[f, r, (live.0, &live.1)])), "resume");
+        let done = rec("done");
+        assert!(!needs_work(&node(&[f, r, (done.0, &done.1)])), "done");
+        let stuck = rec("stuck");
+        assert!(!needs_work(&node(&[f, r, (stuck.0, &stuck.1)])), "stuck");
+        assert!(needs_work(&node(&[nf, nr, (done.0, &done.1)])), "reset");
+        assert!(needs_work(&node(&[nf, nr, (stuck.0, &stuck.1)])), "reset");
+        assert!(
+            !needs_work(&node(&[("status/failed", "maybe"), nr])),
+            "invalid"
+        );
+        let bad = ("internal/recovery", "{not json");
+        assert!(!needs_work(&node(&[f, r, bad])), "unparsable record");
+    }
+
+    #[test]
+    fn each_condition_has_its_metric_label() {
+        let label = |pairs: &[(&str, &str)]| node(pairs).condition().label();
+        let live = record("evacuating");
+        let done = record("done");
+        assert_eq!(label(&[("status/failed", "maybe")]), "invalid");
+        assert_eq!(label(&[("status/failed", "False")]), "healthy");
+        assert_eq!(label(&[("internal/number_fails", "2")]), "failing");
+        assert_eq!(label(&[("status/failed", "True")]), "failed");
+        assert_eq!(
+            label(&[
+                ("status/failed", "True"),
+                ("status/recovered", "True"),
+                ("internal/recovery", &live)
+            ]),
+            "recovering"
+        );
+        assert_eq!(
+            label(&[
+                ("status/failed", "True"),
+                ("status/recovered", "True"),
+                ("internal/recovery", &done)
+            ]),
+            "failed"
+        );
+        // A reset of a finished recovery counts by its checks again.
+        assert_eq!(label(&[("internal/recovery", &done)]), "healthy");
+        assert_eq!(
+            label(&[("internal/recovery", &done), ("internal/number_fails", "3")]),
+            "failing"
+        );
+        assert_eq!(label(&[("internal/recovery", &live)]), "recovering");
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use novaha_core::NodeName;
 use novaha_core::detect::{DetectEvent, ResetGrace, judge_with};
-use novaha_core::kv::{ClusterState, KvEntry, Schema, Snapshot};
+use novaha_core::kv::{ClusterState, KvEntry, NodeCondition, Schema, Snapshot};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use novaha_report::{CycleReport, Outcome, Plan};
 
 use crate::recovery::plan::plan;
-use crate::recovery::{RunnerContext, View, needs_work, run_node};
+use crate::recovery::{RunnerContext, View, run_node};
 use crate::stages::Stages;
 
 /// How long a tenure's recovery tasks get to finish the unit in flight
@@ -187,18 +187,10 @@ impl LeaderCycle {
         for cn in state.compute_nodes.values() {
             let name = cn.name.as_str();
             let record = cn.recovery.value.as_ref().ok().and_then(|r| r.as_ref());
-            let st = if cn.has_invalid() {
-                "invalid"
-            } else if cn.in_maintenance(now) {
-                "maintenance"
-            } else if record.is_some_and(|r| r.phase != Phase::Done) {
-                "recovering"
-            } else if cn.failed.get() == Some(true) {
-                "failed"
-            } else if cn.number_fails.get().unwrap_or(0) > 0 {
-                "failing"
-            } else {
-                "healthy"
+            let st = match cn.condition() {
+                NodeCondition::Invalid => "invalid",
+                _ if cn.in_maintenance(now) => "maintenance",
+                c => c.label(),
             };
             *by_state.entry(st).or_default() += 1;
             m.set_node(
@@ -778,16 +770,17 @@ impl LeaderCycle {
         let mut work: BTreeSet<NodeName> = state
             .compute_nodes
             .values()
-            .filter(|cn| needs_work(cn))
+            .filter(|cn| cn.condition().needs_recovery())
             .map(|cn| cn.name.clone())
             .collect();
         for n in &judged_failed {
-            if let Some(cn) = state.compute_nodes.get(n)
-                && !cn.has_invalid()
-                && cn.recovered.get() == Some(false)
-                && matches!(cn.recovery.value, Ok(None))
-            {
-                work.insert(n.clone());
+            // As the tree reads once this cycle's `failed=True` is in.
+            if let Some(cn) = state.compute_nodes.get(n) {
+                let mut judged = cn.clone();
+                judged.failed.value = Ok(true);
+                if judged.condition() == NodeCondition::Claimable {
+                    work.insert(n.clone());
+                }
             }
         }
         if dry_run {
