@@ -1247,8 +1247,8 @@ fn a_spare_that_fits_two_of_three_makes_the_third_wait_with_an_alert_under_ha_no
     }
 }
 
-/// The failures-tolerated figure on a cloud worked out by hand (docs/
-/// recovery.md, "Failures tolerated"), memory being the only tight class:
+/// The failures-tolerated figure on a cloud worked out by hand
+/// (docs/recovery.md, "Failures tolerated"), memory being the only tight class:
 /// computes with 8 GB each, loaded 4, 2 and 0 GB; one spare with 6 GB.
 /// `ha_node`: the largest host (4 GB) fits the spare, the next (2 GB) has no
 /// spare left: 1. `ha_node_then_scheduler`: the second overflows 2 GB into

@@ -21,6 +21,7 @@ pub mod secret;
 pub mod storage;
 pub mod store;
 pub mod types;
+pub mod validate;
 
 pub use secret::Secret;
 pub use types::{NodeName, PowerState};

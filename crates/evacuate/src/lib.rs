@@ -23,4 +23,4 @@ mod nova;
 mod settings;
 
 pub use nova::{NovaEvacuator, progress_of};
-pub use settings::{EvacuateSettings, SettingsError};
+pub use settings::EvacuateSettings;

@@ -5,30 +5,11 @@ use std::time::Duration;
 
 use novaha_core::recovery::{Policy, TargetPolicy};
 use novaha_core::storage::{LocalStorage, StoragePolicy};
+use novaha_core::validate::{Problem, Validate};
 use serde::{Deserialize, Serialize};
 
 /// The largest accepted `concurrency`.
 pub const MAX_CONCURRENCY: usize = 256;
-
-/// Why `[evacuate]` cannot be used. Never retryable: the file must change.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SettingsError {
-    /// A key has a value outside its range.
-    #[error("evacuate.{key}: {problem}")]
-    Invalid {
-        /// The key (without the section).
-        key: &'static str,
-        /// What is wrong with its value.
-        problem: String,
-    },
-}
-
-impl SettingsError {
-    /// Always false: a bad setting stays bad until the file changes.
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
-}
 
 fn default_concurrency() -> usize {
     8
@@ -145,62 +126,6 @@ impl Default for EvacuateSettings {
 }
 
 impl EvacuateSettings {
-    /// Every problem of the section (empty = usable), so that
-    /// `novaha check-config` can print them all at once.
-    pub fn validate(&self) -> Vec<SettingsError> {
-        let mut out = Vec::new();
-        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
-            out.push(SettingsError::Invalid {
-                key: "concurrency",
-                problem: format!("must be 1..={MAX_CONCURRENCY}, got {}", self.concurrency),
-            });
-        }
-        if self.opt_out_metadata_key.trim().is_empty() {
-            out.push(SettingsError::Invalid {
-                key: "opt_out_metadata_key",
-                problem: "must not be empty".into(),
-            });
-        }
-        if self
-            .opt_in_metadata_key
-            .as_deref()
-            .is_some_and(|k| k.trim().is_empty())
-        {
-            out.push(SettingsError::Invalid {
-                key: "opt_in_metadata_key",
-                problem: "must not be empty when set".into(),
-            });
-        }
-        for (key, v) in [
-            ("rebuild_ok_metadata_key", &self.rebuild_ok_metadata_key),
-            ("storage_metadata_key", &self.storage_metadata_key),
-            ("priority_metadata_key", &self.priority_metadata_key),
-        ] {
-            if v.trim().is_empty() {
-                out.push(SettingsError::Invalid {
-                    key,
-                    problem: "must not be empty".into(),
-                });
-            }
-        }
-        if self.poll_interval.is_zero() {
-            out.push(SettingsError::Invalid {
-                key: "poll_interval",
-                problem: "must be above zero".into(),
-            });
-        }
-        if self.timeout <= self.poll_interval {
-            out.push(SettingsError::Invalid {
-                key: "timeout",
-                problem: format!(
-                    "must be longer than poll_interval ({:?}), got {:?}",
-                    self.poll_interval, self.timeout
-                ),
-            });
-        }
-        out
-    }
-
     /// Copies the section into the recovery decision's policy (target,
     /// concurrency, opt-out/opt-in keys, timeout, poll interval, storage
     /// and priority). The rest
@@ -220,6 +145,55 @@ impl EvacuateSettings {
             storage_key: self.storage_metadata_key.clone(),
         };
         policy.priority_key = self.priority_metadata_key.clone();
+    }
+}
+
+impl Validate for EvacuateSettings {
+    /// Every range problem of the section, keys relative to it (the daemon
+    /// puts them under `evacuate`).
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            out.push(Problem::new(
+                "concurrency",
+                format!("must be 1..={MAX_CONCURRENCY}, got {}", self.concurrency),
+            ));
+        }
+        if self.opt_out_metadata_key.trim().is_empty() {
+            out.push(Problem::new("opt_out_metadata_key", "must not be empty"));
+        }
+        if self
+            .opt_in_metadata_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            out.push(Problem::new(
+                "opt_in_metadata_key",
+                "must not be empty when set",
+            ));
+        }
+        for (key, v) in [
+            ("rebuild_ok_metadata_key", &self.rebuild_ok_metadata_key),
+            ("storage_metadata_key", &self.storage_metadata_key),
+            ("priority_metadata_key", &self.priority_metadata_key),
+        ] {
+            if v.trim().is_empty() {
+                out.push(Problem::new(key, "must not be empty"));
+            }
+        }
+        if self.poll_interval.is_zero() {
+            out.push(Problem::new("poll_interval", "must be above zero"));
+        }
+        if self.timeout <= self.poll_interval {
+            out.push(Problem::new(
+                "timeout",
+                format!(
+                    "must be longer than poll_interval ({:?}), got {:?}",
+                    self.poll_interval, self.timeout
+                ),
+            ));
+        }
+        out
     }
 }
 
@@ -274,7 +248,7 @@ capacity_interval = \"5m\"
             ..EvacuateSettings::default()
         };
         assert_eq!(
-            bad.validate()[0].to_string(),
+            bad.validate()[0].clone().under("evacuate").to_string(),
             "evacuate.priority_metadata_key: must not be empty"
         );
     }
@@ -318,10 +292,7 @@ capacity_interval = \"5m\"
         };
         let problems: Vec<String> = s.validate().iter().map(ToString::to_string).collect();
         assert_eq!(problems.len(), 4, "{problems:?}");
-        assert!(
-            problems[0].starts_with("evacuate.concurrency: "),
-            "{problems:?}"
-        );
+        assert!(problems[0].starts_with("concurrency: "), "{problems:?}");
         let s = EvacuateSettings {
             concurrency: 257,
             timeout: Duration::from_secs(5),
@@ -329,6 +300,5 @@ capacity_interval = \"5m\"
         };
         let problems: Vec<String> = s.validate().iter().map(ToString::to_string).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(!s.validate()[0].is_retryable());
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use novaha_core::NodeName;
 use novaha_core::drivers::fence::{FenceError, FenceTarget, Fencer};
 use novaha_core::kv::{BmcConfig, ComputeNodeState};
+use novaha_core::validate::{Problem, Validate};
 
 use crate::common::config_err;
 use crate::credentials::{CredentialStore, Credentialed, CredentialsDir};
@@ -178,6 +179,38 @@ pub fn target_of(state: &ComputeNodeState) -> FenceTarget {
     FenceTarget {
         node: state.name.clone(),
         bmc: state.bmc.clone(),
+    }
+}
+
+/// The `[fence]` section is usable when the registry builds from it,
+/// exactly as `run` will build it (`noop` without `allow_noop`, a zero poll
+/// interval, an unusable TLS setting...), and its credential and
+/// confirmation keys make sense. Here rather than in `settings.rs`, which
+/// the registry itself reads.
+impl Validate for FenceSettings {
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        if let Err(e) = FenceRegistry::new(self) {
+            out.push(Problem::new("", e.to_string()));
+        }
+        if self.credentials_dir.is_some() && self.credentials_prefix.is_some() {
+            out.push(Problem::new(
+                "credentials_prefix",
+                "set credentials_dir or credentials_prefix, not both",
+            ));
+        }
+        if let Some(dir) = &self.credentials_dir
+            && !dir.is_dir()
+        {
+            out.push(Problem::new(
+                "credentials_dir",
+                format!("{} is not a readable directory", dir.display()),
+            ));
+        }
+        if self.confirm_timeout.is_zero() {
+            out.push(Problem::new("confirm_timeout", "must be above zero"));
+        }
+        out
     }
 }
 

@@ -8,6 +8,7 @@ use futures::StreamExt as _;
 use novaha_consul::ConsulSettings;
 use novaha_core::NodeName;
 use novaha_core::detect::{NodeSignals, NovaService};
+use novaha_core::validate::Validate as _;
 use novaha_openstack::NovaClient;
 use serde::Serialize;
 
@@ -140,7 +141,11 @@ impl Monitor {
         nova: NovaClient,
         consul: Option<&ConsulSettings>,
     ) -> Result<Self, MonitorError> {
-        let problems = settings.validate();
+        let problems: Vec<String> = settings
+            .validate()
+            .into_iter()
+            .map(|p| p.under("monitor").to_string())
+            .collect();
         if !problems.is_empty() {
             return Err(MonitorError::Settings(problems.join("; ")));
         }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use novaha_core::validate::{Problem, Validate};
 use serde::{Deserialize, Serialize};
 
 /// One detection signal. `nova` is always on; the others only confirm it.
@@ -162,56 +163,68 @@ impl MonitorSettings {
     pub fn has(&self, signal: Signal) -> bool {
         self.signals.contains(&signal)
     }
+}
 
-    /// Every problem of the settings (empty = usable), each naming its key,
-    /// so that `novaha check-config` prints them all at once.
-    pub fn validate(&self) -> Vec<String> {
+impl Validate for MonitorSettings {
+    /// Every problem of the settings, each at its key relative to
+    /// `[monitor]` (the daemon and [`crate::Monitor::new`] put them under
+    /// `monitor`).
+    fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         if !self.has(Signal::Nova) {
-            out.push("monitor.signals: must include \"nova\"".to_owned());
+            out.push(Problem::new("signals", "must include \"nova\""));
         }
         let mut sorted = self.signals.clone();
         sorted.sort();
         sorted.dedup();
         if sorted.len() != self.signals.len() {
-            out.push("monitor.signals: a signal is listed twice".to_owned());
+            out.push(Problem::new("signals", "a signal is listed twice"));
         }
         if let Some(d) = self.nova.stale_after
             && d < MIN_STALE_AFTER
         {
-            out.push(format!(
-                "monitor.nova.stale_after: must be at least {}, got {} (it must exceed Nova's \
+            out.push(Problem::new(
+                "nova.stale_after",
+                format!(
+                    "must be at least {}, got {} (it must exceed Nova's \
                  report_interval with margin)",
-                humantime_serde::re::humantime::format_duration(MIN_STALE_AFTER),
-                humantime_serde::re::humantime::format_duration(d)
+                    humantime_serde::re::humantime::format_duration(MIN_STALE_AFTER),
+                    humantime_serde::re::humantime::format_duration(d)
+                ),
             ));
         }
         if self.has(Signal::Consul) {
             if self.consul.checks.is_empty() {
-                out.push("monitor.consul.checks: must name at least one check".to_owned());
+                out.push(Problem::new(
+                    "consul.checks",
+                    "must name at least one check",
+                ));
             }
             if self.consul.checks.iter().any(|c| c.trim().is_empty()) {
-                out.push("monitor.consul.checks: a check id is empty".to_owned());
+                out.push(Problem::new("consul.checks", "a check id is empty"));
             }
             if self.consul.timeout.is_zero() {
-                out.push("monitor.consul.timeout: must be above zero".to_owned());
+                out.push(Problem::new("consul.timeout", "must be above zero"));
             }
         }
         if self.has(Signal::Tcp) {
             if self.tcp.port == 0 {
-                out.push("monitor.tcp.port: must be 1..=65535".to_owned());
+                out.push(Problem::new("tcp.port", "must be 1..=65535"));
             }
             if self.tcp.timeout.is_zero() {
-                out.push("monitor.tcp.timeout: must be above zero".to_owned());
+                out.push(Problem::new("tcp.timeout", "must be above zero"));
             }
             if !(1..=1024).contains(&self.tcp.concurrency) {
-                out.push(format!(
-                    "monitor.tcp.concurrency: must be 1..=1024, got {}",
-                    self.tcp.concurrency
+                out.push(Problem::new(
+                    "tcp.concurrency",
+                    format!("must be 1..=1024, got {}", self.tcp.concurrency),
                 ));
             }
             if let Some((host, _)) = self.tcp.addresses.iter().find(|(_, a)| a.trim().is_empty()) {
-                out.push(format!("monitor.tcp.addresses: empty address for {host}"));
+                out.push(Problem::new(
+                    "tcp.addresses",
+                    format!("empty address for {host}"),
+                ));
             }
         }
         out
@@ -242,7 +255,10 @@ mod tests {
         let s: MonitorSettings = toml::from_str("[nova]\nstale_after = \"2s\"\n").unwrap();
         let p = s.validate();
         assert!(
-            p.len() == 1 && p[0].starts_with("monitor.nova.stale_after: must be at least 5s"),
+            p.len() == 1
+                && p[0]
+                    .to_string()
+                    .starts_with("nova.stale_after: must be at least 5s"),
             "{p:?}"
         );
         assert!(toml::from_str::<MonitorSettings>("[nova]\nstale = \"15s\"\n").is_err());
@@ -281,6 +297,6 @@ mod tests {
         .unwrap();
         let p = s.validate();
         assert_eq!(p.len(), 6, "{p:?}");
-        assert!(p[0].contains("must include \"nova\""), "{p:?}");
+        assert!(p[0].message.contains("must include \"nova\""), "{p:?}");
     }
 }

@@ -127,6 +127,9 @@ pub(crate) struct EmailChannel {
 }
 
 impl EmailChannel {
+    /// Checks the settings (SMTP URL, sender and admin addresses) and
+    /// builds the SMTP transport; nothing is sent yet. `directory` finds the
+    /// owners' and project members' addresses.
     pub fn new(s: &EmailSettings, directory: Arc<dyn Directory>) -> Result<Self, Error> {
         let url = parse_smtp_url(&s.smtp_url)?;
         s.from
@@ -223,6 +226,9 @@ impl EmailChannel {
         })
     }
 
+    /// The mails one report makes: one per admin and, when enabled, one per
+    /// owner or project member (looked up in the directory), each address
+    /// once; planned before anything is sent so the outbox can store them.
     pub async fn plan(&self, channel: &str, report: &IncidentReport) -> Result<Plan, Error> {
         let all: Vec<&InstanceOutcome> = report.instances.iter().collect();
         let mut messages = Vec::new();
@@ -334,6 +340,8 @@ impl EmailChannel {
         Ok(out)
     }
 
+    /// Sends one planned mail through the SMTP server, within the
+    /// configured timeout.
     pub async fn send(&self, m: &Message) -> Result<(), NotifyError> {
         let Payload::Email {
             from,

@@ -9,6 +9,7 @@ use crate::render::Counts;
 pub(crate) struct LogChannel;
 
 impl LogChannel {
+    /// The one message a report makes: the counts the log line carries.
     pub fn plan(&self, channel: &str, report: &IncidentReport) -> Message {
         let c = Counts::of(&report.instances);
         Message {
@@ -30,6 +31,7 @@ impl LogChannel {
         }
     }
 
+    /// Writes the planned message as one structured log line.
     pub fn send(&self, channel: &str, m: &Message) -> Result<(), NotifyError> {
         let Payload::Log {
             total,

@@ -51,6 +51,7 @@ pub(crate) struct Counts {
 }
 
 impl Counts {
+    /// Counts instances by outcome.
     pub fn of<'a>(instances: impl IntoIterator<Item = &'a InstanceOutcome>) -> Self {
         let mut c = Self::default();
         for i in instances {

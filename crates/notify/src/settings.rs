@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use novaha_core::Secret;
+use novaha_core::validate::{Problem, Validate};
 use serde::Deserialize;
 
 /// One `[[notify]]` entry, tagged by `driver`. Unknown keys are rejected.
@@ -28,6 +29,78 @@ impl NotifySettings {
             Self::Webhook(s) => s.name.as_deref().unwrap_or("webhook"),
             Self::Log(s) => s.name.as_deref().unwrap_or("log"),
         }
+    }
+}
+
+/// What can be checked without sending anything: addresses, URL schemes,
+/// readable files. A webhook URL is a secret: problems never print it.
+/// (That channel names are unique is the list's rule: the daemon checks it.)
+impl Validate for NotifySettings {
+    fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut file = |key: &str, path: &Option<PathBuf>| {
+            if let Some(p) = path
+                && let Err(e) = std::fs::metadata(p)
+            {
+                out.push(Problem::new(
+                    key,
+                    format!("cannot read {}: {e}", p.display()),
+                ));
+            }
+        };
+        match self {
+            Self::Email(c) => {
+                file("password_file", &c.password_file);
+                file("ca_file", &c.ca_file);
+                file("template_dir", &c.template_dir);
+                match url::Url::parse(&c.smtp_url) {
+                    Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {
+                        if !u.username().is_empty() || u.password().is_some() {
+                            out.push(Problem::new(
+                                "smtp_url",
+                                "must not hold credentials: use `user` and `password_file`",
+                            ));
+                        }
+                    }
+                    Ok(_) => out.push(Problem::new(
+                        "smtp_url",
+                        format!(
+                            "must be smtp://HOST[:PORT] or smtps://HOST[:PORT], got {:?}",
+                            c.smtp_url
+                        ),
+                    )),
+                    Err(e) => out.push(Problem::new("smtp_url", format!("not a URL: {e}"))),
+                }
+                if !c.from.contains('@') {
+                    out.push(Problem::new(
+                        "from",
+                        format!("not an e-mail address: {:?}", c.from),
+                    ));
+                }
+                for a in c.admins.iter().filter(|a| !a.contains('@')) {
+                    out.push(Problem::new(
+                        "admins",
+                        format!("not an e-mail address: {a:?}"),
+                    ));
+                }
+            }
+            Self::Webhook(c) => {
+                file("ca_file", &c.ca_file);
+                match url::Url::parse(c.url.expose()) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                    Ok(u) => out.push(Problem::new(
+                        "url",
+                        format!(
+                            "must be an http(s) URL with a host, got scheme {:?}",
+                            u.scheme()
+                        ),
+                    )),
+                    Err(e) => out.push(Problem::new("url", format!("not a URL: {e}"))),
+                }
+            }
+            Self::Log(_) => {}
+        }
+        out
     }
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct WebhookChannel {
 }
 
 impl WebhookChannel {
+    /// Checks the URL (http or https) and builds the HTTP client; errors
+    /// never show the URL past its host, it may hold a token.
     pub fn new(s: &WebhookSettings) -> Result<Self, Error> {
         let url = url::Url::parse(s.url.expose())
             .map_err(|e| Error::Config(format!("webhook url: not a URL: {e}")))?;
@@ -75,6 +77,8 @@ impl WebhookChannel {
         })
     }
 
+    /// The one message a report makes: its JSON body, planned before it is
+    /// sent so the outbox can store it.
     pub fn plan(&self, channel: &str, report: &IncidentReport) -> Message {
         let id = message_id(&report.incident, channel, "webhook");
         Message {
@@ -90,6 +94,7 @@ impl WebhookChannel {
         }
     }
 
+    /// POSTs one planned message; only the answer's status counts.
     pub async fn send(&self, m: &Message) -> Result<(), NotifyError> {
         let Payload::Webhook { body } = &m.payload else {
             return Err(NotifyError::Permanent {

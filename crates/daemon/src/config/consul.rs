@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use novaha_consul::ConsulTls;
 use novaha_core::Secret;
+use novaha_core::validate::{Problem, Validate};
 use serde::Deserialize;
 
 use super::Problems;
@@ -167,9 +168,12 @@ impl ConsulConfig {
             insecure: self.tls_skip_verify.unwrap_or(false),
         }
     }
+}
 
+impl Validate for ConsulConfig {
     /// Checks the resolved values.
-    pub fn validate(&self, problems: &mut Problems) {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
         match url::Url::parse(&self.address) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
                 // The certificate files, read now: a typo is a config
@@ -184,7 +188,7 @@ impl ConsulConfig {
                 let needs_https = self.tls().is_set() && u.scheme() != "https";
                 if needs_https {
                     problems.push(
-                        "consul.address",
+                        "address",
                         format!(
                             "TLS settings are set but the address {} is not https:// \
                              (use https://, or CONSUL_HTTP_SSL=true)",
@@ -195,29 +199,26 @@ impl ConsulConfig {
                 {
                     let msg = e.to_string();
                     problems.push(
-                        "consul",
+                        "",
                         msg.trim_start_matches("invalid consul settings: ")
                             .to_owned(),
                     );
                 }
             }
             Ok(u) => problems.push(
-                "consul.address",
+                "address",
                 format!(
                     "unsupported scheme {:?} in {:?} (http or https)",
                     u.scheme(),
                     self.address
                 ),
             ),
-            Err(e) => problems.push(
-                "consul.address",
-                format!("not a URL: {:?}: {e}", self.address),
-            ),
+            Err(e) => problems.push("address", format!("not a URL: {:?}: {e}", self.address)),
         }
         let prefix = self.prefix.trim_matches('/');
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
             problems.push(
-                "consul.prefix",
+                "prefix",
                 format!(
                     "must be a non-empty key path without spaces, got {:?}",
                     self.prefix
@@ -226,12 +227,13 @@ impl ConsulConfig {
         }
         if self.request_timeout < Duration::from_millis(100) {
             problems.push(
-                "consul.request_timeout",
+                "request_timeout",
                 format!(
                     "must be at least 100ms, got {}",
                     humantime::format_duration(self.request_timeout)
                 ),
             );
         }
+        problems.0
     }
 }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use novaha_core::validate::{Problem, Validate};
 use serde::Deserialize;
 
 use super::Problems;
@@ -40,15 +41,16 @@ impl Default for ElectionConfig {
     }
 }
 
-impl ElectionConfig {
+impl Validate for ElectionConfig {
     /// Checks the bounds Consul enforces and the ones failover relies on.
-    pub fn validate(&self, problems: &mut Problems) {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
         let fmt = |d: Duration| humantime::format_duration(d).to_string();
         if self.session_ttl < Duration::from_secs(10)
             || self.session_ttl > Duration::from_secs(86_400)
         {
             problems.push(
-                "election.session_ttl",
+                "session_ttl",
                 format!(
                     "must be between 10s and 24h (Consul's bounds), got {}",
                     fmt(self.session_ttl)
@@ -57,7 +59,7 @@ impl ElectionConfig {
         }
         if self.lock_delay > Duration::from_secs(60) {
             problems.push(
-                "election.lock_delay",
+                "lock_delay",
                 format!(
                     "must be at most 60s (Consul's bound), got {}",
                     fmt(self.lock_delay)
@@ -66,7 +68,7 @@ impl ElectionConfig {
         }
         if self.check_ttl < Duration::from_secs(2) {
             problems.push(
-                "election.check_ttl",
+                "check_ttl",
                 format!(
                     "must be at least 2s (it is passed every second), got {}",
                     fmt(self.check_ttl)
@@ -74,7 +76,7 @@ impl ElectionConfig {
             );
         } else if self.check_ttl >= self.session_ttl {
             problems.push(
-                "election.check_ttl",
+                "check_ttl",
                 format!(
                     "must be shorter than session_ttl ({}), got {}",
                     fmt(self.session_ttl),
@@ -86,9 +88,10 @@ impl ElectionConfig {
             && (id.trim().is_empty() || id.contains(['/', ' ']))
         {
             problems.push(
-                "election.id",
+                "id",
                 format!("must be non-empty without '/' or spaces, got {id:?}"),
             );
         }
+        problems.0
     }
 }

@@ -1,5 +1,6 @@
 //! `[log]`: the log format and level. `RUST_LOG`, when set, wins over `level`.
 
+use novaha_core::validate::{Problem, Validate};
 use serde::Deserialize;
 
 use super::Problems;
@@ -34,11 +35,13 @@ impl Default for LogConfig {
     }
 }
 
-impl LogConfig {
+impl Validate for LogConfig {
     /// Checks that `level` is a valid filter.
-    pub fn validate(&self, problems: &mut Problems) {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
-            problems.push("log.level", format!("invalid filter {:?}: {e}", self.level));
+            problems.push("level", format!("invalid filter {:?}: {e}", self.level));
         }
+        problems.0
     }
 }

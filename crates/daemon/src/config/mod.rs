@@ -20,9 +20,9 @@ pub mod openstack;
 pub mod recovery;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use novaha_core::validate::Validate;
 use serde::de::DeserializeOwned;
 
 pub use self::consul::ConsulConfig;
@@ -35,25 +35,14 @@ pub use self::monitor::MonitorConfig;
 pub use self::notify::NotifyConfig;
 pub use self::openstack::OpenStackConfig;
 pub use self::recovery::{Mode, RecoveryConfig};
+/// One thing wrong with the configuration: where (`election.session_ttl`,
+/// the file), and what.
+pub use novaha_core::validate::Problem;
 
 /// The prefix of environment overrides: `NOVAHA_MONITOR__INTERVAL=5s`
 /// overrides `[monitor] interval`. The double underscore separates the
 /// section from the key (keys themselves contain single underscores).
 pub const ENV_PREFIX: &str = "NOVAHA_";
-
-/// The top-level keys a config file may hold.
-const SECTIONS: &[&str] = &[
-    "consul",
-    "election",
-    "openstack",
-    "monitor",
-    "fence",
-    "evacuate",
-    "notify",
-    "http",
-    "log",
-    "recovery",
-];
 
 /// The whole, validated configuration.
 #[derive(Clone, Debug)]
@@ -80,31 +69,6 @@ pub struct Config {
     pub log: LogConfig,
     /// `[recovery]` (the runner's mode, reset and retry policy).
     pub recovery: RecoveryConfig,
-}
-
-/// One thing wrong with the configuration: where, and what.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The section or key, e.g. `election.session_ttl`, or the file.
-    pub at: String,
-    /// What is wrong, lowercase, naming the offending value.
-    pub message: String,
-}
-
-impl Problem {
-    /// A problem at `at`.
-    pub fn new(at: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            at: at.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
-    }
 }
 
 /// Why the configuration could not be used: every problem found.
@@ -140,6 +104,11 @@ impl Problems {
     /// Records a problem at `at`.
     pub fn push(&mut self, at: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem::new(at, message));
+    }
+
+    /// Records a section's problems, each under the section's name.
+    pub fn extend_under(&mut self, name: &str, problems: Vec<Problem>) {
+        self.0.extend(problems.into_iter().map(|p| p.under(name)));
     }
 }
 
@@ -195,92 +164,111 @@ impl Config {
             Ok(c) => c,
             Err(e) => return Err(vec![Problem::new(file, format!("cannot parse: {e}"))]),
         };
-        let mut problems = Problems::default();
-        if let Ok(table) = merged
+        // The one list of sections: each is read (its defaults when absent)
+        // and checked on its own, so one bad section hides no other's
+        // problems; the names read are the only top-level keys allowed.
+        let mut s = Sections {
+            merged: &merged,
+            names: Vec::new(),
+            problems: Problems::default(),
+        };
+        let config = Self {
+            path: path.to_path_buf(),
+            consul: s.read_with(
+                "consul",
+                |c: ConsulConfig, p| c.resolve(env, p),
+                |c| c.validate(),
+            ),
+            election: s.read("election"),
+            // Credentials are resolved when the daemon connects, not here.
+            openstack: s.read_with("openstack", |c, _| c, |_| Vec::new()),
+            monitor: s.read("monitor"),
+            fence: s.read("fence"),
+            evacuate: s.read("evacuate"),
+            notify: s.read_with(
+                "notify",
+                |n, _| n,
+                |n: &Vec<NotifyConfig>| {
+                    let mut problems = n.validate();
+                    problems.extend(notify::unique_names(n));
+                    problems
+                },
+            ),
+            // The listen address parses or the section does not.
+            http: s.read_with("http", |c, _| c, |_| Vec::new()),
+            log: s.read("log"),
+            recovery: s.read("recovery"),
+        };
+        let mut problems = s.unknown_keys();
+        problems.extend(s.problems.0);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Reads the sections of a merged config one by one, collecting every
+/// problem and the names read.
+struct Sections<'a> {
+    merged: &'a config::Config,
+    names: Vec<&'static str>,
+    problems: Problems,
+}
+
+impl Sections<'_> {
+    /// Reads and validates section `name`.
+    fn read<T: DeserializeOwned + Default + Validate>(&mut self, name: &'static str) -> T {
+        self.read_with(name, |t, _| t, T::validate)
+    }
+
+    /// Reads section `name` (its defaults when absent), passes it through
+    /// `resolve` (environment variables) and records `check`'s problems
+    /// under `name`. A section that does not deserialize records why and
+    /// comes back as its defaults, unchecked: the config is refused anyway.
+    fn read_with<T: DeserializeOwned + Default>(
+        &mut self,
+        name: &'static str,
+        resolve: impl FnOnce(T, &mut Problems) -> T,
+        check: impl FnOnce(&T) -> Vec<Problem>,
+    ) -> T {
+        self.names.push(name);
+        let Some(value) = section::<T>(self.merged, name, &mut self.problems) else {
+            return T::default();
+        };
+        let value = resolve(value, &mut self.problems);
+        self.problems.extend_under(name, check(&value));
+        value
+    }
+
+    /// A problem per top-level key that is no section read, sorted.
+    fn unknown_keys(&self) -> Vec<Problem> {
+        let Ok(table) = self
+            .merged
             .clone()
             .try_deserialize::<HashMap<String, config::Value>>()
-        {
-            let mut unknown: Vec<_> = table
-                .keys()
-                .filter(|k| !SECTIONS.contains(&k.as_str()))
-                .cloned()
-                .collect();
-            unknown.sort();
-            for key in unknown {
-                problems.push(
+        else {
+            return Vec::new();
+        };
+        let mut unknown: Vec<_> = table
+            .keys()
+            .filter(|k| !self.names.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+            .into_iter()
+            .map(|key| {
+                Problem::new(
                     key.clone(),
                     format!(
                         "unknown section or key `{key}` (expected one of: {})",
-                        SECTIONS.join(", ")
+                        self.names.join(", ")
                     ),
-                );
-            }
-        }
-        let consul: Option<ConsulConfig> = section(&merged, "consul", &mut problems);
-        let election: Option<ElectionConfig> = section(&merged, "election", &mut problems);
-        let openstack: Option<OpenStackConfig> = section(&merged, "openstack", &mut problems);
-        let monitor: Option<MonitorConfig> = section(&merged, "monitor", &mut problems);
-        let fence: Option<FenceConfig> = section(&merged, "fence", &mut problems);
-        let evacuate: Option<EvacuateConfig> = section(&merged, "evacuate", &mut problems);
-        let notify: Option<Vec<NotifyConfig>> = section(&merged, "notify", &mut problems);
-        let http: Option<HttpConfig> = section(&merged, "http", &mut problems);
-        let log: Option<LogConfig> = section(&merged, "log", &mut problems);
-        let recovery: Option<RecoveryConfig> = section(&merged, "recovery", &mut problems);
-        if let Some(r) = &recovery {
-            r.validate(&mut problems);
-        }
-
-        let mut consul = consul.map(|c| c.resolve(env, &mut problems));
-        if let Some(c) = &mut consul {
-            c.validate(&mut problems);
-        }
-        if let Some(e) = &election {
-            e.validate(&mut problems);
-        }
-        if let Some(m) = &monitor {
-            m.validate(&mut problems);
-        }
-        if let Some(f) = &fence {
-            fence::validate(f, &mut problems);
-        }
-        if let Some(e) = &evacuate {
-            evacuate::validate(e, &mut problems);
-        }
-        if let Some(n) = &notify {
-            notify::validate(n, &mut problems);
-        }
-        if let Some(l) = &log {
-            l.validate(&mut problems);
-        }
-        match (
-            consul, election, openstack, monitor, fence, evacuate, notify, http, log, recovery,
-        ) {
-            (
-                Some(consul),
-                Some(election),
-                Some(openstack),
-                Some(monitor),
-                Some(fence),
-                Some(evacuate),
-                Some(notify),
-                Some(http),
-                Some(log),
-                Some(recovery),
-            ) if problems.0.is_empty() => Ok(Self {
-                path: path.to_path_buf(),
-                consul,
-                election,
-                openstack,
-                monitor,
-                fence,
-                evacuate,
-                notify,
-                http,
-                log,
-                recovery,
-            }),
-            _ => Err(problems.0),
-        }
+                )
+            })
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use novaha_core::validate::{Problem, Validate};
 use novaha_monitor::{
     ConsulSignalSettings, MonitorSettings, NovaSignalSettings, Signal, TcpSignalSettings,
 };
@@ -71,18 +72,16 @@ impl MonitorConfig {
             tcp: self.tcp.clone(),
         }
     }
+}
 
+impl Validate for MonitorConfig {
     /// Checks the ranges, and the monitor stage's keys.
-    pub fn validate(&self, problems: &mut Problems) {
-        for p in self.signals().validate() {
-            match p.split_once(": ") {
-                Some((at, msg)) => problems.push(at, msg),
-                None => problems.push("monitor", p),
-            }
-        }
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
+        problems.0.extend(self.signals().validate());
         if self.interval < Duration::from_millis(500) {
             problems.push(
-                "monitor.interval",
+                "interval",
                 format!(
                     "must be at least 500ms, got {}",
                     humantime::format_duration(self.interval)
@@ -97,7 +96,7 @@ impl MonitorConfig {
             && stale <= self.interval
         {
             problems.push(
-                "monitor.nova.stale_after",
+                "nova.stale_after",
                 format!(
                     "must be longer than monitor.interval ({}), got {}",
                     humantime::format_duration(self.interval),
@@ -107,15 +106,16 @@ impl MonitorConfig {
         }
         if !(self.max_failed_fraction > 0.0 && self.max_failed_fraction <= 1.0) {
             problems.push(
-                "monitor.max_failed_fraction",
+                "max_failed_fraction",
                 format!("must be in (0, 1], got {}", self.max_failed_fraction),
             );
         }
         if self.max_failed_nodes == Some(0) {
             problems.push(
-                "monitor.max_failed_nodes",
+                "max_failed_nodes",
                 "must be at least 1 (0 would fence nothing ever; leave it unset instead)",
             );
         }
+        problems.0
     }
 }

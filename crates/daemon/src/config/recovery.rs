@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use novaha_core::recovery::{Policy, ResetPolicy};
+use novaha_core::validate::{Problem, Validate};
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
@@ -100,15 +101,18 @@ impl RecoveryConfig {
         policy.notify_attempts = self.notify_attempts.max(1);
         policy.resend_after = self.resend_after;
     }
+}
 
+impl Validate for RecoveryConfig {
     /// Checks the ranges.
-    pub fn validate(&self, problems: &mut Problems) {
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Problems::default();
         if self.backoff_initial.is_zero() {
-            problems.push("recovery.backoff_initial", "must be above zero");
+            problems.push("backoff_initial", "must be above zero");
         }
         if self.backoff_max < self.backoff_initial {
             problems.push(
-                "recovery.backoff_max",
+                "backoff_max",
                 format!(
                     "must be at least backoff_initial ({}), got {}",
                     humantime::format_duration(self.backoff_initial),
@@ -118,7 +122,7 @@ impl RecoveryConfig {
         }
         if self.resend_after < Duration::from_secs(5) {
             problems.push(
-                "recovery.resend_after",
+                "resend_after",
                 format!(
                     "must be at least 5s (Nova marks an accepted evacuation at once; a shorter wait risks re-sending one still on its way), got {}",
                     humantime::format_duration(self.resend_after)
@@ -126,14 +130,15 @@ impl RecoveryConfig {
             );
         }
         for (key, v) in [
-            ("recovery.alert_after", self.alert_after),
-            ("recovery.max_attempts", self.max_attempts),
-            ("recovery.notify_attempts", self.notify_attempts),
+            ("alert_after", self.alert_after),
+            ("max_attempts", self.max_attempts),
+            ("notify_attempts", self.notify_attempts),
         ] {
             if v == 0 {
                 problems.push(key, "must be at least 1");
             }
         }
+        problems.0
     }
 }
 
@@ -174,18 +179,16 @@ mod tests {
             notify_attempts: 0,
             ..RecoveryConfig::default()
         };
-        let mut p = Problems::default();
-        c.validate(&mut p);
-        assert_eq!(p.0.len(), 4, "{:?}", p.0);
+        let p = c.validate();
+        assert_eq!(p.len(), 4, "{p:?}");
         let c = RecoveryConfig {
             backoff_initial: Duration::from_secs(10),
             backoff_max: Duration::from_secs(5),
             ..RecoveryConfig::default()
         };
-        let mut p = Problems::default();
-        c.validate(&mut p);
-        assert_eq!(p.0.len(), 1, "{:?}", p.0);
-        assert!(p.0[0].to_string().contains("backoff_max"), "{:?}", p.0);
+        let p = c.validate();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].to_string().contains("backoff_max"), "{p:?}");
     }
 
     #[test]
