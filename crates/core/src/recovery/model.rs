@@ -212,6 +212,8 @@ pub struct NodeSide {
     pub tcp_failed: Option<bool>,
     /// The monitor finds its heartbeat stale (`[monitor.nova] stale_after`).
     pub stale: bool,
+    /// Nova lists its service (else the node is unknown to Nova).
+    pub listed: bool,
 }
 
 impl NodeSide {
@@ -223,6 +225,7 @@ impl NodeSide {
             consul_failed: None,
             tcp_failed: None,
             stale: false,
+            listed: true,
         }
     }
 }
@@ -408,6 +411,7 @@ impl Harness {
         let nova: BTreeMap<NodeName, NodeSignals> = self
             .nodes
             .iter()
+            .filter(|(_, side)| side.listed)
             .map(|(n, side)| {
                 let signals = NodeSignals {
                     nova: side.world.service.clone(),
@@ -969,9 +973,11 @@ impl goldenscript::Runner for ScriptRunner {
             "nova-unknown" => side!().nova_known = false,
             "nova-known" => side!().nova_known = true,
             "nova" => {
-                // nova up|down|enabled|disabled|forced-down...: the node's
-                // service as Nova reports it
-                let s = &mut side!().world.service;
+                // nova up|down|enabled|disabled|forced-down|listed|
+                // unlisted...: the node's service as Nova reports it
+                let mut listed = None;
+                let side = side!();
+                let s = &mut side.world.service;
                 for a in &args.pos {
                     match a.as_str() {
                         "up" => s.up = true,
@@ -980,8 +986,13 @@ impl goldenscript::Runner for ScriptRunner {
                         "disabled" => s.enabled = false,
                         "forced-down" => s.forced_down = true,
                         "not-forced-down" => s.forced_down = false,
+                        "unlisted" => listed = Some(false),
+                        "listed" => listed = Some(true),
                         other => return Err(format!("unknown service state {other}").into()),
                     }
+                }
+                if let Some(l) = listed {
+                    side.listed = l;
                 }
             }
             "consul" | "tcp" => {
