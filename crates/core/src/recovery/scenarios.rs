@@ -6,7 +6,8 @@
 //! output the commands gave, written by the runner: a script is run and its
 //! output compared with the file; a difference fails the test with a diff.
 //! `UPDATE_GOLDENFILES=1 cargo nextest run -p novaha-core` rewrites the
-//! files with the new output instead: read the diff before committing it.
+//! files with the new output instead: read the diff before committing it
+//! (docs/testing.md, "Scenario scripts").
 //!
 //! The language (interpreted by `model::ScriptRunner`), one command a line;
 //! `#` starts a comment; goldenscript's quoting rules apply (`"..."` for a
