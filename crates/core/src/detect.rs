@@ -824,13 +824,6 @@ mod tests {
         (schema, st)
     }
 
-    fn nova(nodes: &[(&str, NodeSignals)]) -> BTreeMap<NodeName, NodeSignals> {
-        nodes
-            .iter()
-            .map(|(n, s)| (NodeName::from(*n), s.clone()))
-            .collect()
-    }
-
     fn ops_text(j: &Judgement) -> Vec<String> {
         j.all_ops()
             .map(|op| match op {
@@ -840,215 +833,6 @@ mod tests {
                 KvOp::Delete { key, cas } => format!("delete {key} cas={cas}"),
             })
             .collect()
-    }
-
-    #[test]
-    fn a_new_node_gets_its_keys_created_only_where_absent() {
-        let (schema, st) = state(&[]);
-        let j = judge(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(true, true))])),
-            &Thresholds::default(),
-        );
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/number_fails=0 cas=0",
-                "t/compute_nodes/c1/status/failed=False cas=0",
-                "t/compute_nodes/c1/status/recovered=False cas=0",
-            ]
-        );
-        assert_eq!(j.events, [DetectEvent::Discovered { node: "c1".into() }]);
-    }
-
-    #[test]
-    fn counts_up_to_the_threshold_then_marks_failed_true() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/status/failed", "False"),
-            ("compute_nodes/c1/status/recovered", "False"),
-            ("compute_nodes/c1/internal/number_fails", "3"),
-        ]);
-        let j = judge(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(false, true))])),
-            &Thresholds::default(),
-        );
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/number_fails=4 cas=3",
-                "t/compute_nodes/c1/status/failed=True cas=1",
-            ]
-        );
-        assert!(j.events.contains(&DetectEvent::Failed {
-            node: "c1".into(),
-            number_fails: 4
-        }));
-        // At the threshold itself: counted, not failed.
-        let (schema, st) = state(&[("compute_nodes/c1/internal/number_fails", "2")]);
-        let j = judge(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(false, true))])),
-            &Thresholds::default(),
-        );
-        assert!(
-            !j.all_ops()
-                .any(|op| matches!(op, KvOp::Set { value, .. } if value == b"True"))
-        );
-    }
-
-    #[test]
-    fn any_healthy_signal_resets_the_count_and_never_touches_the_flags() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/status/failed", "True"),
-            ("compute_nodes/c1/status/recovered", "True"),
-            ("compute_nodes/c1/internal/number_fails", "5"),
-        ]);
-        let mut s = sig(false, true);
-        s.tcp_failed = Some(false);
-        let j = judge(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", s)])),
-            &Thresholds::default(),
-        );
-        // Nova reads it down but the probe answers: not counted, and
-        // reported as degraded (the signals disagree).
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/number_fails=0 cas=3",
-                "t/compute_nodes/c1/internal/degraded=nova=down tcp=healthy cas=0",
-            ]
-        );
-        // Every configured signal agreeing counts.
-        let mut s = sig(false, true);
-        s.tcp_failed = Some(true);
-        s.consul_failed = Some(true);
-        assert!(s.all_failed());
-        s.consul_failed = Some(false);
-        assert!(!s.all_failed());
-    }
-
-    #[test]
-    fn unreachable_nova_judges_nothing() {
-        let (schema, st) = state(&[("compute_nodes/c1/internal/number_fails", "3")]);
-        let j = judge(&schema, &st, None, &Thresholds::default());
-        assert!(j.writes.is_empty());
-        assert_eq!(j.events, [DetectEvent::NovaUnreachable]);
-    }
-
-    #[test]
-    fn disabled_maintenance_and_invalid_nodes_are_skipped_unknown_ones_reported() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/internal/number_fails", "2"),
-            ("compute_nodes/c2/config/maintenance", "True"),
-            ("compute_nodes/c2/internal/number_fails", "2"),
-            ("compute_nodes/c3/status/failed", "maybe"),
-            ("compute_nodes/c3/internal/number_fails", "2"),
-            ("compute_nodes/gone/internal/number_fails", "0"),
-        ]);
-        let n = nova(&[
-            ("c1", sig(false, false)),
-            ("c2", sig(false, true)),
-            ("c3", sig(false, true)),
-        ]);
-        let j = judge(&schema, &st, Some(&n), &Thresholds::default());
-        let ops = ops_text(&j);
-        assert!(ops.iter().all(|o| !o.contains("number_fails")), "{ops:?}");
-        assert!(ops.iter().all(|o| !o.contains("/c3/")), "{ops:?}");
-        assert!(j.events.contains(&DetectEvent::Skipped {
-            node: "c1".into(),
-            reason: SkipReason::Disabled
-        }));
-        assert!(j.events.contains(&DetectEvent::Skipped {
-            node: "c2".into(),
-            reason: SkipReason::Maintenance
-        }));
-        assert!(
-            j.events
-                .iter()
-                .any(|e| matches!(e, DetectEvent::Invalid { node, .. } if node.as_str() == "c3"))
-        );
-        assert!(j.events.contains(&DetectEvent::UnknownToNova {
-            node: "gone".into()
-        }));
-    }
-
-    #[test]
-    fn the_guard_counts_but_marks_nobody() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/internal/number_fails", "3"),
-            ("compute_nodes/c2/internal/number_fails", "3"),
-            ("compute_nodes/c3/internal/number_fails", "0"),
-        ]);
-        let n = nova(&[
-            ("c1", sig(false, true)),
-            ("c2", sig(false, true)),
-            ("c3", sig(true, true)),
-        ]);
-        let j = judge(&schema, &st, Some(&n), &Thresholds::default());
-        assert!(j.mass_failure);
-        let ops = ops_text(&j);
-        assert!(ops.contains(&"t/compute_nodes/c1/internal/number_fails=4 cas=1".to_owned()));
-        assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
-        assert!(j.events.iter().any(|e| matches!(e,
-            DetectEvent::GuardTripped { held_back, monitored: 3, .. } if held_back.len() == 2)));
-        // One failing node of two is not a mass failure; an absolute limit is.
-        assert!(!guard_trips(1, 1, &Thresholds::default()));
-        let th = Thresholds {
-            max_failed_nodes: Some(2),
-            max_failed_fraction: 1.0,
-            ..Thresholds::default()
-        };
-        assert!(guard_trips(3, 100, &th));
-        assert!(!guard_trips(2, 100, &th));
-    }
-
-    #[test]
-    fn silent_nodes_in_maintenance_or_with_invalid_values_still_count_for_the_guard() {
-        // A partition cuts off c1, c2 and c3; c3 is in maintenance and c4's
-        // flag holds a typo: neither is judged, but their silence is
-        // evidence of the partition, so c1 and c2 are not failed either.
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/internal/number_fails", "3"),
-            ("compute_nodes/c2/internal/number_fails", "3"),
-            ("compute_nodes/c3/config/maintenance", "True"),
-            ("compute_nodes/c4/status/failed", "maybe"),
-            ("compute_nodes/c5/internal/number_fails", "0"),
-        ]);
-        let th = Thresholds {
-            max_failed_nodes: Some(2),
-            max_failed_fraction: 1.0,
-            ..Thresholds::default()
-        };
-        let n = nova(&[
-            ("c1", sig(false, true)),
-            ("c2", sig(false, true)),
-            ("c3", sig(false, true)),
-            ("c5", sig(true, true)),
-        ]);
-        let j = judge(&schema, &st, Some(&n), &th);
-        assert!(j.mass_failure, "{:?}", j.events);
-        assert!(!ops_text(&j).iter().any(|o| o.contains("failed=True")));
-        let n = nova(&[
-            ("c1", sig(false, true)),
-            ("c2", sig(false, true)),
-            ("c4", sig(false, true)),
-            ("c5", sig(true, true)),
-        ]);
-        let j = judge(&schema, &st, Some(&n), &th);
-        assert!(j.mass_failure, "{:?}", j.events);
-        // A disabled node (recovered, forced down) does not count.
-        let n = nova(&[
-            ("c1", sig(false, true)),
-            ("c2", sig(false, true)),
-            ("c5", sig(false, false)),
-        ]);
-        assert!(!judge(&schema, &st, Some(&n), &th).mass_failure);
     }
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -1064,338 +848,12 @@ mod tests {
         }
     }
 
-    /// A node just reset by the runner: flags False, count 0, awaiting up.
-    const RESET: [(&str, &str); 4] = [
-        ("compute_nodes/c1/status/failed", "False"),
-        ("compute_nodes/c1/status/recovered", "False"),
-        ("compute_nodes/c1/internal/number_fails", "0"),
-        ("compute_nodes/c1/internal/awaiting_up", "True"),
-    ];
-
-    #[test]
-    fn a_reset_node_reading_down_is_not_counted_and_its_grace_starts() {
-        let (schema, st) = state(&RESET);
-        let th = Thresholds {
-            threshold: 0,
-            ..Thresholds::default()
-        };
-        let c = clock("2026-11-21T03:00:00Z", 600);
-        let down = nova(&[("c1", sig(false, true))]);
-        let j = judge_at(&schema, &st, Some(&down), &th, Some(&c));
-        assert_eq!(
-            ops_text(&j),
-            ["t/compute_nodes/c1/internal/awaiting_up_since=2026-11-21T03:00:00Z cas=0"]
-        );
-        assert_eq!(
-            j.events,
-            [DetectEvent::AwaitingUp {
-                node: "c1".into(),
-                since: None,
-                first: true
-            }]
-        );
-        // Later cycles within the grace write nothing and count nothing.
-        let mut pairs = RESET.to_vec();
-        pairs.push((
-            "compute_nodes/c1/internal/awaiting_up_since",
-            "2026-11-21T03:00:00Z",
-        ));
-        let (schema, st) = state(&pairs);
-        let c = clock("2026-11-21T03:09:59Z", 600);
-        let j = judge_at(&schema, &st, Some(&down), &th, Some(&c));
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        assert!(!j.mass_failure);
-        assert!(matches!(
-            &j.events[..],
-            [DetectEvent::AwaitingUp {
-                first: false,
-                since: Some(_),
-                ..
-            }]
-        ));
-        // Without a clock the wait has no bound.
-        let j = judge(&schema, &st, Some(&down), &th);
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        // Forced down reads down too: still waiting.
-        let mut forced = sig(true, true);
-        forced.nova.forced_down = true;
-        let j = judge(&schema, &st, Some(&nova(&[("c1", forced)])), &th);
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-    }
-
-    #[test]
-    fn nova_reporting_a_reset_node_up_ends_the_wait_then_counting_resumes() {
-        let mut pairs = RESET.to_vec();
-        pairs.push((
-            "compute_nodes/c1/internal/awaiting_up_since",
-            "2026-11-21T03:00:00Z",
-        ));
-        let (schema, st) = state(&pairs);
-        let th = Thresholds {
-            threshold: 0,
-            ..Thresholds::default()
-        };
-        let c = clock("2026-11-21T03:01:00Z", 600);
-        let j = judge_at(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(true, true))])),
-            &th,
-            Some(&c),
-        );
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/awaiting_up=False cas=4",
-                "delete t/compute_nodes/c1/internal/awaiting_up_since cas=5",
-            ]
-        );
-        assert_eq!(j.events, [DetectEvent::UpAfterReset { node: "c1".into() }]);
-        // The next cycle reads it down: counted (and, threshold 0, failed).
-        let mut after = RESET.to_vec();
-        after[3].1 = "False";
-        let (schema, st) = state(&after);
-        let j = judge_at(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(false, true))])),
-            &th,
-            Some(&c),
-        );
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/number_fails=1 cas=3",
-                "t/compute_nodes/c1/status/failed=True cas=1",
-            ]
-        );
-        // Up while still disabled (reenable_on_reset = false) ends it too.
-        let (schema, st) = state(&RESET);
-        let j = judge(&schema, &st, Some(&nova(&[("c1", sig(true, false))])), &th);
-        assert_eq!(
-            ops_text(&j),
-            ["t/compute_nodes/c1/internal/awaiting_up=False cas=4"]
-        );
-    }
-
-    #[test]
-    fn a_reset_node_that_never_comes_up_is_counted_once_the_grace_ran_out() {
-        let mut pairs = RESET.to_vec();
-        pairs.push((
-            "compute_nodes/c1/internal/awaiting_up_since",
-            "2026-11-21T03:00:00Z",
-        ));
-        let (schema, st) = state(&pairs);
-        let th = Thresholds {
-            threshold: 0,
-            ..Thresholds::default()
-        };
-        let c = clock("2026-11-21T03:10:00Z", 600);
-        let j = judge_at(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(false, true))])),
-            &th,
-            Some(&c),
-        );
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/awaiting_up=False cas=4",
-                "delete t/compute_nodes/c1/internal/awaiting_up_since cas=5",
-                "t/compute_nodes/c1/internal/number_fails=1 cas=3",
-                "t/compute_nodes/c1/status/failed=True cas=1",
-            ]
-        );
-        assert!(j.events.contains(&DetectEvent::ResetGraceExpired {
-            node: "c1".into(),
-            since: at("2026-11-21T03:00:00Z"),
-        }));
-        // A disabled node's grace neither starts nor ends.
-        let (schema, st) = state(&RESET);
-        let j = judge_at(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(false, false))])),
-            &th,
-            Some(&c),
-        );
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-    }
-
-    #[test]
-    fn flags_reset_before_the_runner_applied_it_are_not_judged() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/status/failed", "False"),
-            ("compute_nodes/c1/status/recovered", "False"),
-            ("compute_nodes/c1/internal/number_fails", "4"),
-            (
-                "compute_nodes/c1/internal/recovery",
-                "{\"version\":1,\"incident\":\"c1-x\",\"epoch\":\"e\",\"phase\":\"done\"}",
-            ),
-        ]);
-        assert!(!st.compute_nodes[&NodeName::from("c1")].has_invalid());
-        let th = Thresholds {
-            threshold: 0,
-            ..Thresholds::default()
-        };
-        let j = judge(&schema, &st, Some(&nova(&[("c1", sig(false, true))])), &th);
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        assert_eq!(
-            j.events,
-            [DetectEvent::Skipped {
-                node: "c1".into(),
-                reason: SkipReason::ResetPending
-            }]
-        );
-    }
-
-    #[test]
-    fn an_invalid_awaiting_value_skips_the_node_and_is_never_overwritten() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/internal/number_fails", "0"),
-            ("compute_nodes/c1/internal/awaiting_up", "perhaps"),
-        ]);
-        let j = judge(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(true, true))])),
-            &Thresholds::default(),
-        );
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        assert!(matches!(&j.events[..], [DetectEvent::Invalid { .. }]));
-    }
-
-    fn stale() -> BTreeSet<NodeName> {
-        BTreeSet::new()
-    }
-
-    fn stale_of(nodes: &[&str]) -> BTreeSet<NodeName> {
-        nodes.iter().map(|n| NodeName::from(*n)).collect()
-    }
-
     /// Up in Nova, with the given extra signals.
     fn up_with(consul: Option<bool>, tcp: Option<bool>) -> NodeSignals {
         let mut s = sig(true, true);
         s.consul_failed = consul;
         s.tcp_failed = tcp;
         s
-    }
-
-    const COUNTED: [(&str, &str); 3] = [
-        ("compute_nodes/c1/status/failed", "False"),
-        ("compute_nodes/c1/status/recovered", "False"),
-        ("compute_nodes/c1/internal/number_fails", "2"),
-    ];
-
-    #[test]
-    fn a_stale_heartbeat_fails_the_nova_signal_while_nova_still_reads_up() {
-        let (schema, st) = state(&COUNTED);
-        let th = Thresholds {
-            threshold: 2,
-            ..Thresholds::default()
-        };
-        // Every signal agrees: counted, and failed over the threshold.
-        let n = nova(&[("c1", up_with(Some(true), Some(true)))]);
-        let j = judge_with(&schema, &st, Some(&n), &stale_of(&["c1"]), &th, None);
-        assert_eq!(
-            ops_text(&j),
-            [
-                "t/compute_nodes/c1/internal/number_fails=3 cas=3",
-                "t/compute_nodes/c1/status/failed=True cas=1",
-            ]
-        );
-        assert!(j.events.contains(&DetectEvent::Failed {
-            node: "c1".into(),
-            number_fails: 3
-        }));
-        // The same observation without the heartbeat verdict: Nova reads it
-        // up, so the count resets (and the other signals disagree with it).
-        let j = judge_with(&schema, &st, Some(&n), &stale(), &th, None);
-        assert!(
-            ops_text(&j).contains(&"t/compute_nodes/c1/internal/number_fails=0 cas=3".to_owned()),
-            "{:?}",
-            ops_text(&j)
-        );
-        // With nova the only signal, stale alone counts.
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", up_with(None, None))])),
-            &stale_of(&["c1"]),
-            &th,
-            None,
-        );
-        assert!(
-            j.events
-                .iter()
-                .any(|e| matches!(e, DetectEvent::Failed { .. }))
-        );
-        // A stale node Nova already reads down reads down.
-        let down = sig(false, true);
-        assert_eq!(NovaReading::of(&down.nova, true), NovaReading::Down);
-        assert_eq!(NovaReading::of(&down.nova, false), NovaReading::Down);
-        assert_eq!(
-            NovaReading::of(&sig(true, true).nova, true),
-            NovaReading::Stale
-        );
-    }
-
-    #[test]
-    fn agreement_stays_the_rule_a_lone_dead_nova_compute_or_consul_agent_is_never_counted() {
-        let (schema, st) = state(&COUNTED);
-        let th = Thresholds {
-            threshold: 0,
-            ..Thresholds::default()
-        };
-        // nova-compute alone died: stale (or down), its agent and sshd answer.
-        for (signals, stale_nodes) in [
-            (up_with(Some(false), Some(false)), stale_of(&["c1"])),
-            (up_with(Some(false), None), stale_of(&["c1"])),
-            (
-                {
-                    let mut s = sig(false, true);
-                    s.consul_failed = Some(false);
-                    s.tcp_failed = Some(false);
-                    s
-                },
-                stale(),
-            ),
-            // Nova down, the agent dead too, but sshd answers.
-            (
-                {
-                    let mut s = sig(false, true);
-                    s.consul_failed = Some(true);
-                    s.tcp_failed = Some(false);
-                    s
-                },
-                stale(),
-            ),
-            // The Consul agent alone died: Nova reads it up and fresh.
-            (up_with(Some(true), None), stale()),
-        ] {
-            let j = judge_with(
-                &schema,
-                &st,
-                Some(&nova(&[("c1", signals.clone())])),
-                &stale_nodes,
-                &th,
-                None,
-            );
-            let ops = ops_text(&j);
-            assert!(
-                ops.contains(&"t/compute_nodes/c1/internal/number_fails=0 cas=3".to_owned()),
-                "{signals:?}: {ops:?}"
-            );
-            assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
-            assert!(
-                j.events
-                    .iter()
-                    .any(|e| matches!(e, DetectEvent::Degraded { previous: None, .. })),
-                "{signals:?}: {:?}",
-                j.events
-            );
-        }
     }
 
     #[test]
@@ -1427,158 +885,6 @@ mod tests {
         let mut forced = up_with(None, Some(false));
         forced.nova.forced_down = true;
         assert_eq!(d(&forced, false).as_deref(), Some("nova=down tcp=healthy"));
-    }
-
-    #[test]
-    fn the_degraded_report_is_written_once_per_change_and_cleared() {
-        let th = Thresholds::default();
-        let dead_nova = up_with(Some(false), Some(false));
-        // First cycle: written (create only), one event.
-        let (schema, st) = state(&COUNTED);
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", dead_nova.clone())])),
-            &stale_of(&["c1"]),
-            &th,
-            None,
-        );
-        assert!(
-            ops_text(&j).contains(
-                &"t/compute_nodes/c1/internal/degraded=nova=stale consul=healthy tcp=healthy cas=0"
-                    .to_owned()
-            ),
-            "{:?}",
-            ops_text(&j)
-        );
-        // Unchanged readings: nothing written, no event.
-        let mut pairs = COUNTED.to_vec();
-        pairs[2].1 = "0";
-        pairs.push((
-            "compute_nodes/c1/internal/degraded",
-            "nova=stale consul=healthy tcp=healthy",
-        ));
-        let (schema, st) = state(&pairs);
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", dead_nova.clone())])),
-            &stale_of(&["c1"]),
-            &th,
-            None,
-        );
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        assert!(j.events.is_empty(), "{:?}", j.events);
-        // Changed readings (Nova now reads it down): rewritten with CAS.
-        let mut down = dead_nova.clone();
-        down.nova.up = false;
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", down)])),
-            &stale(),
-            &th,
-            None,
-        );
-        assert_eq!(
-            ops_text(&j),
-            ["t/compute_nodes/c1/internal/degraded=nova=down consul=healthy tcp=healthy cas=4"]
-        );
-        assert!(
-            matches!(&j.events[..], [DetectEvent::Degraded { previous: Some(p), .. }]
-            if p == "nova=stale consul=healthy tcp=healthy")
-        );
-        // Agreement again (nova-compute restarted): deleted, one event.
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", up_with(Some(false), None))])),
-            &stale(),
-            &th,
-            None,
-        );
-        assert_eq!(
-            ops_text(&j),
-            ["delete t/compute_nodes/c1/internal/degraded cas=4"]
-        );
-        assert_eq!(
-            j.events,
-            [DetectEvent::DegradedCleared {
-                node: "c1".into(),
-                previous: "nova=stale consul=healthy tcp=healthy".into()
-            }]
-        );
-        // A node no longer judged (disabled) is no longer degraded.
-        let mut disabled = dead_nova.clone();
-        disabled.nova.enabled = false;
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", disabled)])),
-            &stale_of(&["c1"]),
-            &th,
-            None,
-        );
-        assert_eq!(
-            ops_text(&j),
-            ["delete t/compute_nodes/c1/internal/degraded cas=4"]
-        );
-        // An invalid node is skipped whole: its report is left alone.
-        pairs.push(("compute_nodes/c1/config/maintenance", "perhaps"));
-        let (schema, st) = state(&pairs);
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", up_with(Some(false), None))])),
-            &stale(),
-            &th,
-            None,
-        );
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-    }
-
-    #[test]
-    fn the_mass_failure_guard_holds_stale_nodes_back_as_it_does_down_ones() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/internal/number_fails", "3"),
-            ("compute_nodes/c2/internal/number_fails", "3"),
-            ("compute_nodes/c3/internal/number_fails", "0"),
-        ]);
-        let failing = up_with(Some(true), Some(true));
-        let n = nova(&[
-            ("c1", failing.clone()),
-            ("c2", failing),
-            ("c3", up_with(Some(false), None)),
-        ]);
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&n),
-            &stale_of(&["c1", "c2"]),
-            &Thresholds::default(),
-            None,
-        );
-        assert!(j.mass_failure);
-        let ops = ops_text(&j);
-        assert!(ops.contains(&"t/compute_nodes/c1/internal/number_fails=4 cas=1".to_owned()));
-        assert!(!ops.iter().any(|o| o.contains("failed=True")), "{ops:?}");
-        assert!(j.events.iter().any(|e| matches!(e,
-            DetectEvent::GuardTripped { held_back, .. } if held_back.len() == 2)));
-    }
-
-    #[test]
-    fn a_reset_node_with_a_stale_heartbeat_is_still_awaited() {
-        let (schema, st) = state(&RESET);
-        let j = judge_with(
-            &schema,
-            &st,
-            Some(&nova(&[("c1", sig(true, true))])),
-            &stale_of(&["c1"]),
-            &Thresholds::default(),
-            None,
-        );
-        assert!(j.writes.is_empty(), "{:?}", ops_text(&j));
-        assert!(matches!(&j.events[..], [DetectEvent::AwaitingUp { .. }]));
     }
 
     /// The judgement with a stale set is the judgement of the same cycle
@@ -1671,40 +977,64 @@ mod tests {
         }
     }
 
+    /// The pure pieces of the judgement, one function each; the sequences
+    /// (observations -> counts, flags, reports) are the golden scripts.
     #[test]
-    fn a_maintenance_with_an_end_is_skipped_until_it_ends_then_judged() {
-        let (schema, st) = state(&[
-            ("compute_nodes/c1/config/maintenance", "True"),
-            (
-                "compute_nodes/c1/config/maintenance_until",
-                "2026-11-21T04:00:00Z",
-            ),
-            ("compute_nodes/c1/internal/number_fails", "0"),
-            ("compute_nodes/c1/status/failed", "False"),
-            ("compute_nodes/c1/status/recovered", "False"),
-        ]);
-        let n = nova(&[("c1", sig(false, true))]);
-        let th = Thresholds::default();
-        let skipped = DetectEvent::Skipped {
-            node: "c1".into(),
-            reason: SkipReason::Maintenance,
-        };
-        let before = clock("2026-11-21T03:59:59Z", 600);
-        let j = judge_at(&schema, &st, Some(&n), &th, Some(&before));
-        assert!(j.events.contains(&skipped), "{:?}", j.events);
-        assert!(ops_text(&j).is_empty(), "{:?}", ops_text(&j));
-        // No clock: the switch alone decides, the node stays skipped.
-        let j = judge(&schema, &st, Some(&n), &th);
-        assert!(j.events.contains(&skipped), "{:?}", j.events);
-        let after = clock("2026-11-21T04:00:00Z", 600);
-        let j = judge_at(&schema, &st, Some(&n), &th, Some(&after));
-        assert!(!j.events.contains(&skipped), "{:?}", j.events);
-        assert!(
-            ops_text(&j)
-                .iter()
-                .any(|o| o.starts_with("t/compute_nodes/c1/internal/number_fails=1")),
-            "{:?}",
-            ops_text(&j)
+    fn a_node_fails_only_when_every_configured_signal_agrees() {
+        let mut s = sig(false, true);
+        assert!(s.all_failed());
+        s.tcp_failed = Some(true);
+        s.consul_failed = Some(true);
+        assert!(s.all_failed());
+        s.consul_failed = Some(false);
+        assert!(!s.all_failed());
+        // A stale node Nova already reads down reads down.
+        let down = sig(false, true);
+        assert_eq!(NovaReading::of(&down.nova, true), NovaReading::Down);
+        assert_eq!(NovaReading::of(&down.nova, false), NovaReading::Down);
+        assert_eq!(
+            NovaReading::of(&sig(true, true).nova, true),
+            NovaReading::Stale
         );
+        assert!(sig(true, true).all_failed_with(true));
+    }
+
+    #[test]
+    fn the_guard_needs_two_failing_nodes_and_trips_on_either_limit() {
+        // One failing node is never a mass failure, whatever the fraction.
+        assert!(!guard_trips(1, 1, &Thresholds::default()));
+        assert!(guard_trips(2, 3, &Thresholds::default()));
+        assert!(!guard_trips(2, 4, &Thresholds::default()));
+        let th = Thresholds {
+            max_failed_nodes: Some(2),
+            max_failed_fraction: 1.0,
+            ..Thresholds::default()
+        };
+        assert!(guard_trips(3, 100, &th));
+        assert!(!guard_trips(2, 100, &th));
+    }
+
+    // The detection sequences, as golden scripts of testdata/detect (the
+    // language is described in recovery/scenarios.rs).
+    crate::recovery::model::run_scripts! {
+        "detect":
+        a_maintenance_with_an_end_is_skipped_until_it_ends_then_judged,
+        a_new_node_gets_its_keys_created_only_where_absent,
+        a_reset_node_reading_down_is_not_counted_and_its_grace_starts,
+        a_reset_node_that_never_comes_up_is_counted_once_the_grace_ran_out,
+        a_reset_node_with_a_stale_heartbeat_is_still_awaited,
+        a_stale_heartbeat_fails_the_nova_signal_while_nova_still_reads_up,
+        agreement_stays_the_rule_a_lone_dead_nova_compute_or_consul_agent_is_never_counted,
+        an_invalid_awaiting_value_skips_the_node_and_is_never_overwritten,
+        any_healthy_signal_resets_the_count_and_never_touches_the_flags,
+        counts_up_to_the_threshold_then_marks_failed_true,
+        disabled_maintenance_and_invalid_nodes_are_skipped_unknown_ones_reported,
+        flags_reset_before_the_runner_applied_it_are_not_judged,
+        nova_reporting_a_reset_node_up_ends_the_wait_then_counting_resumes,
+        silent_nodes_in_maintenance_or_with_invalid_values_still_count_for_the_guard,
+        the_degraded_report_is_written_once_per_change_and_cleared,
+        the_guard_counts_but_marks_nobody,
+        the_mass_failure_guard_holds_stale_nodes_back_as_it_does_down_ones,
+        unreachable_nova_judges_nothing,
     }
 }

@@ -752,7 +752,7 @@ pub struct Decision {
 }
 
 #[cfg(test)]
-mod model;
+pub(crate) mod model;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! decisions against them (with injected faults), the way the daemon's
 //! runner does against the real peers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{Action, Decision, Failure, HaNodeObs, NodeFlags, Observation, Policy, Step, decide};
-use crate::detect::{NodeSignals, NovaService, ResetGrace, Thresholds, judge_at};
+use crate::detect::{Judgement, NodeSignals, NovaService, ResetGrace, Thresholds, judge_with};
 use crate::drivers::{Fenced, Instance, InstanceProgress};
 use crate::kv::{ClusterState, KvEntry, Schema, Snapshot, format_bool};
 use crate::record::RecoveryRecord;
@@ -206,6 +206,28 @@ pub struct NodeSide {
     pub results: Results,
     /// The runner's view of the node's service (None = not read).
     pub nova_known: bool,
+    /// The Consul signal for detection (`None`: not configured).
+    pub consul_failed: Option<bool>,
+    /// The TCP signal for detection (`None`: not configured).
+    pub tcp_failed: Option<bool>,
+    /// The monitor finds its heartbeat stale (`[monitor.nova] stale_after`).
+    pub stale: bool,
+    /// Nova lists its service (else the node is unknown to Nova).
+    pub listed: bool,
+}
+
+impl NodeSide {
+    fn new(world: World) -> Self {
+        Self {
+            world,
+            results: Results::default(),
+            nova_known: true,
+            consul_failed: None,
+            tcp_failed: None,
+            stale: false,
+            listed: true,
+        }
+    }
 }
 
 /// The harness: shared K/V, policy, clock, leader epoch, and one side per
@@ -227,6 +249,13 @@ pub struct Harness {
     pub paused: Option<String>,
     /// The monitor reads the node healthy (`healthy on|off` in scripts).
     pub healthy: bool,
+    /// The free HA nodes the cluster started with.
+    pub spares: Vec<NodeName>,
+    /// Nova answers the monitor (`nova-api unreachable` in scripts clears it).
+    pub nova_reachable: bool,
+    /// Reads taken ahead of a decision (`read` in scripts): the node's next
+    /// decision is taken from it, as a task that read before another wrote.
+    pub stashed: BTreeMap<NodeName, (Option<RecoveryRecord>, Observation)>,
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -258,6 +287,9 @@ impl Harness {
             judged: true,
             paused: None,
             healthy: false,
+            spares: ha.iter().map(|a| NodeName::from(*a)).collect(),
+            nova_reachable: true,
+            stashed: BTreeMap::new(),
         };
         for n in failed {
             let node = NodeName::from(*n);
@@ -277,14 +309,7 @@ impl Harness {
                     },
                 );
             }
-            h.nodes.insert(
-                node,
-                NodeSide {
-                    world,
-                    results: Results::default(),
-                    nova_known: true,
-                },
-            );
+            h.nodes.insert(node, NodeSide::new(world));
         }
         for a in ha {
             let s = h.policy.schema.clone();
@@ -339,7 +364,10 @@ impl Harness {
 
     /// Decides for `node` and commits the ops; the results are consumed.
     pub fn decide(&mut self, node: &NodeName) -> (Decision, Result<(), String>) {
-        let (record, obs) = self.observe(node);
+        let (record, obs) = self
+            .stashed
+            .remove(node)
+            .unwrap_or_else(|| self.observe(node));
         let d = decide(&self.policy, record.as_ref(), &obs, self.now);
         self.nodes.get_mut(node).expect("node").results = Results::default();
         let committed = self.kv.commit(&d.ops);
@@ -347,39 +375,72 @@ impl Harness {
         (d, committed)
     }
 
+    /// A compute node Nova reports up and enabled, with no keys yet (the
+    /// monitor creates them).
+    pub fn add_compute(&mut self, name: &str) {
+        let node = NodeName::from(name);
+        let mut world = World::new(&node);
+        world.service.up = true;
+        for a in &self.spares {
+            world.ha_services.insert(
+                a.clone(),
+                NovaService {
+                    id: format!("svc-{a}"),
+                    up: true,
+                    enabled: false,
+                    forced_down: false,
+                },
+            );
+        }
+        self.nodes.insert(node, NodeSide::new(world));
+    }
+
     /// One detection cycle over every node's model Nova service, at the
     /// harness clock with the policy's reset grace; commits each node's
     /// writes (a conflict drops that node's, as the leader does).
     pub fn detect(&mut self) -> Vec<crate::detect::DetectEvent> {
+        self.judge(true).0.events
+    }
+
+    /// One detection cycle with every signal of every node (`clock`: with
+    /// the harness clock and the reset grace, else unbounded): the
+    /// judgement, and the commit outcome of each of its writes, in order.
+    pub fn judge(&mut self, clock: bool) -> (Judgement, Vec<Result<(), String>>) {
         let snap = self.kv.snapshot();
         let state = ClusterState::parse(&self.policy.schema, &snap);
         let nova: BTreeMap<NodeName, NodeSignals> = self
             .nodes
             .iter()
+            .filter(|(_, side)| side.listed)
             .map(|(n, side)| {
                 let signals = NodeSignals {
                     nova: side.world.service.clone(),
-                    consul_failed: None,
-                    tcp_failed: None,
+                    consul_failed: side.consul_failed,
+                    tcp_failed: side.tcp_failed,
                 };
                 (n.clone(), signals)
             })
             .collect();
-        let clock = ResetGrace {
+        let stale: BTreeSet<NodeName> = self
+            .nodes
+            .iter()
+            .filter(|(_, side)| side.stale)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let grace = ResetGrace {
             now: self.now,
             grace: self.policy.reset.grace,
         };
-        let j = judge_at(
+        let j = judge_with(
             &self.policy.schema,
             &state,
-            Some(&nova),
+            self.nova_reachable.then_some(&nova),
+            &stale,
             &self.thresholds,
-            Some(&clock),
+            clock.then_some(&grace),
         );
-        for w in &j.writes {
-            let _ = self.kv.commit(&w.ops);
-        }
-        j.events
+        let committed = j.writes.iter().map(|w| self.kv.commit(&w.ops)).collect();
+        (j, committed)
     }
 
     pub fn advance(&mut self, d: Duration) {
@@ -571,47 +632,310 @@ pub fn carry_out(h: &mut Harness, node: &NodeName, d: &Decision, mut dice: impl 
     }
 }
 
-/// Runs one script of the scenario language against a harness and returns
-/// nothing; panics with the line on the first mismatch. See scenarios.rs.
-pub fn run_script(h: &mut Harness, script: &str) {
-    let mut current = NodeName::from(h.nodes.keys().next().expect("at least one node").as_str());
-    for (no, raw) in script.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let ctx = format!("script line {}: {line:?}", no + 1);
-        let (cmd, rest) = line.split_once(' ').unwrap_or((line, ""));
-        let args: Vec<&str> = rest.split_whitespace().collect();
-        let schema = h.policy.schema.clone();
-        match cmd {
-            "node" => current = NodeName::from(args[0]),
-            ">" => {
-                let (d, committed) = h.decide(&current);
-                let got = d.action.to_string();
-                let want = rest.trim();
-                assert!(
-                    got.starts_with(want),
-                    "{ctx}\n  want: {want}\n  got:  {got}"
-                );
-                assert!(committed.is_ok(), "{ctx}: commit failed: {committed:?}");
+/// The first words of the actions' texts: a command whose first word is one
+/// of them is a decision step (`> PREFIX`; goldenscript's `>` takes the rest
+/// of the line as it is, so the action text may hold any character). No
+/// event or check of the language has one of these names.
+const ACTION_WORDS: &[&str] = &[
+    "idle",
+    "claim",
+    "fence",
+    "check-power",
+    "retarget",
+    "force-down",
+    "list-instances",
+    "prepare-target",
+    "evacuate",
+    "poll",
+    "start",
+    "notify",
+    "finish",
+    "restore-service",
+    "reset",
+    "wait",
+    "stuck",
+    "stuck:",
+    "dry-run:",
+];
+
+type CmdResult = Result<String, Box<dyn std::error::Error>>;
+
+/// The scenario language's runner for the `goldenscript` crate (the
+/// language is described in scenarios.rs): one harness per `cluster`
+/// command, the current node, and each command's output.
+#[derive(Default)]
+pub struct ScriptRunner {
+    h: Option<Harness>,
+    current: Option<NodeName>,
+}
+
+/// A command's arguments: positional ones in order, then `key=value` ones.
+struct Args {
+    pos: Vec<String>,
+    keys: Vec<(String, String)>,
+}
+
+impl Args {
+    fn of(cmd: &goldenscript::Command) -> Result<Self, String> {
+        let mut a = Self {
+            pos: Vec::new(),
+            keys: Vec::new(),
+        };
+        for arg in &cmd.args {
+            match arg {
+                goldenscript::Argument::Positional(v) => a.pos.push(v.clone()),
+                goldenscript::Argument::KeyValue(k, v) => a.keys.push((k.clone(), v.clone())),
+                other => return Err(format!("unsupported argument {other}")),
             }
-            ">!" => {
-                let (d, committed) = h.decide(&current);
-                assert!(committed.is_err(), "{ctx}: commit should conflict: {d:?}");
+        }
+        Ok(a)
+    }
+
+    fn at(&self, i: usize) -> Result<&str, String> {
+        self.pos
+            .get(i)
+            .map(String::as_str)
+            .ok_or_else(|| format!("argument {} missing", i + 1))
+    }
+
+    fn opt(&self, i: usize) -> Option<&str> {
+        self.pos.get(i).map(String::as_str)
+    }
+
+    fn key(&self, k: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, k: &str) -> Vec<&str> {
+        self.keys
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn num<T: std::str::FromStr>(&self, i: usize) -> Result<T, String> {
+        let a = self.at(i)?;
+        a.parse().map_err(|_| format!("not a number: {a}"))
+    }
+}
+
+/// A key of the tree below the prefix: absolute when it starts with one of
+/// the tree's top directories, else relative to the current node.
+fn kv_key(schema: &Schema, node: Option<&NodeName>, key: &str) -> Result<String, String> {
+    if key.starts_with("compute_nodes/") || key.starts_with("ha_nodes/") || key == "paused" {
+        return Ok(format!("{}/{key}", schema.prefix()));
+    }
+    let node = node.ok_or("a node-relative key needs a current node (`node NAME`)")?;
+    Ok(format!("{}/{key}", schema.compute_node(node)))
+}
+
+/// A key without the tree's prefix, as the output shows it.
+fn short<'a>(schema: &Schema, key: &'a str) -> &'a str {
+    key.strip_prefix(schema.prefix())
+        .and_then(|k| k.strip_prefix('/'))
+        .unwrap_or(key)
+}
+
+/// A value as the output shows it: text, quoted when it has spaces or is
+/// empty; a JSON object (a record) by its phase.
+fn show_value(v: &[u8]) -> String {
+    let text = String::from_utf8_lossy(v);
+    if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(&text) {
+        return match o.get("phase").and_then(|p| p.as_str()) {
+            Some(p) => format!("<record phase={p}>"),
+            None => "<json>".to_owned(),
+        };
+    }
+    quote(&text)
+}
+
+fn quote(text: &str) -> String {
+    if text.is_empty() || text.contains([' ', ',', '"']) {
+        format!("{text:?}")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// One committed (or attempted) op, one line.
+fn op_line(schema: &Schema, op: &KvOp) -> String {
+    match op {
+        KvOp::Set { key, value, cas } => {
+            format!(
+                "kv: {} = {} (cas {cas})",
+                short(schema, key),
+                show_value(value)
+            )
+        }
+        KvOp::Delete { key, cas } => format!("kv: delete {} (cas {cas})", short(schema, key)),
+    }
+}
+
+/// A JSON value flattened to `a.b.c -> scalar` (nulls left out).
+fn flatten(v: &serde_json::Value, path: &str, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                flatten(v, &p, out);
+            }
+        }
+        serde_json::Value::Null => {}
+        serde_json::Value::String(s) => {
+            out.insert(path.to_owned(), quote(s));
+        }
+        other => {
+            out.insert(path.to_owned(), other.to_string());
+        }
+    }
+}
+
+/// The change of the recovery record between two values of its key: one
+/// line per object of it (`record`, `record.instances.i1`, ...), each
+/// naming the fields that changed (`f a -> b`), appeared (`+f v`) or went
+/// (`-f`).
+fn record_diff(before: Option<&str>, after: Option<&str>) -> Vec<String> {
+    let parse = |v: Option<&str>| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        if let Some(v) = v.and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) {
+            flatten(&v, "", &mut out);
+        }
+        out
+    };
+    let mut lines = Vec::new();
+    match (before, after) {
+        (None, None) => return lines,
+        (Some(_), None) => return vec!["record: deleted".to_owned()],
+        (None, Some(_)) => lines.push("record: created".to_owned()),
+        _ => {}
+    }
+    let (a, b) = (parse(before), parse(after));
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let paths: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for path in paths {
+        let (group, field) = match path.rsplit_once('.') {
+            Some((g, f)) => (format!("record.{g}"), f),
+            None => ("record".to_owned(), path.as_str()),
+        };
+        let entry = match (a.get(path), b.get(path)) {
+            (Some(x), Some(y)) if x == y => continue,
+            (Some(x), Some(y)) => format!("{field} {x} -> {y}"),
+            (None, Some(y)) => format!("+{field} {y}"),
+            (Some(_), None) => format!("-{field}"),
+            (None, None) => continue,
+        };
+        groups.entry(group).or_default().push(entry);
+    }
+    // The record's own fields first, then its objects in order.
+    if let Some(top) = groups.remove("record") {
+        lines.push(format!("record: {}", top.join(", ")));
+    }
+    for (g, entries) in groups {
+        lines.push(format!("{g}: {}", entries.join(", ")));
+    }
+    lines
+}
+
+/// One detection event, one line: its name, then its fields.
+fn event_line(e: &crate::detect::DetectEvent) -> String {
+    let v = serde_json::to_value(e).expect("events serialize");
+    let mut line = v["event"].as_str().unwrap_or("?").replace('_', "-");
+    if let serde_json::Value::Object(o) = &v {
+        for (k, v) in o.iter().filter(|(k, _)| *k != "event") {
+            let text = match v {
+                serde_json::Value::String(s) => quote(s),
+                other => other.to_string(),
+            };
+            line.push_str(&format!(" {k}={text}"));
+        }
+    }
+    line
+}
+
+impl goldenscript::Runner for ScriptRunner {
+    type Command = goldenscript::Command;
+
+    fn run(&mut self, cmd: &goldenscript::Command, ctx: &goldenscript::Context) -> CmdResult {
+        let args = Args::of(cmd)?;
+        let name = cmd.name.as_str();
+        if name == "cluster" {
+            // cluster [failed=NODE]... [ha=NODE]...
+            let failed = args.all("failed");
+            let ha = args.all("ha");
+            let h = Harness::new(&failed, &ha);
+            self.current = failed.first().map(|n| NodeName::from(*n));
+            let schema = h.policy.schema.clone();
+            let mut out = String::new();
+            for (k, v) in &h.kv.snapshot().entries {
+                let value = v.value.as_deref().unwrap_or_default();
+                out.push_str(&format!("{} = {}\n", short(&schema, k), show_value(value)));
+            }
+            self.h = Some(h);
+            return Ok(out);
+        }
+        let h = self
+            .h
+            .as_mut()
+            .ok_or("no cluster: a script starts with `cluster`")?;
+        let schema = h.policy.schema.clone();
+        let first_word = name.split_whitespace().next().unwrap_or_default();
+        if ACTION_WORDS.contains(&first_word) {
+            let node = self.current.clone().ok_or("no current node")?;
+            return decision(h, &node, name, ctx.fail);
+        }
+        let current = self.current.clone();
+        // The current node's side, for events about it.
+        macro_rules! side {
+            () => {{
+                let n = current.as_ref().ok_or("no current node")?;
+                h.nodes
+                    .get_mut(n)
+                    .ok_or_else(|| format!("unknown node {n}"))?
+            }};
+        }
+        let out = String::new();
+        match name {
+            "compute" => {
+                // compute NODE...: nodes Nova reports up, with no keys yet
+                for n in &args.pos {
+                    h.add_compute(n);
+                }
+            }
+            "node" => {
+                let n = NodeName::from(args.at(0)?);
+                if !h.nodes.contains_key(&n) {
+                    return Err(format!("unknown node {n}").into());
+                }
+                self.current = Some(n);
+            }
+            "read" => {
+                // the current node reads the tree now; its next decision is
+                // taken from this read (a task that read before another wrote)
+                let n = current.ok_or("no current node")?;
+                let read = h.observe(&n);
+                h.stashed.insert(n, read);
             }
             "fenced" => {
-                let node = current.clone();
+                let node = current.clone().ok_or("no current node")?;
                 let now = h.now;
-                let side = h.side(current.as_str());
+                let side = side!();
                 side.world.power_off = true;
                 side.results.fenced = Fenced::from_observation(node, "ipmi", PowerState::Off, now);
             }
             "power-unknown" => {
                 // A fencer never produces evidence from Unknown.
-                let node = current.clone();
+                let node = current.clone().ok_or("no current node")?;
                 let now = h.now;
-                let side = h.side(current.as_str());
+                let side = side!();
                 side.results.fenced =
                     Fenced::from_observation(node, "ipmi", PowerState::Unknown, now);
                 side.results.failure = Some((
@@ -623,17 +947,17 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 ));
             }
             "fail" => {
-                let step = match args[0] {
+                let step = match args.at(0)? {
                     "fence" => Step::Fence,
                     "force-down" => Step::ForceDown,
                     "list-instances" => Step::ListInstances,
                     "prepare-target" => Step::PrepareTarget,
                     "notify" => Step::Notify,
                     "restore-service" => Step::RestoreService,
-                    other => panic!("{ctx}: unknown step {other}"),
+                    other => return Err(format!("unknown step {other}").into()),
                 };
-                let retryable = args.get(1) != Some(&"fatal");
-                h.side(current.as_str()).results.failure = Some((
+                let retryable = args.opt(1) != Some("fatal");
+                side!().results.failure = Some((
                     step,
                     Failure {
                         message: format!("{step} failed"),
@@ -642,45 +966,108 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 ));
             }
             "forced-down" => {
-                let s = &mut h.side(current.as_str()).world.service;
+                let s = &mut side!().world.service;
                 s.forced_down = true;
                 s.enabled = false;
             }
-            "nova-unknown" => h.side(current.as_str()).nova_known = false,
-            "nova-known" => h.side(current.as_str()).nova_known = true,
+            "nova-unknown" => side!().nova_known = false,
+            "nova-known" => side!().nova_known = true,
             "nova" => {
-                // nova up|down: the node's heartbeat as Nova reports it
-                h.side(current.as_str()).world.service.up = args[0] == "up";
+                // nova up|down|enabled|disabled|forced-down|listed|
+                // unlisted...: the node's service as Nova reports it
+                let mut listed = None;
+                let side = side!();
+                let s = &mut side.world.service;
+                for a in &args.pos {
+                    match a.as_str() {
+                        "up" => s.up = true,
+                        "down" => s.up = false,
+                        "enabled" => s.enabled = true,
+                        "disabled" => s.enabled = false,
+                        "forced-down" => s.forced_down = true,
+                        "not-forced-down" => s.forced_down = false,
+                        "unlisted" => listed = Some(false),
+                        "listed" => listed = Some(true),
+                        other => return Err(format!("unknown service state {other}").into()),
+                    }
+                }
+                if let Some(l) = listed {
+                    side.listed = l;
+                }
             }
+            "consul" | "tcp" => {
+                // consul|tcp failed|healthy|off: the extra signals
+                let v = match args.at(0)? {
+                    "failed" => Some(true),
+                    "healthy" => Some(false),
+                    "off" => None,
+                    other => return Err(format!("unknown reading {other}").into()),
+                };
+                let side = side!();
+                if name == "consul" {
+                    side.consul_failed = v;
+                } else {
+                    side.tcp_failed = v;
+                }
+            }
+            "stale" => side!().stale = args.at(0)? == "on",
+            "nova-api" => h.nova_reachable = args.at(0)? == "reachable",
             "detect" => {
-                h.detect();
+                // detect [clock=off]: one detection cycle
+                let clock = args.key("clock") != Some("off");
+                let (j, committed) = h.judge(clock);
+                let mut out = String::new();
+                for e in &j.events {
+                    out.push_str(&event_line(e));
+                    out.push('\n');
+                }
+                for (w, c) in j.writes.iter().zip(&committed) {
+                    match c {
+                        Ok(()) => {
+                            for op in &w.ops {
+                                out.push_str(&op_line(&schema, op));
+                                out.push('\n');
+                            }
+                        }
+                        Err(e) => out.push_str(&format!("kv: {} dropped: {e}\n", w.node)),
+                    }
+                }
+                if j.mass_failure {
+                    out.push_str("mass-failure\n");
+                }
+                return Ok(out);
             }
-            "threshold" => h.thresholds.threshold = args[0].parse().expect("number"),
+            "threshold" => h.thresholds.threshold = args.num(0)?,
+            "max-failed-fraction" => h.thresholds.max_failed_fraction = args.num(0)?,
+            "max-failed-nodes" => {
+                h.thresholds.max_failed_nodes = match args.at(0)? {
+                    "none" => None,
+                    _ => Some(args.num(0)?),
+                }
+            }
             "reset-grace" => {
-                let secs: u64 = args[0].trim_end_matches('s').parse().expect("seconds");
+                let secs: u64 = args.at(0)?.trim_end_matches('s').parse()?;
                 h.policy.reset.grace = Duration::from_secs(secs);
             }
             "ha-enabled" => {
-                for s in h.side(current.as_str()).world.ha_services.values_mut() {
+                for s in side!().world.ha_services.values_mut() {
                     s.enabled = true;
                 }
             }
             "instance" => {
-                // instance <id> <STATUS> [on=<host>] [opt-out]
-                let node = current.clone();
-                let host = args
-                    .iter()
-                    .find_map(|a| a.strip_prefix("on="))
-                    .unwrap_or(node.as_str())
-                    .to_owned();
-                // on=-: Nova reports no host for it
-                let host = if host == "-" { String::new() } else { host };
-                let side = h.side(current.as_str());
-                side.world.add_instance(args[0], &host, args[1]);
-                if args.contains(&"opt-out") {
+                // instance <id> <STATUS> [on=<host>] [opt-out]; on="": Nova
+                // reports no host for it
+                let node = current.clone().ok_or("no current node")?;
+                let host = args.key("on").unwrap_or(node.as_str()).to_owned();
+                let id = args.at(0)?.to_owned();
+                let status = args.at(1)?.to_owned();
+                let opt_out = args.opt(2) == Some("opt-out");
+                let side = side!();
+                side.world.add_instance(&id, &host, &status);
+                if opt_out {
                     side.world
                         .instances
-                        .get_mut(args[0])
+                        .get_mut(&id)
                         .expect("just added")
                         .metadata
                         .insert("novaha_opt_out".into(), "true".into());
@@ -688,7 +1075,7 @@ pub fn run_script(h: &mut Harness, script: &str) {
             }
             "list" => {
                 // the result of a listing: every instance of the world model
-                let side = h.side(current.as_str());
+                let side = side!();
                 side.results.instances = Some(
                     side.world
                         .instances
@@ -710,188 +1097,261 @@ pub fn run_script(h: &mut Harness, script: &str) {
                 );
             }
             "landed" => {
-                // landed <id> <host> <STATUS>
-                h.side(current.as_str()).results.progress.insert(
-                    args[0].into(),
-                    InstanceProgress::Landed {
-                        // `-`: Nova shows no host (a down cell, a policy
-                        // hiding the attribute)
-                        host: if args[1] == "-" {
-                            String::new()
-                        } else {
-                            args[1].into()
-                        },
-                        status: args[2].into(),
-                    },
-                );
+                // landed <id> <host> <STATUS>; host "": Nova shows no host (a
+                // down cell, a policy hiding the attribute)
+                let p = InstanceProgress::Landed {
+                    host: args.at(1)?.into(),
+                    status: args.at(2)?.into(),
+                };
+                side!().results.progress.insert(args.at(0)?.into(), p);
             }
             "inflight" => {
-                h.side(current.as_str())
+                side!()
                     .results
                     .progress
-                    .insert(args[0].into(), InstanceProgress::InFlight);
+                    .insert(args.at(0)?.into(), InstanceProgress::InFlight);
             }
             "nova-failed" => {
-                h.side(current.as_str()).results.progress.insert(
-                    args[0].into(),
-                    InstanceProgress::Failed {
-                        reason: args[1..].join(" "),
-                    },
-                );
+                let p = InstanceProgress::Failed {
+                    reason: args.pos[1..].join(" "),
+                };
+                side!().results.progress.insert(args.at(0)?.into(), p);
             }
             "evacuate-fails" => {
-                h.side(current.as_str()).results.evacuate_failures.insert(
-                    args[0].into(),
-                    Failure {
-                        message: "nova said no".into(),
-                        retryable: args.get(1) != Some(&"fatal"),
-                    },
-                );
+                let f = Failure {
+                    message: "nova said no".into(),
+                    retryable: args.opt(1) != Some("fatal"),
+                };
+                side!()
+                    .results
+                    .evacuate_failures
+                    .insert(args.at(0)?.into(), f);
             }
             "start-fails" => {
-                h.side(current.as_str()).results.start_failures.insert(
-                    args[0].into(),
-                    Failure {
-                        message: "HTTP 409".into(),
-                        retryable: false,
-                    },
-                );
+                let f = Failure {
+                    message: "HTTP 409".into(),
+                    retryable: false,
+                };
+                side!().results.start_failures.insert(args.at(0)?.into(), f);
             }
-            "notified" => h.side(current.as_str()).results.notified = true,
+            "notified" => side!().results.notified = true,
             "power" => {
                 // power on|off|unknown: the result of a check-power read
-                let p = match args[0] {
+                let p = match args.at(0)? {
                     "on" => PowerState::On,
                     "off" => PowerState::Off,
                     _ => PowerState::Unknown,
                 };
-                h.side(current.as_str()).results.power = Some(p);
+                side!().results.power = Some(p);
             }
             "powered" => {
                 // powered on|off: the node's real power changes (the BMC's
                 // power-restore policy, the datacenter team)
-                h.side(current.as_str()).world.power_off = args[0] == "off";
+                side!().world.power_off = args.at(0)? == "off";
             }
             "progress-fails" => {
-                h.side(current.as_str())
-                    .results
-                    .progress_errors
-                    .insert(args[0].into());
+                side!().results.progress_errors.insert(args.at(0)?.into());
             }
             "ha" => {
                 // ha NAME up|down|forced-down|unknown: the spare as Nova reports it
-                let name = NodeName::from(args[0]);
-                let side = h.side(current.as_str());
-                match args[1] {
-                    "unknown" => {
-                        side.world.ha_services.remove(&name);
-                    }
-                    state => {
-                        let s = side
-                            .world
-                            .ha_services
-                            .entry(name.clone())
-                            .or_insert_with(|| NovaService {
-                                id: format!("svc-{name}"),
-                                up: true,
-                                enabled: false,
-                                forced_down: false,
-                            });
-                        s.up = state == "up";
-                        s.forced_down = state == "forced-down";
-                    }
+                let name = NodeName::from(args.at(0)?);
+                let state = args.at(1)?.to_owned();
+                let side = side!();
+                if state == "unknown" {
+                    side.world.ha_services.remove(&name);
+                } else {
+                    let s = side
+                        .world
+                        .ha_services
+                        .entry(name.clone())
+                        .or_insert_with(|| NovaService {
+                            id: format!("svc-{name}"),
+                            up: true,
+                            enabled: false,
+                            forced_down: false,
+                        });
+                    s.up = state == "up";
+                    s.forced_down = state == "forced-down";
                 }
             }
-            "healthy" => h.healthy = args[0] == "on",
+            "healthy" => h.healthy = args.at(0)? == "on",
             "not-judged" => h.judged = false,
             "judged" => h.judged = true,
             "pause" => {
-                h.paused = (args[0] == "on").then(|| "scripted pause".to_owned());
+                h.paused = (args.at(0)? == "on").then(|| "scripted pause".to_owned());
             }
-            "advance" => {
-                // advance SECS, or a negative SECS: a controller whose
-                // clock runs behind; `advance MSms` for milliseconds
-                if let Some(ms) = args[0].strip_suffix("ms") {
-                    h.advance(Duration::from_millis(ms.parse().expect("milliseconds")));
-                    continue;
-                }
-                let secs: i64 = args[0].trim_end_matches('s').parse().expect("seconds");
-                if secs >= 0 {
-                    h.advance(Duration::from_secs(secs.unsigned_abs()));
+            "advance" | "rewind" => {
+                // advance SECS|MSms; rewind SECS: a controller whose clock
+                // runs behind
+                let a = args.at(0)?;
+                let d = match a.strip_suffix("ms") {
+                    Some(ms) => Duration::from_millis(ms.parse()?),
+                    None => Duration::from_secs(a.trim_end_matches('s').parse()?),
+                };
+                if name == "advance" {
+                    h.advance(d);
                 } else {
-                    h.now -= TimeDelta::seconds(-secs);
+                    h.now -= TimeDelta::from_std(d)?;
                 }
+                return Ok(format!("now {}\n", crate::kv::format_time(h.now)));
             }
-            "epoch" => h.epoch = args[0].into(),
-            "drop-results" => h.side(current.as_str()).results = Results::default(),
-            "mass-failure" => h.mass_failure = args[0] == "on",
+            "epoch" => h.epoch = args.at(0)?.into(),
+            "drop-results" => side!().results = Results::default(),
+            "mass-failure" => h.mass_failure = args.at(0)? == "on",
             "target" => {
-                h.policy.target = match args[0] {
+                h.policy.target = match args.at(0)? {
                     "ha_node" => super::TargetPolicy::HaNode,
                     "scheduler" => super::TargetPolicy::Scheduler,
-                    _ => super::TargetPolicy::HaNodeThenScheduler,
+                    "ha_node_then_scheduler" => super::TargetPolicy::HaNodeThenScheduler,
+                    other => return Err(format!("unknown target policy {other}").into()),
                 }
             }
-            "concurrency" => h.policy.concurrency = args[0].parse().expect("number"),
+            "concurrency" => h.policy.concurrency = args.num(0)?,
             "restore-power" => h.policy.restore_power_state = true,
-            "dry-run" => h.policy.dry_run = args[0] == "on",
+            "dry-run" => h.policy.dry_run = args.at(0)? == "on",
             "kv" => {
-                // kv <node-relative key | /absolute> <value>
-                let key = kv_key(&schema, &current, args[0]);
-                h.kv.put(&key, args[1]);
+                // kv KEY VALUE: an operator's write
+                let key = kv_key(&schema, current.as_ref(), args.at(0)?)?;
+                h.kv.put(&key, args.at(1)?);
             }
             "expect-kv" => {
-                let key = kv_key(&schema, &current, args[0]);
-                let want = args.get(1).copied();
+                // expect-kv KEY VALUE|absent
+                let key = kv_key(&schema, current.as_ref(), args.at(0)?)?;
+                let want = args.opt(1).filter(|w| *w != "absent");
                 let got = h.kv.get(&key);
-                assert_eq!(got.as_deref(), want.filter(|w| *w != "absent"), "{ctx}");
+                if got.as_deref() != want {
+                    return Err(format!("{key}: want {want:?}, got {got:?}").into());
+                }
             }
             "expect-instance" => {
                 // expect-instance <id> <state> [target]
-                let rec = h.observe(&current).0.expect("a record");
-                let i = &rec.instances[args[0]];
-                let state = serde_json::to_value(i.state).expect("state");
-                assert_eq!(state.as_str(), Some(args[1]), "{ctx}: {i:?}");
-                if let Some(t) = args.get(2) {
-                    assert_eq!(i.target.as_deref(), Some(*t), "{ctx}");
+                let n = current.ok_or("no current node")?;
+                let rec = h.observe(&n).0.ok_or("no record")?;
+                let id = args.at(0)?;
+                let i = rec
+                    .instances
+                    .get(id)
+                    .ok_or_else(|| format!("no instance {id}"))?;
+                let state = serde_json::to_value(i.state)?;
+                if state.as_str() != Some(args.at(1)?) {
+                    return Err(format!("{id}: want {}, got {i:?}", args.at(1)?).into());
+                }
+                if let Some(t) = args.opt(2)
+                    && i.target.as_deref() != Some(t)
+                {
+                    return Err(format!("{id}: want target {t}, got {i:?}").into());
                 }
             }
             "expect-phase" => {
-                let rec = h.observe(&current).0;
-                let phase = rec
+                let n = current.ok_or("no current node")?;
+                let phase = h
+                    .observe(&n)
+                    .0
                     .map(|r| serde_json::to_value(r.phase).expect("phase"))
                     .and_then(|v| v.as_str().map(str::to_owned));
-                assert_eq!(phase.as_deref().unwrap_or("none"), args[0], "{ctx}");
+                let got = phase.as_deref().unwrap_or("none");
+                if got != args.at(0)? {
+                    return Err(format!("want phase {}, got {got}", args.at(0)?).into());
+                }
             }
             "expect-calls" => {
                 // expect-calls <id> <n>: evacuate calls the model Nova saw
-                let n: u32 = args[1].parse().expect("count");
-                let side = h.side(current.as_str());
-                let got = side.world.evacuate_calls.get(args[0]).copied().unwrap_or(0);
-                assert_eq!(got, n, "{ctx}");
+                let n: u32 = args.num(1)?;
+                let id = args.at(0)?;
+                let got = side!().world.evacuate_calls.get(id).copied().unwrap_or(0);
+                if got != n {
+                    return Err(format!("{id}: want {n} evacuate calls, got {got}").into());
+                }
+            }
+            "expect-incident" => {
+                // expect-incident ID PATH VALUE|present|absent: a field of
+                // the archived record (PATH as the record lines name it)
+                let n = current.ok_or("no current node")?;
+                let key = schema.incident(&n, args.at(0)?);
+                let text = h.kv.get(&key).ok_or_else(|| format!("no incident {key}"))?;
+                let mut fields = BTreeMap::new();
+                flatten(&serde_json::from_str(&text)?, "", &mut fields);
+                let (path, want) = (args.at(1)?, args.at(2)?);
+                let got = fields.get(path);
+                let ok = match want {
+                    "present" => got.is_some(),
+                    "absent" => got.is_none(),
+                    w => got.map(String::as_str) == Some(w),
+                };
+                if !ok {
+                    return Err(format!("incident {path}: want {want}, got {got:?}").into());
+                }
+            }
+            "expect-max-in-flight" => {
+                // expect-max-in-flight N: no poll of the current node so far
+                // tracked more than N instances, and one tracked N
+                let n = current.ok_or("no current node")?;
+                let want: usize = args.num(0)?;
+                let got = h
+                    .trace
+                    .iter()
+                    .filter(|(node, _)| node == &n)
+                    .filter_map(|(_, d)| match &d.action {
+                        Action::Poll { instances, .. } => Some(instances.len()),
+                        _ => None,
+                    })
+                    .max();
+                if got != Some(want) {
+                    return Err(format!("want at most {want} in flight, got {got:?}").into());
+                }
             }
             "carry" => {
                 // the runner carries out the last decision, successfully
-                let node = current.clone();
+                let node = current.ok_or("no current node")?;
                 let d = h
                     .trace
                     .iter()
                     .rev()
                     .find(|(n, _)| n == &node)
-                    .map(|(_, d)| d.clone());
-                let d = d.expect("a decision");
+                    .map(|(_, d)| d.clone())
+                    .ok_or("no decision to carry out")?;
                 carry_out(h, &node, &d, || Dice::Ok);
             }
-            other => panic!("{ctx}: unknown command {other}"),
+            other => return Err(format!("unknown command {other}").into()),
         }
+        Ok(out)
     }
 }
 
-fn kv_key(schema: &Schema, node: &NodeName, rel: &str) -> String {
-    match rel.strip_prefix('/') {
-        Some(abs) => format!("{}/{abs}", schema.prefix()),
-        None => format!("{}/{rel}", schema.compute_node(node)),
+/// A decision step: decide for `node`, commit, and show the action, the
+/// ops and the record's change. An action that does not start with `want`
+/// or a commit that conflicts is an error; with goldenscript's `!` (a
+/// conflict is expected) the conflict is the output, and a wrong action
+/// fails the script all the same.
+fn decision(h: &mut Harness, node: &NodeName, want: &str, expect_conflict: bool) -> CmdResult {
+    let schema = h.policy.schema.clone();
+    let rkey = schema.recovery(node);
+    let before = h.kv.get(&rkey);
+    let (d, committed) = h.decide(node);
+    let got = d.action.to_string();
+    if !got.starts_with(want) {
+        let msg = format!("want: {want}\ngot:  {got}\n");
+        // An Ok under `!` fails the script: the wrong action is never the
+        // expected failure.
+        return if expect_conflict {
+            Ok(msg)
+        } else {
+            Err(msg.into())
+        };
     }
+    if let Err(e) = committed {
+        return Err(format!("{got}: the commit conflicts ({e}), nothing written").into());
+    }
+    let mut out = format!("{got}\n");
+    for op in &d.ops {
+        out.push_str(&op_line(&schema, op));
+        out.push('\n');
+    }
+    for line in record_diff(before.as_deref(), h.kv.get(&rkey).as_deref()) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// True when `op` writes `failed` or `recovered` as False.
@@ -906,3 +1366,44 @@ pub fn writes_false_flag(op: &KvOp) -> bool {
         }
     }
 }
+
+/// Runs the golden script `testdata/DIR/NAME` of this crate with a fresh
+/// [`ScriptRunner`]; panics on a difference (or rewrites the file with
+/// `UPDATE_GOLDENFILES=1`) and on a failed command.
+pub fn run_golden(dir: &str, name: &str) {
+    let path = format!("{}/testdata/{dir}/{name}", env!("CARGO_MANIFEST_DIR"));
+    if let Err(e) = goldenscript::run(&mut ScriptRunner::default(), &path) {
+        panic!("{path}: {e}");
+    }
+}
+
+/// Fails unless the files of `testdata/DIR` are exactly `names`: a script
+/// without its test would never run.
+pub fn assert_listed(dir: &str, names: &[&str]) {
+    let path = format!("{}/testdata/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let files: BTreeSet<String> = std::fs::read_dir(&path)
+        .expect("testdata directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let listed: BTreeSet<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    assert_eq!(files, listed, "{path}: every script has its test");
+}
+
+/// One `#[test]` per golden script of `testdata/DIR`, named after its
+/// file, and a test that every file of the directory is listed.
+macro_rules! run_scripts {
+    ($dir:literal: $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::recovery::model::run_golden($dir, stringify!($name));
+            }
+        )*
+
+        #[test]
+        fn every_script_has_its_test() {
+            $crate::recovery::model::assert_listed($dir, &[$(stringify!($name)),*]);
+        }
+    };
+}
+pub(crate) use run_scripts;
