@@ -513,11 +513,18 @@ pub fn judge_with(
     // fails: still evidence of a partition, so they count for the guard. A
     // disabled node (one already recovered and forced down) does not.
     let mut silent_unjudged = 0;
+    // Without a clock a maintenance's end time is not applied: the switch
+    // alone decides (the safe side). One test for both uses below: a node
+    // judged because its maintenance ended must not also count as silent
+    // in maintenance.
+    let in_maintenance = |st: &ComputeNodeState| match clock {
+        Some(c) => st.in_maintenance(c.now),
+        None => st.maintenance.get() != Some(false),
+    };
     for (node, signals) in nova {
         let stored = state.compute_nodes.get(node);
         let silent = signals.nova.enabled && signals.all_failed_with(stale.contains(node));
-        if stored.is_some_and(|st| st.has_invalid() || st.maintenance.get() == Some(true)) && silent
-        {
+        if stored.is_some_and(|st| st.has_invalid() || in_maintenance(st)) && silent {
             silent_unjudged += 1;
         }
         if let Some(st) = stored
@@ -529,12 +536,6 @@ pub fn judge_with(
             });
             continue;
         }
-        // Without a clock a maintenance's end time is not applied: the
-        // switch alone decides (the safe side).
-        let in_maintenance = |st: &ComputeNodeState| match clock {
-            Some(c) => st.in_maintenance(c.now),
-            None => st.maintenance.get() != Some(false),
-        };
         if stored.is_some_and(in_maintenance) {
             verdicts.insert(
                 node,
@@ -1018,6 +1019,7 @@ mod tests {
     // language is described in recovery/scenarios.rs).
     crate::recovery::model::run_scripts! {
         "detect":
+        a_dead_node_whose_maintenance_ended_is_not_held_back_by_the_guard,
         a_maintenance_with_an_end_is_skipped_until_it_ends_then_judged,
         a_new_node_gets_its_keys_created_only_where_absent,
         a_reset_node_reading_down_is_not_counted_and_its_grace_starts,
