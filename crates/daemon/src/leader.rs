@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use novaha_core::NodeName;
 use novaha_core::detect::{DetectEvent, ResetGrace, judge_with};
-use novaha_core::kv::{ClusterState, KvEntry, NodeCondition, Schema, Snapshot};
-use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
+use novaha_core::kv::{ClusterState, NodeCondition, Schema};
+use novaha_core::store::{DryRunStore, KvOp, LeaderLease, StateStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,6 +35,7 @@ use tracing::{debug, error, info, warn};
 use crate::blind::Sight;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::config::recovery::Mode;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use novaha_report::{CycleReport, Outcome, Plan};
@@ -82,9 +83,6 @@ struct Recovery {
     connect_failures: u32,
     view: watch::Sender<Arc<View>>,
     tenure: Option<Tenure>,
-    /// Dry run: the counters and flags judged, kept in memory only, with
-    /// the real key's index when they were judged (a real write drops it).
-    shadow: BTreeMap<String, (Vec<u8>, u64)>,
     /// Dry run: the nodes whose plan was printed (again when re-failed).
     planned: BTreeSet<NodeName>,
     /// Dry run: the plans of the last cycle (for `run --once`).
@@ -224,6 +222,14 @@ impl LeaderCycle {
     /// first cycle that needs them). `once`: recovery tasks stop at their
     /// first wait instead of waiting it out (`run --once`).
     pub fn with_recovery(mut self, cfg: Arc<Config>, once: bool) -> Self {
+        if cfg.recovery.mode == Mode::DryRun {
+            // Every write of the tree stays in memory; only the leader's own
+            // bookkeeping (the cycle record `status` reads) is written.
+            self.store = Arc::new(DryRunStore::new(
+                self.store.clone(),
+                self.schema.internal(""),
+            ));
+        }
         let (view, _) = watch::channel(Arc::new(View::default()));
         self.sight = Sight::new(cfg.monitor.blind_after);
         self.recovery = Some(Recovery {
@@ -234,7 +240,6 @@ impl LeaderCycle {
             connect_failures: 0,
             view,
             tenure: None,
-            shadow: BTreeMap::new(),
             planned: BTreeSet::new(),
             plans: Vec::new(),
             outcomes: Vec::new(),
@@ -400,7 +405,7 @@ impl LeaderCycle {
         let invalid = self.note_invalid(&state);
         self.node_metrics(&state);
         self.note_pause(&state);
-        self.act(&snap, &state, lease).await?;
+        self.act(&state, lease).await?;
         let (judged_failed, mass_failure, nova_unreachable) = self
             .recovery
             .as_mut()
@@ -500,12 +505,7 @@ impl LeaderCycle {
     /// every write goes through `self.store.commit(lease, ..)`; waits race
     /// `lease.lost()`; recovery units run in their own tasks, which stop
     /// between units when the tenure ends, never mid-call.
-    async fn act(
-        &mut self,
-        snap: &Snapshot,
-        state: &ClusterState,
-        lease: &LeaderLease,
-    ) -> Result<(), StoreError> {
+    async fn act(&mut self, state: &ClusterState, lease: &LeaderLease) -> Result<(), StoreError> {
         let Some(rec) = self.recovery.as_mut() else {
             return Ok(());
         };
@@ -539,18 +539,6 @@ impl LeaderCycle {
         }
         let stages = rec.stages.clone().expect("stages were just built");
         let dry_run = stages.policy.dry_run;
-        // The judgement reads the real tree, or in a dry run the tree with
-        // the counts judged so far (kept in memory, never written).
-        let real = snap;
-        let shadowed;
-        let (snap, state) = if dry_run {
-            let s = shadow(snap, &mut rec.shadow);
-            let st = ClusterState::parse(&self.schema, &s);
-            shadowed = (s, st);
-            (&shadowed.0, &shadowed.1)
-        } else {
-            (snap, state)
-        };
         let started = Instant::now();
         let observed = tokio::select! {
             biased;
@@ -670,28 +658,13 @@ impl LeaderCycle {
                 }
             }
         }
-        if dry_run {
-            for w in &judgement.writes {
-                for op in &w.ops {
-                    // A delete is shadowed as an empty value, which every
-                    // deletable key reads as absent.
-                    let (key, value) = match op {
-                        KvOp::Set { key, value, .. } => (key, value.clone()),
-                        KvOp::Delete { key, .. } => (key, Vec::new()),
-                    };
-                    let base = snap_real_index(&rec.shadow, key, snap);
-                    rec.shadow.insert(key.clone(), (value, base));
-                }
-            }
-        } else {
-            for w in &judgement.writes {
-                match self.store.commit(lease, &w.ops).await {
-                    Ok(()) => {}
-                    Err(e @ StoreError::NotLeader { .. }) => return Err(e),
-                    Err(e) => {
-                        warn!(node = %w.node, error = %e, "detection write not applied; the node is judged again next cycle");
-                        judged_failed.retain(|n| n != &w.node);
-                    }
+        for w in &judgement.writes {
+            match self.store.commit(lease, &w.ops).await {
+                Ok(()) => {}
+                Err(e @ StoreError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    warn!(node = %w.node, error = %e, "detection write not applied; the node is judged again next cycle");
+                    judged_failed.retain(|n| n != &w.node);
                 }
             }
         }
@@ -784,8 +757,9 @@ impl LeaderCycle {
             }
         }
         if dry_run {
-            // Re-parse with this cycle's judgement folded in.
-            let s = shadow(real, &mut rec.shadow);
+            // Read again with this cycle's judgement folded in (the dry-run
+            // store keeps it).
+            let s = self.store.snapshot().await?;
             let st = ClusterState::parse(&self.schema, &s);
             rec.planned.retain(|n| work.contains(n));
             for n in &work {
@@ -951,32 +925,6 @@ impl LeaderCycle {
         self.logged_invalid = present;
         count
     }
-}
-
-/// The real snapshot with a dry run's in-memory writes laid over it. A
-/// shadowed key that was written for real since is dropped from the shadow.
-fn shadow(snap: &Snapshot, shadow: &mut BTreeMap<String, (Vec<u8>, u64)>) -> Snapshot {
-    shadow.retain(|k, (_, base)| snap.cas_index(k) == *base);
-    let mut out = snap.clone();
-    for (k, (v, _)) in shadow.iter() {
-        let index = out.cas_index(k).max(1);
-        out.entries.insert(
-            k.clone(),
-            KvEntry {
-                value: Some(v.clone()),
-                modify_index: index,
-            },
-        );
-    }
-    out
-}
-
-/// The real index of `key` under a shadow: the one recorded when first
-/// shadowed, else the snapshot's.
-fn snap_real_index(shadow: &BTreeMap<String, (Vec<u8>, u64)>, key: &str, snap: &Snapshot) -> u64 {
-    shadow
-        .get(key)
-        .map_or_else(|| snap.cas_index(key), |(_, base)| *base)
 }
 
 #[cfg(test)]
