@@ -51,7 +51,7 @@ pub struct Extras {
     pub leader: Option<Result<Value, InvalidValue>>,
     /// `novaha/last_cycle` as written by the leader.
     pub last_cycle: Option<Value>,
-    /// `novaha/fence_health` (crate::fence_health::status_json).
+    /// `novaha/fence_health` (novaha_fence::health::status_json).
     pub fence_health: Value,
 }
 
@@ -668,7 +668,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         last_cycle: last_cycle(&schema, &snap),
         // The leader's last fence-path health report (crate::fence_health),
         // once a leader has published one.
-        fence_health: crate::fence_health::status_json(&schema, &snap),
+        fence_health: novaha_fence::health::status_json(&schema, &snap),
     };
     let mut doc = document(&state, extras, schema.prefix(), Utc::now());
     // The leader's last failures-tolerated figure (crate::capacity), from
@@ -694,7 +694,10 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             std::env::var_os("NO_COLOR").as_deref(),
         );
         print!("{}", table(&doc, colour));
-        print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
+        print!(
+            "{}",
+            novaha_fence::health::status_text(&doc["fence_health"])
+        );
         print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
     Ok(exit_code(&doc))
