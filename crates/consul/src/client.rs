@@ -259,8 +259,9 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// An excerpt of the body for an error ([`EXCERPT_CHARS`] at most).
     fn excerpt(&self) -> String {
-        body_excerpt(&self.body)
+        excerpt(&String::from_utf8_lossy(&self.body), EXCERPT_CHARS, &[])
     }
 
     fn into_status_error(self, what: &str) -> ConsulError {
@@ -274,10 +275,6 @@ impl Answer {
 
 /// The longest excerpt of Consul's answer kept in an error.
 const EXCERPT_CHARS: usize = 200;
-
-fn body_excerpt(body: &[u8]) -> String {
-    excerpt(&String::from_utf8_lossy(body), EXCERPT_CHARS, &[])
-}
 
 struct Inner {
     base: url::Url,
