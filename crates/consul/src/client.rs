@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use novaha_core::Secret;
 use novaha_core::http::CappedBody;
+use novaha_core::text::{error_chain, excerpt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -258,8 +259,9 @@ pub(crate) struct Answer {
 }
 
 impl Answer {
+    /// An excerpt of the body for an error ([`EXCERPT_CHARS`] at most).
     fn excerpt(&self) -> String {
-        body_excerpt(&self.body)
+        excerpt(&String::from_utf8_lossy(&self.body), EXCERPT_CHARS, &[])
     }
 
     fn into_status_error(self, what: &str) -> ConsulError {
@@ -271,11 +273,8 @@ impl Answer {
     }
 }
 
-fn body_excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    text.chars().take(200).collect()
-}
+/// The longest excerpt of Consul's answer kept in an error.
+const EXCERPT_CHARS: usize = 200;
 
 struct Inner {
     base: url::Url,
@@ -905,18 +904,6 @@ impl Consul {
                 detail,
             })
     }
-}
-
-/// An error and its sources, `: `-joined (reqwest hides the cause in them).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use novaha_core::backoff::Backoff;
 use novaha_core::kv::Schema;
 use novaha_core::store::LeaderLease;
 use serde::{Deserialize, Serialize};
@@ -24,9 +25,9 @@ use crate::error::ConsulError;
 const WATCH_WAIT: Duration = Duration::from_secs(30);
 /// How often to retry `?acquire` while the key is free but lock-delay holds.
 const LOCK_DELAY_POLL: Duration = Duration::from_millis(250);
-/// First and last pause after a retryable error while campaigning.
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The pause after a retryable error while campaigning: 500 ms, doubled
+/// per failure up to 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
 
 /// The leader lock's value (**fixed** JSON: operators and scripts read it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,7 +113,7 @@ impl Election {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<Option<LeaderLease>, ConsulError> {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = BACKOFF.base;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(None);
@@ -120,14 +121,14 @@ impl Election {
             match self.campaign_step(shutdown).await {
                 Ok(Step::Leader(lease)) => return Ok(Some(lease)),
                 Ok(Step::Shutdown) => return Ok(None),
-                Ok(Step::Again) => backoff = BACKOFF_MIN,
+                Ok(Step::Again) => backoff = BACKOFF.base,
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, retry_in = ?backoff, "leader campaign failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(None),
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = BACKOFF.next(backoff);
                 }
                 Err(e) => {
                     error!(error = %e, "leader campaign refused");

@@ -10,6 +10,7 @@
 //! callers' `now`, no Consul or OpenStack types. Drivers depend on this crate
 //! and never on each other.
 
+pub mod backoff;
 pub mod capacity;
 pub mod detect;
 pub mod drivers;
@@ -20,6 +21,7 @@ pub mod recovery;
 pub mod secret;
 pub mod storage;
 pub mod store;
+pub mod text;
 pub mod types;
 pub mod validate;
 

@@ -9,8 +9,10 @@
 //! a WARN per unhealthy node with its error (and an INFO when one is
 //! healthy again), and publishes the whole report as JSON at
 //! `<prefix>/novaha/fence_health` through the lease-guarded commit, so the
-//! standby's and the CLI's `novaha status` show it too
-//! ([`FenceHealthDoc`], [`status_json`]).
+//! standby's and the CLI's `novaha status` show it too. What a round reads
+//! and the report itself are the fence crate's ([`novaha_fence::health`]:
+//! [`FenceHealthDoc`], `plan_round`, `status_json`); this module is the
+//! leader's worker: the schedule, the write, the gauges and the log.
 //!
 //! It must never power anything on or off (only `Fencer::power_state` is
 //! called), never write without the lease, never put a secret in a log line,
@@ -23,13 +25,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use novaha_core::PowerState;
-use novaha_core::drivers::fence::FenceTarget;
-use novaha_core::kv::{ClusterState, InvalidValue, Schema, Snapshot};
+use chrono::Utc;
+use novaha_core::kv::{ClusterState, Schema};
 use novaha_core::store::{KvOp, LeaderLease, StateStore, StoreError};
-use novaha_fence::{FenceError, FenceRegistry, FenceSettings, PowerReport, check_power, target_of};
-use serde::{Deserialize, Serialize};
+use novaha_fence::health::{
+    FENCE_HEALTH, FenceHealthDoc, plan_round, scrub_passwords, transitions,
+};
+use novaha_fence::{FenceError, FenceRegistry, FenceSettings, check_power};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -37,249 +39,6 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::config::recovery::Mode;
 use crate::metrics::Metrics;
-
-/// The name of the report's key below the prefix's `novaha/` folder
-/// (`Schema::internal(FENCE_HEALTH)`).
-pub const FENCE_HEALTH: &str = "fence_health";
-
-/// The version of [`FenceHealthDoc`]'s JSON shape.
-pub const DOC_VERSION: u32 = 1;
-
-/// How long an error text may be in the published report (the fence crate
-/// already cuts peer answers to 300 characters; this bounds the rest).
-const MAX_ERROR_CHARS: usize = 400;
-
-/// One node's fence path, as last checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeHealth {
-    /// The driver used (or that would have been), e.g. `"ipmi"`.
-    pub driver: String,
-    /// True when the power could be read as on or off.
-    pub healthy: bool,
-    /// The power read, when one was read (`unknown` is unhealthy).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub power: Option<PowerState>,
-    /// Why it is unhealthy (sanitised: never a secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// When this node's read finished.
-    pub checked_at: DateTime<Utc>,
-}
-
-/// The published report: `<prefix>/novaha/fence_health`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FenceHealthDoc {
-    /// [`DOC_VERSION`].
-    pub version: u32,
-    /// The epoch of the leader that ran the check.
-    pub epoch: String,
-    /// When the round finished.
-    pub checked_at: DateTime<Utc>,
-    /// `[fence] health_interval` in seconds (how stale the report may get
-    /// before the next round replaces it).
-    pub interval_seconds: u64,
-    /// How many nodes read healthy.
-    pub healthy: usize,
-    /// How many nodes did not.
-    pub unhealthy: usize,
-    /// Every compute node checked, by name.
-    pub nodes: BTreeMap<String, NodeHealth>,
-}
-
-impl FenceHealthDoc {
-    /// Builds the report of one round from its power reports.
-    pub fn from_reports(
-        epoch: &str,
-        interval: Duration,
-        checked_at: DateTime<Utc>,
-        reports: &[PowerReport],
-    ) -> Self {
-        let nodes: BTreeMap<String, NodeHealth> = reports
-            .iter()
-            .map(|r| (r.node.to_string(), node_health(r)))
-            .collect();
-        let healthy = nodes.values().filter(|n| n.healthy).count();
-        Self {
-            version: DOC_VERSION,
-            epoch: epoch.to_owned(),
-            checked_at,
-            interval_seconds: interval.as_secs(),
-            healthy,
-            unhealthy: nodes.len() - healthy,
-            nodes,
-        }
-    }
-
-    /// Whether each node was healthy, by name.
-    pub fn up(&self) -> BTreeMap<String, bool> {
-        self.nodes
-            .iter()
-            .map(|(n, h)| (n.clone(), h.healthy))
-            .collect()
-    }
-}
-
-fn node_health(r: &PowerReport) -> NodeHealth {
-    let (power, error) = match &r.result {
-        Ok(PowerState::Unknown) => (
-            Some(PowerState::Unknown),
-            Some("power state unknown: the BMC answered but not as on or off".to_owned()),
-        ),
-        Ok(p) => (Some(*p), None),
-        Err(e) => (None, Some(cut(e))),
-    };
-    NodeHealth {
-        driver: r.driver.clone(),
-        healthy: r.is_healthy(),
-        power,
-        error,
-        checked_at: r.checked_at,
-    }
-}
-
-fn cut(text: &str) -> String {
-    if text.chars().count() <= MAX_ERROR_CHARS {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(MAX_ERROR_CHARS).collect();
-    out.push_str("...");
-    out
-}
-
-/// Replaces `secret` in `text` with `***` (a second line of defence: the
-/// fence drivers already sanitise what they return).
-fn scrub(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_owned()
-    } else {
-        text.replace(secret, "***")
-    }
-}
-
-/// What one round checks, from the parsed tree: the targets to read, and
-/// a ready-made unhealthy report for every node whose `config/bmc/*`
-/// values do not parse (such a node could not be fenced either; nothing is
-/// sent to its BMC).
-pub fn plan_round(
-    schema: &Schema,
-    state: &ClusterState,
-    registry: &FenceRegistry,
-    now: DateTime<Utc>,
-) -> (Vec<FenceTarget>, Vec<PowerReport>) {
-    let mut targets = Vec::new();
-    let mut refused = Vec::new();
-    for cn in state.compute_nodes.values() {
-        let bmc_root = format!("{}/config/bmc/", schema.compute_node(&cn.name));
-        let bad: Vec<&InvalidValue> = cn
-            .invalid
-            .iter()
-            .filter(|b| b.key.starts_with(&bmc_root))
-            .collect();
-        if bad.is_empty() {
-            targets.push(target_of(cn));
-            continue;
-        }
-        let driver = registry
-            .driver_of(&cn.name, &cn.bmc)
-            .map_or_else(|_| "unknown".to_owned(), |d| d.to_string());
-        let keys: Vec<&str> = bad.iter().map(|b| b.key.as_str()).collect();
-        refused.push(PowerReport {
-            node: cn.name.clone(),
-            driver,
-            result: Err(format!(
-                "invalid value at {}: fix it before this node can be fenced",
-                keys.join(", ")
-            )),
-            checked_at: now,
-        });
-    }
-    (targets, refused)
-}
-
-/// The nodes whose health changed since `before` (by name: true = up):
-/// (newly unhealthy, healthy again). A node seen for the first time counts
-/// as changed only when it is unhealthy.
-pub fn transitions(
-    before: &BTreeMap<String, bool>,
-    now: &BTreeMap<String, bool>,
-) -> (Vec<String>, Vec<String>) {
-    let mut down = Vec::new();
-    let mut up = Vec::new();
-    for (node, &healthy) in now {
-        match (before.get(node).copied(), healthy) {
-            (Some(true) | None, false) => down.push(node.clone()),
-            (Some(false), true) => up.push(node.clone()),
-            _ => {}
-        }
-    }
-    (down, up)
-}
-
-/// Reads the published report from a snapshot: `Ok(None)` when no leader
-/// has published one yet, `Err` (with the key and an excerpt) when it does
-/// not parse.
-pub fn read(schema: &Schema, snap: &Snapshot) -> Result<Option<FenceHealthDoc>, InvalidValue> {
-    let key = schema.internal(FENCE_HEALTH);
-    let Some(raw) = snap.raw(&key) else {
-        return Ok(None);
-    };
-    serde_json::from_slice::<FenceHealthDoc>(raw)
-        .map(Some)
-        .map_err(|e| InvalidValue {
-            key,
-            raw: String::from_utf8_lossy(raw).chars().take(80).collect(),
-            reason: format!("not a fence health report: {e}"),
-        })
-}
-
-/// The `fence_health` part of `novaha status --json`: the report as
-/// published, `null` when there is none yet (status then leaves the key
-/// out), or `{"invalid": {key, raw, reason}}` when it does not parse.
-pub fn status_json(schema: &Schema, snap: &Snapshot) -> serde_json::Value {
-    match read(schema, snap) {
-        Ok(Some(doc)) => serde_json::to_value(doc).unwrap_or(serde_json::Value::Null),
-        Ok(None) => serde_json::Value::Null,
-        Err(bad) => serde_json::json!({
-            "invalid": { "key": bad.key, "raw": bad.raw, "reason": bad.reason }
-        }),
-    }
-}
-
-/// The lines `novaha status` prints for the report (empty when there is
-/// none): a summary, then one line per unhealthy node with its error.
-pub fn status_text(doc: &serde_json::Value) -> String {
-    let mut out = String::new();
-    if doc.is_null() {
-        return out;
-    }
-    if let Some(bad) = doc.get("invalid") {
-        out.push_str(&format!(
-            "fence health: INVALID({}={:?}): {}\n",
-            bad["key"].as_str().unwrap_or("?"),
-            bad["raw"].as_str().unwrap_or(""),
-            bad["reason"].as_str().unwrap_or("")
-        ));
-        return out;
-    }
-    out.push_str(&format!(
-        "fence health: {} healthy, {} unhealthy (checked {})\n",
-        doc["healthy"],
-        doc["unhealthy"],
-        doc["checked_at"].as_str().unwrap_or("?")
-    ));
-    if let Some(nodes) = doc["nodes"].as_object() {
-        for (name, n) in nodes {
-            if n["healthy"].as_bool() != Some(true) {
-                out.push_str(&format!(
-                    "  {name}: fence path UNHEALTHY ({}): {}\n",
-                    n["driver"].as_str().unwrap_or("?"),
-                    n["error"].as_str().unwrap_or("?")
-                ));
-            }
-        }
-    }
-    out
-}
 
 /// Starts the fence-path health check of a leader tenure from the daemon's
 /// config (the leader calls this when it takes the lock and stops the
@@ -489,12 +248,7 @@ impl FenceHealth {
             r = check_power(&self.registry, &targets, self.concurrency) => r,
         };
         reports.extend(read);
-        // Second line of defence: no node's password in its report.
-        for r in &mut reports {
-            if let (Err(e), Some(cn)) = (&r.result, state.compute_nodes.get(&r.node)) {
-                r.result = Err(scrub(e, cn.bmc.password.expose()));
-            }
-        }
+        scrub_passwords(&mut reports, &state);
         let doc = FenceHealthDoc::from_reports(lease.epoch(), self.interval, Utc::now(), &reports);
         self.note(&doc, before, &state);
         if self.publish {
@@ -561,8 +315,8 @@ impl FenceHealth {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use novaha_core::NodeName;
-    use novaha_core::kv::KvEntry;
+    use novaha_core::PowerState;
+    use novaha_core::kv::{KvEntry, Snapshot};
     use novaha_fence::DriverName;
     use std::sync::Mutex;
 
@@ -583,10 +337,6 @@ mod tests {
         }
     }
 
-    fn nodes_of(reports: &[PowerReport]) -> Vec<NodeName> {
-        reports.iter().map(|r| r.node.clone()).collect()
-    }
-
     fn noop_settings() -> FenceSettings {
         FenceSettings {
             driver: DriverName::Noop,
@@ -594,123 +344,6 @@ mod tests {
             health_interval: Duration::from_secs(60),
             ..FenceSettings::default()
         }
-    }
-
-    fn report(node: &str, result: Result<PowerState, &str>) -> PowerReport {
-        PowerReport {
-            node: NodeName::from(node),
-            driver: "ipmi".into(),
-            result: result.map_err(str::to_owned),
-            checked_at: DateTime::<Utc>::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn the_report_counts_and_explains_each_node() {
-        let doc = FenceHealthDoc::from_reports(
-            "s:1",
-            Duration::from_secs(300),
-            DateTime::<Utc>::UNIX_EPOCH,
-            &[
-                report("c1", Ok(PowerState::On)),
-                report("c2", Err("ipmi power status of c2: authentication failed")),
-                report("c3", Ok(PowerState::Unknown)),
-                report("c4", Ok(PowerState::Off)),
-            ],
-        );
-        assert_eq!((doc.healthy, doc.unhealthy), (2, 2));
-        assert_eq!(doc.interval_seconds, 300);
-        assert!(doc.nodes["c1"].healthy && doc.nodes["c1"].error.is_none());
-        assert_eq!(doc.nodes["c4"].power, Some(PowerState::Off));
-        assert!(!doc.nodes["c2"].healthy);
-        assert!(
-            doc.nodes["c2"]
-                .error
-                .as_deref()
-                .unwrap()
-                .contains("authentication")
-        );
-        assert!(
-            doc.nodes["c3"]
-                .error
-                .as_deref()
-                .unwrap()
-                .contains("unknown")
-        );
-        // It round-trips through the K/V tree and status reads it back.
-        let raw = serde_json::to_string(&doc).unwrap();
-        let s = Schema::new("p");
-        let sn = snap(&[("p/novaha/fence_health", &raw)]);
-        assert_eq!(read(&s, &sn).unwrap(), Some(doc));
-        let v = status_json(&s, &sn);
-        assert_eq!(v["nodes"]["c2"]["healthy"], false);
-        let text = status_text(&v);
-        assert!(text.contains("2 healthy, 2 unhealthy"), "{text}");
-        assert!(text.contains("c2: fence path UNHEALTHY (ipmi)"), "{text}");
-        assert!(!text.contains("c1:"), "{text}");
-    }
-
-    #[test]
-    fn a_missing_or_unreadable_report_is_shown_as_such() {
-        let s = Schema::new("p");
-        assert_eq!(read(&s, &snap(&[])).unwrap(), None);
-        assert!(status_json(&s, &snap(&[])).is_null());
-        assert_eq!(status_text(&serde_json::Value::Null), "");
-        let bad = snap(&[("p/novaha/fence_health", "{not json")]);
-        let err = read(&s, &bad).unwrap_err();
-        assert_eq!(err.key, "p/novaha/fence_health");
-        let v = status_json(&s, &bad);
-        assert_eq!(v["invalid"]["key"], "p/novaha/fence_health");
-        assert!(status_text(&v).contains("INVALID"));
-    }
-
-    #[test]
-    fn long_errors_are_cut_and_passwords_scrubbed() {
-        let long = "x".repeat(1000);
-        let doc = FenceHealthDoc::from_reports(
-            "e",
-            Duration::from_secs(1),
-            Utc::now(),
-            &[report("c1", Err(&long))],
-        );
-        assert!(doc.nodes["c1"].error.as_ref().unwrap().chars().count() <= MAX_ERROR_CHARS + 3);
-        assert_eq!(scrub("bad pw hunter2 here", "hunter2"), "bad pw *** here");
-        assert_eq!(scrub("nothing", ""), "nothing");
-    }
-
-    #[test]
-    fn transitions_log_changes_only() {
-        let m = |pairs: &[(&str, bool)]| -> BTreeMap<String, bool> {
-            pairs.iter().map(|(n, u)| ((*n).to_owned(), *u)).collect()
-        };
-        let (down, up) = transitions(&m(&[]), &m(&[("a", true), ("b", false)]));
-        assert_eq!((down, up), (vec!["b".to_owned()], vec![]));
-        let (down, up) = transitions(
-            &m(&[("a", true), ("b", false), ("c", false)]),
-            &m(&[("a", false), ("b", false), ("c", true)]),
-        );
-        assert_eq!((down, up), (vec!["a".to_owned()], vec!["c".to_owned()]));
-    }
-
-    #[test]
-    fn nodes_with_invalid_bmc_values_are_not_read() {
-        let s = Schema::new("p");
-        let sn = snap(&[
-            ("p/compute_nodes/c1/status/failed", "False"),
-            ("p/compute_nodes/c2/status/failed", "False"),
-            ("p/compute_nodes/c2/config/bmc/port", "not-a-port"),
-            ("p/compute_nodes/c3/status/failed", "maybe"),
-        ]);
-        let state = ClusterState::parse(&s, &sn);
-        let reg = FenceRegistry::new(&noop_settings()).unwrap();
-        let (targets, refused) = plan_round(&s, &state, &reg, Utc::now());
-        // c3's invalid flag does not stop a read-only power check.
-        let names: Vec<String> = targets.iter().map(|t| t.node.to_string()).collect();
-        assert_eq!(names, ["c1", "c3"]);
-        assert_eq!(nodes_of(&refused), vec![NodeName::from("c2")]);
-        let err = refused[0].result.as_ref().unwrap_err();
-        assert!(err.contains("p/compute_nodes/c2/config/bmc/port"), "{err}");
-        assert_eq!(refused[0].driver, "noop");
     }
 
     /// An in-memory store (the guarded write itself is tested against real

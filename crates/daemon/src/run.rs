@@ -198,7 +198,7 @@ async fn back_off(
     if stopped {
         return ControlFlow::Break(());
     }
-    *backoff = (wait * 2).min(cap);
+    *backoff = novaha_core::backoff::Backoff::new(BACKOFF_START, cap).next(wait);
     ControlFlow::Continue(())
 }
 

@@ -43,9 +43,9 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     let extras = Extras {
         leader,
         last_cycle: last_cycle(&schema, &snap),
-        // The leader's last fence-path health report (crate::fence_health),
+        // The leader's last fence-path health report (novaha_fence::health),
         // once a leader has published one.
-        fence_health: crate::fence_health::status_json(&schema, &snap),
+        fence_health: novaha_fence::health::status_json(&schema, &snap),
     };
     let mut doc = document(&state, extras, schema.prefix(), Utc::now());
     // The leader's last failures-tolerated figure (crate::capacity), from
@@ -71,7 +71,10 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             std::env::var_os("NO_COLOR").as_deref(),
         );
         print!("{}", table(&doc, colour));
-        print!("{}", crate::fence_health::status_text(&doc["fence_health"]));
+        print!(
+            "{}",
+            novaha_fence::health::status_text(&doc["fence_health"])
+        );
         print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
     Ok(exit_code(&doc))

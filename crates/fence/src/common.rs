@@ -24,16 +24,10 @@ pub(crate) fn config_err(node: &NodeName, detail: impl Into<String>) -> FenceErr
 }
 
 /// `text` with every occurrence of the secret replaced by `***` and cut to a
-/// short excerpt: peers' answers go into errors only through here.
+/// short excerpt ([`novaha_core::text::excerpt`]): peers' answers go into
+/// errors only through here.
 pub(crate) fn sanitize(text: &str, secret: &Secret) -> String {
-    let mut out = text.trim().to_owned();
-    if !secret.is_empty() {
-        out = out.replace(secret.expose(), "***");
-    }
-    if out.chars().count() > EXCERPT_CHARS {
-        out = out.chars().take(EXCERPT_CHARS).collect::<String>() + "...";
-    }
-    out
+    novaha_core::text::excerpt(text, EXCERPT_CHARS, &[secret.expose()])
 }
 
 /// Why running a tool failed before it produced an exit status.

@@ -3,7 +3,8 @@
 //! `libvirt` (virsh) and the test-only `noop`; the `[fence]` config section
 //! ([`FenceSettings`]); the registry that picks a node's driver
 //! ([`FenceRegistry`]); and the read-only fence-path health check
-//! ([`check_power`]).
+//! ([`check_power`], and in [`health`] the report the daemon publishes from
+//! it and `novaha status` shows).
 //!
 //! It must never report a node fenced without a power reading of Off before
 //! the deadline (a timeout, an error or an unknown state is not off), never

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use novaha_core::drivers::fence::{FenceError, FenceTarget, Fenced, Fencer};
 use novaha_core::http::{CappedBody, ERROR_BODY_LIMIT};
 use novaha_core::kv::parse_bool;
+use novaha_core::text::error_chain;
 use novaha_core::{NodeName, PowerState, Secret};
 use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -423,18 +424,6 @@ fn base_url(host: &str, port: Option<u16>, scheme: &str) -> Result<String, Strin
         Some(p) => format!("{scheme}://{host}:{p}"),
         None => format!("{scheme}://{host}"),
     })
-}
-
-/// An error with its sources (reqwest's top-level message hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[async_trait]

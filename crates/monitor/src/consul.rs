@@ -9,6 +9,7 @@ use std::time::Duration;
 use novaha_consul::ConsulSettings;
 use novaha_consul::client::BODY_LIMIT;
 use novaha_core::http::CappedBody;
+use novaha_core::text::{error_chain, excerpt};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -165,11 +166,7 @@ impl ConsulHealth {
             ));
         }
         if !status.is_success() {
-            let text: String = String::from_utf8_lossy(&body)
-                .trim()
-                .chars()
-                .take(BODY_EXCERPT)
-                .collect();
+            let text = excerpt(&String::from_utf8_lossy(&body), BODY_EXCERPT, &[]);
             let retryable = status.is_server_error() || status.as_u16() == 429;
             return Err(err(format!("HTTP {}: {text}", status.as_u16()), retryable));
         }
@@ -181,17 +178,6 @@ impl ConsulHealth {
         }
         Ok(out)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -48,35 +48,23 @@ const MAX_ENTRY_BYTES: usize = 256 * 1024;
 /// Most ops per transaction (Consul allows 64; the store adds its lock check).
 const MAX_OPS_PER_TXN: usize = 32;
 
-/// Exponential backoff with jitter and a cap, for failed sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay after the first failure (before jitter).
-    pub base: Duration,
-    /// Longest delay.
-    pub cap: Duration,
-}
+/// The backoff of failed sends: exponential with a cap (novaha's one
+/// [`novaha_core::backoff::Backoff`]); the outbox adds a jitter derived
+/// from each message's id.
+pub use novaha_core::backoff::Backoff;
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            base: Duration::from_secs(10),
-            cap: Duration::from_secs(15 * 60),
-        }
-    }
-}
+/// The default backoff of failed sends: 10 s, doubled per failure, at most
+/// 15 minutes.
+pub(crate) const DEFAULT_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(10), Duration::from_secs(15 * 60));
 
-impl Backoff {
-    /// The delay after the `attempt`-th failure (1-based): `base * 2^(n-1)`
-    /// capped, then "equal jitter" (between half and all of it). The jitter
-    /// is derived from `seed` (the message id) and the attempt, so messages
-    /// that failed together spread out, and a test can predict the bounds.
-    pub fn delay(&self, attempt: u32, seed: &str) -> Duration {
-        let exp = attempt.saturating_sub(1).min(30);
-        let raw = self.base.saturating_mul(1u32 << exp).min(self.cap);
-        let frac = (fnv1a64(&[seed, &attempt.to_string()]) % 1_000_000) as f64 / 1_000_000.0;
-        raw / 2 + raw.mul_f64(0.5 * frac)
-    }
+/// The delay after message `id`'s `attempt`-th failure (1-based): the
+/// backoff's delay with "equal jitter" (between half and all of it). The
+/// jitter is derived from the id and the attempt, so messages that failed
+/// together spread out, and a test can predict the bounds.
+pub(crate) fn retry_delay(backoff: &Backoff, attempt: u32, id: &str) -> Duration {
+    let unit = (fnv1a64(&[id, &attempt.to_string()]) % 1_000_000) as f64 / 1_000_000.0;
+    backoff.jittered(attempt, unit)
 }
 
 /// How the outbox retries and keeps messages.
@@ -105,7 +93,7 @@ pub struct OutboxOptions {
 impl Default for OutboxOptions {
     fn default() -> Self {
         Self {
-            backoff: Backoff::default(),
+            backoff: DEFAULT_BACKOFF,
             max_attempts: 20,
             claim_ttl: Duration::from_secs(300),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -623,7 +611,7 @@ impl Outbox {
                 "failed"
             }
             Err(e) => {
-                let delay = self.options.backoff.delay(entry.attempts, &m.id);
+                let delay = retry_delay(&self.options.backoff, entry.attempts, &m.id);
                 entry.status = EntryStatus::Pending;
                 entry.next_attempt = now
                     + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::minutes(15));
@@ -759,16 +747,22 @@ mod tests {
         for attempt in 1..=12 {
             let raw =
                 Duration::from_secs(10 * (1u64 << (attempt - 1))).min(Duration::from_secs(300));
-            let d = b.delay(attempt, "m1");
+            let d = retry_delay(&b, attempt, "m1");
             assert!(
                 d >= raw / 2 && d <= raw,
                 "attempt {attempt}: {d:?} vs {raw:?}"
             );
         }
-        assert_eq!(b.delay(3, "m1"), b.delay(3, "m1"), "deterministic");
-        let spread: HashSet<Duration> = (0..20).map(|i| b.delay(5, &format!("m{i}"))).collect();
+        assert_eq!(
+            retry_delay(&b, 3, "m1"),
+            retry_delay(&b, 3, "m1"),
+            "deterministic"
+        );
+        let spread: HashSet<Duration> = (0..20)
+            .map(|i| retry_delay(&b, 5, &format!("m{i}")))
+            .collect();
         assert!(spread.len() > 10, "jitter spreads messages: {spread:?}");
-        assert!(b.delay(u32::MAX, "x") <= Duration::from_secs(300));
+        assert!(retry_delay(&b, u32::MAX, "x") <= Duration::from_secs(300));
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::render::webhook_body;
 use crate::settings::WebhookSettings;
 
 const DRIVER: &str = "webhook";
+/// The longest excerpt of a receiver's error answer kept in an error.
+const EXCERPT_CHARS: usize = 200;
 
 pub(crate) struct WebhookChannel {
     client: reqwest::Client,
@@ -123,7 +125,7 @@ impl WebhookChannel {
             && body.push(&chunk)
         {}
         let text = String::from_utf8_lossy(&body.finish().0).into_owned();
-        let excerpt: String = text.chars().take(200).collect();
+        let excerpt = novaha_core::text::excerpt(&text, EXCERPT_CHARS, &[]);
         let detail = format!("POST to {}: HTTP {status}: {excerpt}", self.shown);
         if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
             Err(NotifyError::Temporary {

@@ -81,7 +81,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// Exponential backoff with full jitter and a cap, for idempotent reads only
+/// Exponential backoff with equal jitter and a cap, for idempotent reads only
 /// (never for evacuate, force-down or start).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

@@ -260,22 +260,16 @@ impl OpenStackError {
     }
 }
 
-/// Cuts a body to an excerpt and removes every given secret from it.
+/// Cuts a body to an excerpt and removes every given secret from it
+/// ([`novaha_core::text::excerpt`]); secrets shorter than 4 bytes are left
+/// alone (they would mask ordinary words), and an empty body says so.
 pub(crate) fn excerpt(body: &str, secrets: &[&str]) -> String {
-    let mut s = body.to_owned();
-    for secret in secrets {
-        if secret.len() >= 4 {
-            s = s.replace(secret, "***");
-        }
-    }
-    let s = s.trim();
-    if s.chars().count() > BODY_EXCERPT_CHARS {
-        let cut: String = s.chars().take(BODY_EXCERPT_CHARS).collect();
-        format!("{cut}...")
-    } else if s.is_empty() {
+    let secrets: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
+    let s = novaha_core::text::excerpt(body, BODY_EXCERPT_CHARS, &secrets);
+    if s.is_empty() {
         "(empty body)".to_owned()
     } else {
-        s.to_owned()
+        s
     }
 }
 

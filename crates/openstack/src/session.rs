@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use novaha_core::Secret;
+use novaha_core::backoff::Backoff;
 use novaha_core::http::CappedBody;
+use novaha_core::text::error_chain;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
@@ -532,18 +534,11 @@ impl Session {
             }
         } else {
             // reqwest's message names the URL (no credentials in it) and the cause.
-            let mut detail = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                detail.push_str(": ");
-                detail.push_str(&s.to_string());
-                src = s.source();
-            }
             OpenStackError::Transport {
                 call,
                 method,
                 path: path.to_owned(),
-                detail: excerpt(&detail, &self.secrets()),
+                detail: excerpt(&error_chain(&e), &self.secrets()),
                 mutating,
                 request_id: Some(request_id.into()),
             }
@@ -751,20 +746,10 @@ fn too_large(
 }
 
 /// The delay before retry number `attempt` (1-based): exponential from
-/// `base`, capped at `cap`, with equal jitter (half fixed, half random).
+/// `base`, capped at `cap`, with equal jitter (half fixed, half random;
+/// [`Backoff::jittered`]).
 pub(crate) fn backoff(retry: &crate::config::RetryConfig, attempt: u32) -> Duration {
-    let exp = retry
-        .base
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    let delay = exp.min(retry.cap);
-    let half = delay / 2;
-    let jitter_ms = half.as_millis() as u64;
-    let jitter = if jitter_ms == 0 {
-        0
-    } else {
-        rand::thread_rng().gen_range(0..=jitter_ms)
-    };
-    half + Duration::from_millis(jitter)
+    Backoff::new(retry.base, retry.cap).jittered(attempt, rand::thread_rng().gen_range(0.0..=1.0))
 }
 
 /// The path and query of a URL, for error messages.

@@ -170,13 +170,7 @@ fn add(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 fn backoff(policy: &Policy, attempts: u32) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempts.saturating_sub(1))
-        .unwrap_or(u32::MAX);
-    policy
-        .backoff_initial
-        .saturating_mul(factor)
-        .min(policy.backoff_max)
+    crate::backoff::Backoff::new(policy.backoff_initial, policy.backoff_max).delay(attempts)
 }
 
 fn claim(policy: &Policy, obs: &Observation, now: DateTime<Utc>) -> Decision {
