@@ -3,7 +3,7 @@
 //! (200 while the process serves requests) and `/readyz` (200 with `leader`
 //! or `standby` once Consul answered the last readiness check; 503 when it
 //! did not, or while this leader is blind: it cannot judge the nodes, see
-//! crate::blind).
+//! novaha_monitor::Sight).
 //!
 //! The server only reads shared state: it never talks to Consul, never
 //! decides and never blocks the leader loop. It runs on its own

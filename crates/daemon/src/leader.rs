@@ -32,12 +32,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::blind::Sight;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::config::recovery::Mode;
 use crate::http::Health;
 use crate::metrics::Metrics;
+use novaha_monitor::Sight;
 use novaha_report::{CycleReport, Outcome, Plan};
 
 use crate::recovery::plan::plan;
@@ -113,7 +113,7 @@ pub struct LeaderCycle {
     metrics: Arc<Metrics>,
     /// Nodes with per-node series, to drop the series of a removed node.
     metric_nodes: BTreeSet<NodeName>,
-    /// Whether the leader can judge (crate::blind).
+    /// Whether the leader can judge (novaha_monitor::Sight).
     sight: Sight,
     /// Where `/readyz` reads blindness from, when the HTTP endpoint runs.
     health: Option<Arc<Health>>,
@@ -449,7 +449,7 @@ impl LeaderCycle {
             StoreError::Refused(format!("cannot encode the cycle report: {e}"))
         };
         let mut doc = serde_json::to_value(&report).map_err(encode)?;
-        // The leader's sight, for `novaha status` (crate::blind):
+        // The leader's sight, for `novaha status` (novaha_monitor::Sight):
         // `blind_reason` (why this cycle judged nothing), `blind` (beyond
         // the grace), `last_judgement` (RFC 3339).
         let blind_reason = sight.as_ref().and_then(|s| s.reason.clone());
@@ -525,7 +525,7 @@ impl LeaderCycle {
                 Err(e) => {
                     rec.connect_failures += 1;
                     // Blind: nothing is judged, no count moves
-                    // (docs/recovery.md); crate::blind logs and reports it.
+                    // (docs/recovery.md); novaha_monitor::Sight logs and reports it.
                     debug!(
                         error = format!("{e:#}"),
                         attempts = rec.connect_failures,
@@ -707,7 +707,7 @@ impl LeaderCycle {
                 _ = lease.lost() => {
                     return Err(StoreError::NotLeader { session: lease.session().to_owned() });
                 }
-                r = tokio::time::timeout(self.interval, crate::capacity::read_loads(reader, state)) => r,
+                r = tokio::time::timeout(self.interval, novaha_evacuate::capacity::read_loads(reader, state)) => r,
             };
             match read {
                 Err(_) => {
@@ -715,7 +715,7 @@ impl LeaderCycle {
                 }
                 Ok(read) => match read {
                     Ok(loads) => {
-                        let t = crate::capacity::tolerated(&loads, stages.policy.target);
+                        let t = novaha_evacuate::capacity::tolerated(&loads, stages.policy.target);
                         self.metrics.set_failures_tolerated(&t);
                         if t.values().any(|n| *n == 0) {
                             warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");

@@ -9,8 +9,6 @@
 //! and never overwrite a flag they did not mean to set.
 
 pub mod admin;
-pub mod blind;
-pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -17,10 +17,11 @@ use novaha_core::kv::Schema;
 use novaha_core::recovery::Policy;
 use novaha_core::store::StateStore;
 use novaha_evacuate::NovaEvacuator;
+use novaha_evacuate::capacity::CapacityReader;
 use novaha_fence::FenceRegistry;
 use novaha_monitor::{Monitor, Observe};
 use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
-use novaha_openstack::{NovaClient, PlacementClient};
+use novaha_openstack::PlacementClient;
 
 use crate::config::Config;
 use crate::connect::consul_settings;
@@ -45,18 +46,6 @@ pub struct Stages {
     /// The leader's capacity reads for the failures-tolerated figure;
     /// `None` without Placement.
     pub capacity: Option<CapacityReader>,
-}
-
-/// What the leader reads for `novaha_capacity_failures_tolerated`: Nova's
-/// hypervisors (host to provider) and Placement's inventories and usages.
-#[derive(Clone, Debug)]
-pub struct CapacityReader {
-    /// Nova.
-    pub nova: NovaClient,
-    /// Placement.
-    pub placement: PlacementClient,
-    /// How often (`[evacuate] capacity_interval`; zero = never).
-    pub interval: std::time::Duration,
 }
 
 impl std::fmt::Debug for Stages {

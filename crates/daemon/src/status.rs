@@ -48,7 +48,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         fence_health: novaha_fence::health::status_json(&schema, &snap),
     };
     let mut doc = document(&state, extras, schema.prefix(), Utc::now());
-    // The leader's last failures-tolerated figure (crate::capacity), from
+    // The leader's last failures-tolerated figure (novaha_evacuate::capacity), from
     // its cycle report, once it has read one.
     let cycle_key = schema.internal(crate::leader::LAST_CYCLE);
     if let Some(t) = snap

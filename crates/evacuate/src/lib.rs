@@ -19,6 +19,7 @@
 //! [`Evacuator`]: novaha_core::drivers::Evacuator
 //! [`Fenced`]: novaha_core::drivers::Fenced
 
+pub mod capacity;
 mod nova;
 mod settings;
 

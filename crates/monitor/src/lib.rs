@@ -21,6 +21,7 @@ mod monitor;
 mod nova;
 mod observe;
 mod settings;
+mod sight;
 mod tcp;
 
 pub use consul::{ConsulHealth, ConsulVerdict, consul_verdict};
@@ -32,4 +33,5 @@ pub use settings::{
     ConsulSignalSettings, MIN_STALE_AFTER, MonitorSettings, NovaSignalSettings, Signal,
     TcpSignalSettings,
 };
+pub use sight::{Sight, SightReport};
 pub use tcp::{TcpOutcome, probe};

@@ -18,7 +18,19 @@ use novaha_core::kv::ClusterState;
 use novaha_core::recovery::TargetPolicy;
 use novaha_openstack::OpenStackError;
 
-use crate::stages::CapacityReader;
+use novaha_openstack::{NovaClient, PlacementClient};
+
+/// What the leader reads for `novaha_capacity_failures_tolerated`: Nova's
+/// hypervisors (host to provider) and Placement's inventories and usages.
+#[derive(Clone, Debug)]
+pub struct CapacityReader {
+    /// Nova.
+    pub nova: NovaClient,
+    /// Placement.
+    pub placement: PlacementClient,
+    /// How often (`[evacuate] capacity_interval`; zero = never).
+    pub interval: std::time::Duration,
+}
 
 /// Placement reads in flight at once.
 pub const CONCURRENCY: usize = 8;
