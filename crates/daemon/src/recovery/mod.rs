@@ -370,19 +370,6 @@ impl NodeRunner {
         }
     }
 
-    fn patch(&mut self, node: &NodeName, base: Option<NovaService>, f: impl Fn(&mut NovaService)) {
-        if let Some(mut s) = base {
-            f(&mut s);
-            self.patched.insert(
-                node.clone(),
-                Patched {
-                    at: Instant::now(),
-                    service: s,
-                },
-            );
-        }
-    }
-
     fn api_error(&self, service: &str) {
         if let Some(m) = &self.ctx.metrics {
             m.api_error(service);
@@ -405,324 +392,17 @@ impl NodeRunner {
         }
     }
 
+    /// Carries out one decision's action; what it learns lands in
+    /// `self.results`, folded into the next observation.
     async fn act(&mut self, action: Action, phase: Option<Phase>) -> Flow {
-        let node = self.node.clone();
-        let stages = self.ctx.stages.clone();
-        match action {
+        let node = &self.node;
+        let flow = match action {
             Action::Idle => return Flow::End(Outcome::Idle),
-            Action::Claim { ha_node } => {
-                let target = ha_node.as_ref().map_or("scheduler", |h| h.as_str());
-                warn!(node = %node, stage = "claim", target, epoch = self.lease.epoch(), "recovery claimed: recovered latched");
-            }
-            Action::CheckPower => {
-                // The BMC settings of the snapshot this decision was made
-                // on (read just now): one read of the tree less per batch.
-                let Some(target) = self.bmc.take() else {
-                    // The node's keys were not in it: nothing was read.
-                    return self.wait_step(Duration::ZERO).await;
-                };
-                let read = match stages.fences.fencer_for(&target) {
-                    Ok(fencer) => fencer.power_state(&target).await,
-                    Err(e) => Err(e),
-                };
-                let power = match read {
-                    Ok(p) => p,
-                    Err(e) => {
-                        if e.is_retryable() {
-                            self.api_error("bmc");
-                        }
-                        warn!(node = %node, stage = "check-power", error = %e, "reading the fenced node's power failed: no evacuation until it reads off");
-                        PowerState::Unknown
-                    }
-                };
-                if power == PowerState::Off {
-                    debug!(node = %node, stage = "check-power", "fenced node still reads off");
-                } else {
-                    error!(node = %node, stage = "check-power", power = %power, "fenced node no longer reads off: fencing it again before any further evacuation");
-                }
-                self.results.power = Some(power);
-            }
-            Action::Retarget { from, to } => {
-                let to = to.as_ref().map_or("scheduler", |h| h.as_str());
-                error!(node = %node, from = %from, to, "HA node not up in Nova: the instances not sent yet go elsewhere");
-            }
-            Action::Fence => {
-                let Some(target) = self.fence_target().await else {
-                    // Could not read the BMC settings: nothing was done.
-                    return self.wait_step(Duration::ZERO).await;
-                };
-                let started = Instant::now();
-                let mut driver = "none";
-                let result = match stages.fences.fencer_for(&target) {
-                    Ok(fencer) => {
-                        driver = fencer.driver();
-                        info!(node = %node, stage = "fence", driver, "fencing: powering off");
-                        // A destructive unit: never raced against cancellation.
-                        fencer.fence(&target).await.map(|f| (f, fencer.driver()))
-                    }
-                    Err(e) => Err(e),
-                };
-                let seconds = started.elapsed().as_secs_f64();
-                if let Some(m) = &self.ctx.metrics {
-                    m.fence_attempt(driver, result.is_ok(), seconds);
-                    if result.as_ref().is_err_and(|e| e.is_retryable()) {
-                        m.api_error("bmc");
-                    }
-                }
-                match result {
-                    Ok((fenced, driver)) => {
-                        warn!(node = %node, stage = "fence", driver, seconds, "node fenced: power verified off");
-                        self.results.fenced = Some(fenced);
-                    }
-                    Err(e) => {
-                        error!(node = %node, stage = "fence", error = %e, retryable = e.is_retryable(), seconds, "fence failed: no evacuation until the power reads off");
-                        self.results.failure =
-                            Some((Step::Fence, failure(e.to_string(), e.is_retryable())));
-                    }
-                }
-            }
-            Action::ForceDown { service_id, reason } => {
-                match stages
-                    .evacuator
-                    .force_down(&node, &service_id, &reason)
-                    .await
-                {
-                    Ok(()) => {
-                        info!(node = %node, stage = "force-down", service_id, reason, "nova service forced down and disabled");
-                        let view = self.ctx.view.borrow().clone();
-                        let base = self.service(&view, &node);
-                        self.patch(&node, base, |s| {
-                            s.forced_down = true;
-                            s.enabled = false;
-                        });
-                    }
-                    Err(e) => {
-                        self.nova_error(&e);
-                        if e.is_retryable() {
-                            self.unsure.insert(node.clone(), Instant::now());
-                        }
-                        warn!(node = %node, stage = "force-down", error = %e, "force-down failed");
-                        self.results.failure =
-                            Some((Step::ForceDown, failure(e.to_string(), e.is_retryable())));
-                    }
-                }
-            }
-            Action::ListInstances => {
-                let listed = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
-                    l = stages.evacuator.instances_on(&node) => l,
-                };
-                match listed {
-                    Ok(list) => {
-                        info!(node = %node, stage = "list", instances = list.len(), "instances of the failed node listed");
-                        self.results.instances = Some(list);
-                    }
-                    Err(e) => {
-                        self.nova_error(&e);
-                        warn!(node = %node, stage = "list", error = %e, "listing the node's instances failed");
-                        self.results.failure = Some((
-                            Step::ListInstances,
-                            failure(e.to_string(), e.is_retryable()),
-                        ));
-                    }
-                }
-            }
-            Action::PrepareTarget {
-                ha_node,
-                service_id,
-            } => match stages.evacuator.prepare_target(&ha_node, &service_id).await {
-                Ok(()) => {
-                    info!(node = %node, stage = "prepare-target", ha_node = %ha_node, "HA node's nova service enabled");
-                    let view = self.ctx.view.borrow().clone();
-                    let base = self.service(&view, &ha_node);
-                    self.patch(&ha_node, base, |s| {
-                        s.enabled = true;
-                        s.forced_down = false;
-                    });
-                }
-                Err(e) => {
-                    self.nova_error(&e);
-                    warn!(node = %node, stage = "prepare-target", ha_node = %ha_node, error = %e, "enabling the HA node failed");
-                    self.results.failure = Some((
-                        Step::PrepareTarget,
-                        failure(e.to_string(), e.is_retryable()),
-                    ));
-                }
-            },
-            Action::Evacuate(order) => {
-                let fenced = order.fenced();
-                let mut calls = tokio::task::JoinSet::new();
-                for inst in order.instances.clone() {
-                    let ev = stages.evacuator.clone();
-                    let fenced = fenced.clone();
-                    let target = order.target_for(&inst.id).cloned();
-                    calls.spawn(async move {
-                        let r = ev.evacuate(&fenced, &inst, target.as_ref()).await;
-                        let target_name = target.map_or("scheduler".to_owned(), |t| t.to_string());
-                        (inst.id, r.map(|()| target_name))
-                    });
-                }
-                // Every call of the batch runs to its end (destructive units).
-                while let Some(joined) = calls.join_next().await {
-                    match joined {
-                        Ok((id, Ok(target))) => {
-                            info!(node = %node, stage = "evacuate", instance = %id, target, "evacuate call accepted");
-                        }
-                        Ok((id, Err(e))) => {
-                            self.nova_error(&e);
-                            warn!(node = %node, stage = "evacuate", instance = %id, error = %e, retryable = e.is_retryable(), "evacuate call failed");
-                            self.results
-                                .evacuate_failures
-                                .insert(id, failure(e.to_string(), e.is_retryable()));
-                        }
-                        Err(e) => {
-                            // A panicked call task: its outcome is unknown, so
-                            // the instance is polled, never re-sent.
-                            error!(node = %node, stage = "evacuate", error = %e, "evacuate call task failed");
-                        }
-                    }
-                }
-            }
-            Action::Poll { instances, after } => {
-                if !after.is_zero() && !self.sleep(after).await {
-                    return Flow::End(Outcome::Cancelled);
-                }
-                // One batch: every instance read at once, at most
-                // `concurrency` reads in flight (a resumed recovery reads
-                // every open instance, possibly many more than the window).
-                let ev = stages.evacuator.clone();
-                let reads = futures::stream::iter(instances)
-                    .map(|id| {
-                        let ev = ev.clone();
-                        async move {
-                            let p = ev.progress(&id).await;
-                            (id, p)
-                        }
-                    })
-                    .buffer_unordered(stages.policy.concurrency.max(1))
-                    .collect::<Vec<_>>();
-                let read = tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
-                    r = reads => r,
-                };
-                for (id, p) in read {
-                    match p {
-                        Ok(p) => {
-                            debug!(node = %node, instance = %id, progress = ?p, "instance progress read");
-                            self.results.progress.insert(id, p);
-                        }
-                        Err(e) => {
-                            self.nova_error(&e);
-                            warn!(node = %node, instance = %id, error = %e, "reading an instance's progress failed");
-                            self.results.progress_errors.insert(id);
-                        }
-                    }
-                }
-            }
-            Action::RestorePowerState { instances } => {
-                for id in instances {
-                    if self.cancel.is_cancelled() {
-                        return Flow::End(Outcome::Cancelled);
-                    }
-                    match stages.evacuator.start(&id).await {
-                        Ok(()) => {
-                            info!(node = %node, instance = %id, "evacuated instance started (was active)")
-                        }
-                        Err(e) => {
-                            self.nova_error(&e);
-                            warn!(node = %node, instance = %id, error = %e, "starting an evacuated instance failed");
-                            self.results
-                                .start_failures
-                                .insert(id, failure(e.to_string(), e.is_retryable()));
-                        }
-                    }
-                }
-            }
-            Action::Notify(report) => match &stages.outbox {
-                None => {
-                    info!(node = %node, incident = %report.incident, "no [[notify]] configured: nobody to tell");
-                    self.results.notified = true;
-                }
-                Some(outbox) => match outbox
-                    .enqueue(&self.lease, &report, self.ctx.clock.now())
-                    .await
-                {
-                    Ok(s) => {
-                        info!(node = %node, incident = %report.incident, queued = s.queued.len(), existing = s.existing, "notifications queued");
-                        outbox.wake();
-                        self.results.notified = true;
-                    }
-                    Err(e) if e.is_not_leader() => {
-                        error!(node = %node, error = %e, "recovery: write refused, not the leader; stopping");
-                        return Flow::End(Outcome::Cancelled);
-                    }
-                    Err(e) => {
-                        warn!(node = %node, incident = %report.incident, error = %e, "queueing the notifications failed");
-                        self.results.failure =
-                            Some((Step::Notify, failure(e.to_string(), e.is_retryable())));
-                    }
-                },
-            },
-            Action::Finish { incident } => {
-                warn!(node = %node, incident, stage = "done", "recovery done: record copied to incidents");
-            }
-            Action::RestoreService {
-                service_id,
-                unforce,
-                enable,
-            } => match stages.evacuator.restore_service(&node, &service_id).await {
-                Ok(()) => {
-                    info!(node = %node, service_id, unforce, enable, "admin reset: nova service restored");
-                    let view = self.ctx.view.borrow().clone();
-                    let base = self.service(&view, &node);
-                    self.patch(&node, base, |s| {
-                        s.forced_down = false;
-                        s.enabled = true;
-                    });
-                }
-                Err(e) => {
-                    self.nova_error(&e);
-                    if e.is_retryable() {
-                        self.unsure.insert(node.clone(), Instant::now());
-                    }
-                    warn!(node = %node, error = %e, "admin reset: restoring the nova service failed");
-                    self.results.failure = Some((
-                        Step::RestoreService,
-                        failure(e.to_string(), e.is_retryable()),
-                    ));
-                }
-            },
-            Action::Reset { incident, released } => {
-                let released: Vec<String> = released.iter().map(ToString::to_string).collect();
-                if let Some(m) = &self.ctx.metrics {
-                    m.admin_reset();
-                }
-                warn!(node = %node, incident, released = ?released, "admin reset applied: number_fails cleared, record archived");
-                info!(node = %node, reset_grace = %humantime::format_duration(stages.policy.reset.grace), "node reset: waiting for Nova to report it up before counting failures");
-            }
             Action::Wait {
                 reason,
                 retry_after,
                 alert,
-            } => {
-                let text = reason.to_string();
-                if self.last_wait.as_deref() != Some(text.as_str()) {
-                    if alert {
-                        error!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting: an operator may need to act");
-                    } else {
-                        info!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting");
-                    }
-                }
-                self.last_wait = Some(text.clone());
-                // `run --once` stops at every wait: nothing it waits for
-                // (a backoff, the monitor's next read) comes within one run.
-                if self.ctx.once && !matches!(reason, WaitReason::FenceLost) {
-                    return Flow::End(Outcome::Waiting(text));
-                }
-                return self.wait_step(retry_after).await;
-            }
+            } => return self.wait(reason, retry_after, alert, phase).await,
             Action::Stuck { reason } => {
                 error!(node = %node, reason, "recovery stuck: an operator must act (fix, then reset the node)");
                 return Flow::End(Outcome::Stuck(reason));
@@ -732,8 +412,403 @@ impl NodeRunner {
                 info!(node = %node, action = %a, "dry run: would act");
                 return Flow::End(Outcome::Idle);
             }
+            Action::Claim { ha_node } => {
+                let target = ha_node.as_ref().map_or("scheduler", |h| h.as_str());
+                warn!(node = %node, stage = "claim", target, epoch = self.lease.epoch(), "recovery claimed: recovered latched");
+                Flow::Continue
+            }
+            Action::Retarget { from, to } => {
+                let to = to.as_ref().map_or("scheduler", |h| h.as_str());
+                error!(node = %node, from = %from, to, "HA node not up in Nova: the instances not sent yet go elsewhere");
+                Flow::Continue
+            }
+            Action::Finish { incident } => {
+                warn!(node = %node, incident, stage = "done", "recovery done: record copied to incidents");
+                Flow::Continue
+            }
+            Action::Reset { incident, released } => {
+                let released: Vec<String> = released.iter().map(ToString::to_string).collect();
+                if let Some(m) = &self.ctx.metrics {
+                    m.admin_reset();
+                }
+                warn!(node = %node, incident, released = ?released, "admin reset applied: number_fails cleared, record archived");
+                info!(node = %node, reset_grace = %humantime::format_duration(self.ctx.stages.policy.reset.grace), "node reset: waiting for Nova to report it up before counting failures");
+                Flow::Continue
+            }
+            Action::CheckPower => self.check_power().await,
+            Action::Fence => self.fence().await,
+            Action::ForceDown { service_id, reason } => self.force_down(&service_id, &reason).await,
+            Action::ListInstances => self.list_instances().await,
+            Action::PrepareTarget {
+                ha_node,
+                service_id,
+            } => self.prepare_target(&ha_node, &service_id).await,
+            Action::Evacuate(order) => self.evacuate(&order).await,
+            Action::Poll { instances, after } => self.poll(instances, after).await,
+            Action::RestorePowerState { instances } => self.start(instances).await,
+            Action::Notify(report) => self.notify(&report).await,
+            Action::RestoreService {
+                service_id,
+                unforce,
+                enable,
+            } => self.restore_service(&service_id, unforce, enable).await,
+        };
+        if matches!(flow, Flow::Continue) {
+            self.last_wait = None;
         }
-        self.last_wait = None;
+        flow
+    }
+
+    /// Logs a wait once per reason, then waits it out (or, in `run --once`,
+    /// stops there).
+    async fn wait(
+        &mut self,
+        reason: WaitReason,
+        retry_after: Duration,
+        alert: bool,
+        phase: Option<Phase>,
+    ) -> Flow {
+        let node = &self.node;
+        let text = reason.to_string();
+        if self.last_wait.as_deref() != Some(text.as_str()) {
+            if alert {
+                error!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting: an operator may need to act");
+            } else {
+                info!(node = %node, reason = %text, phase = ?phase, retry_in = ?retry_after, "recovery waiting");
+            }
+        }
+        self.last_wait = Some(text.clone());
+        // `run --once` stops at every wait: nothing it waits for (a
+        // backoff, the monitor's next read) comes within one run.
+        if self.ctx.once && !matches!(reason, WaitReason::FenceLost) {
+            return Flow::End(Outcome::Waiting(text));
+        }
+        self.wait_step(retry_after).await
+    }
+
+    /// Reads the fenced node's power before an evacuate batch.
+    async fn check_power(&mut self) -> Flow {
+        // The BMC settings of the snapshot this decision was made on (read
+        // just now): one read of the tree less per batch.
+        let Some(target) = self.bmc.take() else {
+            // The node's keys were not in it: nothing was read.
+            return self.wait_step(Duration::ZERO).await;
+        };
+        let read = match self.ctx.stages.fences.fencer_for(&target) {
+            Ok(fencer) => fencer.power_state(&target).await,
+            Err(e) => Err(e),
+        };
+        let node = &self.node;
+        let power = read.unwrap_or_else(|e| {
+            if e.is_retryable() {
+                self.api_error("bmc");
+            }
+            warn!(node = %node, stage = "check-power", error = %e, "reading the fenced node's power failed: no evacuation until it reads off");
+            PowerState::Unknown
+        });
+        if power == PowerState::Off {
+            debug!(node = %node, stage = "check-power", "fenced node still reads off");
+        } else {
+            error!(node = %node, stage = "check-power", power = %power, "fenced node no longer reads off: fencing it again before any further evacuation");
+        }
+        self.results.power = Some(power);
+        Flow::Continue
+    }
+
+    /// Powers the node off and reads it back as off.
+    async fn fence(&mut self) -> Flow {
+        let Some(target) = self.fence_target().await else {
+            // Could not read the BMC settings: nothing was done.
+            return self.wait_step(Duration::ZERO).await;
+        };
+        let node = &self.node;
+        let started = Instant::now();
+        let mut driver = "none";
+        let result = match self.ctx.stages.fences.fencer_for(&target) {
+            Ok(fencer) => {
+                driver = fencer.driver();
+                info!(node = %node, stage = "fence", driver, "fencing: powering off");
+                // A destructive unit: never raced against cancellation.
+                fencer.fence(&target).await
+            }
+            Err(e) => Err(e),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(m) = &self.ctx.metrics {
+            m.fence_attempt(driver, result.is_ok(), seconds);
+            if result.as_ref().is_err_and(|e| e.is_retryable()) {
+                m.api_error("bmc");
+            }
+        }
+        match result {
+            Ok(fenced) => {
+                warn!(node = %node, stage = "fence", driver, seconds, "node fenced: power verified off");
+                self.results.fenced = Some(fenced);
+            }
+            Err(e) => {
+                error!(node = %node, stage = "fence", error = %e, retryable = e.is_retryable(), seconds, "fence failed: no evacuation until the power reads off");
+                self.results.failure =
+                    Some((Step::Fence, failure(e.to_string(), e.is_retryable())));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Forces the node's nova-compute service down and disables it.
+    async fn force_down(&mut self, service_id: &str, reason: &str) -> Flow {
+        let node = self.node.clone();
+        let r = self
+            .ctx
+            .stages
+            .evacuator
+            .force_down(&node, service_id, reason)
+            .await;
+        match &r {
+            Ok(()) => {
+                info!(node = %node, stage = "force-down", service_id, reason, "nova service forced down and disabled")
+            }
+            Err(e) => warn!(node = %node, stage = "force-down", error = %e, "force-down failed"),
+        }
+        self.service_call(Step::ForceDown, &node, r, true, |s| {
+            s.forced_down = true;
+            s.enabled = false;
+        });
+        Flow::Continue
+    }
+
+    /// Enables the claimed HA node's nova-compute service.
+    async fn prepare_target(&mut self, ha_node: &NodeName, service_id: &str) -> Flow {
+        let node = &self.node;
+        let r = self
+            .ctx
+            .stages
+            .evacuator
+            .prepare_target(ha_node, service_id)
+            .await;
+        match &r {
+            Ok(()) => {
+                info!(node = %node, stage = "prepare-target", ha_node = %ha_node, "HA node's nova service enabled")
+            }
+            Err(e) => {
+                warn!(node = %node, stage = "prepare-target", ha_node = %ha_node, error = %e, "enabling the HA node failed")
+            }
+        }
+        self.service_call(Step::PrepareTarget, ha_node, r, false, |s| {
+            s.enabled = true;
+            s.forced_down = false;
+        });
+        Flow::Continue
+    }
+
+    /// The administrator's reset, Nova half: the node's service restored.
+    async fn restore_service(&mut self, service_id: &str, unforce: bool, enable: bool) -> Flow {
+        let node = self.node.clone();
+        let r = self
+            .ctx
+            .stages
+            .evacuator
+            .restore_service(&node, service_id)
+            .await;
+        match &r {
+            Ok(()) => {
+                info!(node = %node, service_id, unforce, enable, "admin reset: nova service restored")
+            }
+            Err(e) => {
+                warn!(node = %node, error = %e, "admin reset: restoring the nova service failed")
+            }
+        }
+        self.service_call(Step::RestoreService, &node, r, true, |s| {
+            s.forced_down = false;
+            s.enabled = true;
+        });
+        Flow::Continue
+    }
+
+    /// What a Nova service call of `step` on `host`'s service leaves: on
+    /// success the service as the call set it (`set`) stands until the
+    /// monitor reads it again; on failure the step failed and, when
+    /// `unsure_on_retry` and the failure is retryable (it may have been
+    /// applied), the service is unknown until then.
+    fn service_call(
+        &mut self,
+        step: Step,
+        host: &NodeName,
+        result: Result<(), novaha_core::drivers::EvacuateError>,
+        unsure_on_retry: bool,
+        set: impl Fn(&mut NovaService),
+    ) {
+        match result {
+            Ok(()) => {
+                let view = self.ctx.view.borrow().clone();
+                if let Some(mut s) = self.service(&view, host) {
+                    set(&mut s);
+                    let at = Instant::now();
+                    self.patched
+                        .insert(host.clone(), Patched { at, service: s });
+                }
+            }
+            Err(e) => {
+                self.nova_error(&e);
+                if unsure_on_retry && e.is_retryable() {
+                    self.unsure.insert(host.clone(), Instant::now());
+                }
+                self.results.failure = Some((step, failure(e.to_string(), e.is_retryable())));
+            }
+        }
+    }
+
+    /// Lists the failed node's instances.
+    async fn list_instances(&mut self) -> Flow {
+        let node = &self.node;
+        let listed = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
+            l = self.ctx.stages.evacuator.instances_on(node) => l,
+        };
+        match listed {
+            Ok(list) => {
+                info!(node = %node, stage = "list", instances = list.len(), "instances of the failed node listed");
+                self.results.instances = Some(list);
+            }
+            Err(e) => {
+                self.nova_error(&e);
+                warn!(node = %node, stage = "list", error = %e, "listing the node's instances failed");
+                self.results.failure = Some((
+                    Step::ListInstances,
+                    failure(e.to_string(), e.is_retryable()),
+                ));
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Sends one batch of evacuate calls, all at once; every call runs to
+    /// its end (destructive units).
+    async fn evacuate(&mut self, order: &novaha_core::recovery::EvacuateOrder) -> Flow {
+        let node = &self.node;
+        let fenced = order.fenced();
+        let mut calls = tokio::task::JoinSet::new();
+        for inst in order.instances.clone() {
+            let ev = self.ctx.stages.evacuator.clone();
+            let fenced = fenced.clone();
+            let target = order.target_for(&inst.id).cloned();
+            calls.spawn(async move {
+                let r = ev.evacuate(&fenced, &inst, target.as_ref()).await;
+                let target_name = target.map_or("scheduler".to_owned(), |t| t.to_string());
+                (inst.id, r.map(|()| target_name))
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok((id, Ok(target))) => {
+                    info!(node = %node, stage = "evacuate", instance = %id, target, "evacuate call accepted");
+                }
+                Ok((id, Err(e))) => {
+                    self.nova_error(&e);
+                    warn!(node = %node, stage = "evacuate", instance = %id, error = %e, retryable = e.is_retryable(), "evacuate call failed");
+                    let f = failure(e.to_string(), e.is_retryable());
+                    self.results.evacuate_failures.insert(id, f);
+                }
+                Err(e) => {
+                    // A panicked call task: its outcome is unknown, so the
+                    // instance is polled, never re-sent.
+                    error!(node = %node, stage = "evacuate", error = %e, "evacuate call task failed");
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Reads the progress of the instances in flight, after `after`.
+    async fn poll(&mut self, instances: Vec<String>, after: Duration) -> Flow {
+        if !after.is_zero() && !self.sleep(after).await {
+            return Flow::End(Outcome::Cancelled);
+        }
+        // One batch: every instance read at once, at most `concurrency`
+        // reads in flight (a resumed recovery reads every open instance,
+        // possibly many more than the window).
+        let ev = self.ctx.stages.evacuator.clone();
+        let reads = futures::stream::iter(instances)
+            .map(|id| {
+                let ev = ev.clone();
+                async move {
+                    let p = ev.progress(&id).await;
+                    (id, p)
+                }
+            })
+            .buffer_unordered(self.ctx.stages.policy.concurrency.max(1))
+            .collect::<Vec<_>>();
+        let read = tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => return Flow::End(Outcome::Cancelled),
+            r = reads => r,
+        };
+        let node = &self.node;
+        for (id, p) in read {
+            match p {
+                Ok(p) => {
+                    debug!(node = %node, instance = %id, progress = ?p, "instance progress read");
+                    self.results.progress.insert(id, p);
+                }
+                Err(e) => {
+                    self.nova_error(&e);
+                    warn!(node = %node, instance = %id, error = %e, "reading an instance's progress failed");
+                    self.results.progress_errors.insert(id);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Starts evacuated instances that landed stopped but were active.
+    async fn start(&mut self, instances: Vec<String>) -> Flow {
+        for id in instances {
+            if self.cancel.is_cancelled() {
+                return Flow::End(Outcome::Cancelled);
+            }
+            let node = &self.node;
+            match self.ctx.stages.evacuator.start(&id).await {
+                Ok(()) => {
+                    info!(node = %node, instance = %id, "evacuated instance started (was active)")
+                }
+                Err(e) => {
+                    self.nova_error(&e);
+                    warn!(node = %node, instance = %id, error = %e, "starting an evacuated instance failed");
+                    let f = failure(e.to_string(), e.is_retryable());
+                    self.results.start_failures.insert(id, f);
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Queues the incident's notifications in the outbox.
+    async fn notify(&mut self, report: &novaha_core::drivers::IncidentReport) -> Flow {
+        let node = &self.node;
+        let Some(outbox) = &self.ctx.stages.outbox else {
+            info!(node = %node, incident = %report.incident, "no [[notify]] configured: nobody to tell");
+            self.results.notified = true;
+            return Flow::Continue;
+        };
+        match outbox
+            .enqueue(&self.lease, report, self.ctx.clock.now())
+            .await
+        {
+            Ok(s) => {
+                info!(node = %node, incident = %report.incident, queued = s.queued.len(), existing = s.existing, "notifications queued");
+                outbox.wake();
+                self.results.notified = true;
+            }
+            Err(e) if e.is_not_leader() => {
+                error!(node = %node, error = %e, "recovery: write refused, not the leader; stopping");
+                return Flow::End(Outcome::Cancelled);
+            }
+            Err(e) => {
+                warn!(node = %node, incident = %report.incident, error = %e, "queueing the notifications failed");
+                self.results.failure =
+                    Some((Step::Notify, failure(e.to_string(), e.is_retryable())));
+            }
+        }
         Flow::Continue
     }
 
