@@ -16,7 +16,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
-pub mod demo;
 pub mod fence_health;
 pub mod http;
 pub mod incidents;
@@ -167,10 +166,6 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let cfg = config!(config);
             logging::init_default();
             incidents::show(&cfg, &id, json).await
-        }
-        Command::Demo { keep } => {
-            demo::init_logging();
-            demo::demo(demo::DemoOptions { keep }).await
         }
         Command::HaNode {
             command: HaNodeCommand::Register { node, config },
