@@ -1,8 +1,8 @@
-//! `novaha demo` end to end: runs the real command as a process (it starts
-//! its own Consul agent, simulator and two daemons) and checks what an
-//! operator would read at the end: every instance of the killed host on the
-//! HA node, the status table showing the node's recovery done, and nothing
-//! left running or on disk afterwards.
+//! The demo end to end: runs the real `novaha-demo` binary as a process (it
+//! starts its own Consul agent, simulator and two `novaha run` daemons) and
+//! checks what an operator would read at the end: every instance of the
+//! killed host on the HA node, the status table showing the node's recovery
+//! done, and nothing left running or on disk afterwards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -52,22 +52,52 @@ fn number_after(line: &str, marker: &str) -> Option<u32> {
         .ok()
 }
 
+/// Builds the `novaha` binary next to `novaha-demo`, where the demo looks
+/// for it: cargo builds only this package's binaries for its tests. Same
+/// target dir and profile; a no-op when it is up to date (the workspace
+/// test run has built it already).
+fn build_novaha() {
+    let demo = Path::new(env!("CARGO_BIN_EXE_novaha-demo"));
+    let profile_dir = demo.parent().expect("the demo binary is in a profile dir");
+    let target_dir = profile_dir
+        .parent()
+        .expect("the profile dir is in a target dir");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => panic!("no profile dir name in {}", demo.display()),
+    };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "novaha", "--bin", "novaha"])
+        .args(["--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .status()
+        .expect("run cargo build -p novaha");
+    assert!(status.success(), "cargo build -p novaha: {status}");
+    let novaha = profile_dir.join("novaha");
+    assert!(novaha.is_file(), "{} was not built", novaha.display());
+}
+
 #[test]
 fn demo_recovers_every_instance_onto_the_ha_node_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("demo.out");
     let out = std::fs::File::create(&out_path).unwrap();
     let err = out.try_clone().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_novaha"))
-        .arg("demo")
+    build_novaha();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_novaha-demo"))
         .env("NOVAHA_CONSUL_BIN", consul_bin())
+        .env_remove("NOVAHA_BIN")
         .env_remove("RUST_LOG")
         .env_remove("CONSUL_HTTP_ADDR")
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .spawn()
-        .expect("start novaha demo");
+        .expect("start novaha-demo");
     let started = Instant::now();
     let read = || std::fs::read_to_string(&out_path).unwrap_or_default();
     let mut leftovers = Leftovers(Vec::new());
@@ -94,7 +124,7 @@ fn demo_recovers_every_instance_onto_the_ha_node_and_cleans_up() {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "novaha demo did not finish within {TIMEOUT:?}; output:\n{}",
+                "novaha-demo did not finish within {TIMEOUT:?}; output:\n{}",
                 read()
             );
         }
@@ -103,10 +133,10 @@ fn demo_recovers_every_instance_onto_the_ha_node_and_cleans_up() {
     let elapsed = started.elapsed();
     let text = read();
     eprintln!("{text}");
-    eprintln!("novaha demo took {elapsed:?}");
+    eprintln!("novaha-demo took {elapsed:?}");
     assert!(
         status.success(),
-        "novaha demo exited {status}; output:\n{text}"
+        "novaha-demo exited {status}; output:\n{text}"
     );
     assert_eq!(
         leftovers.0.len(),

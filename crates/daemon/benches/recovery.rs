@@ -158,7 +158,7 @@ async fn bench() {
     let cfg = dir.path().join("bench.toml");
     // The demo's config; `BENCH_CONCURRENCY` and `BENCH_EVACUATE_POLL`
     // override `[evacuate] concurrency` (default 8) and `poll_interval`.
-    let mut text = novaha::demo::config_text(&agent.http_addr(), &sim, "bench");
+    let mut text = novaha_demo::config_text(&agent.http_addr(), &sim, "bench");
     let poll = std::env::var("BENCH_EVACUATE_POLL").unwrap_or_else(|_| "500ms".to_owned());
     let concurrency = env_or("BENCH_CONCURRENCY", 8);
     text = text.replace(

@@ -123,14 +123,6 @@ pub enum Command {
         #[command(subcommand)]
         command: HaNodeCommand,
     },
-    /// The local demonstration, no config needed: a real Consul, the
-    /// simulator, two daemons, one compute host killed and recovered.
-    Demo {
-        /// Leave everything running at the end (until Ctrl-C) to explore
-        /// the Consul UI.
-        #[arg(long)]
-        keep: bool,
-    },
 }
 
 /// BMC drivers a node can be registered with.

@@ -15,7 +15,6 @@ pub mod clock;
 pub mod config;
 pub mod connect;
 pub mod credentials;
-pub mod demo;
 pub mod fence_health;
 pub mod http;
 pub mod incidents;
@@ -166,10 +165,6 @@ async fn dispatch(cli: Cli) -> ExitCode {
             let cfg = config!(config);
             logging::init_default();
             incidents::show(&cfg, &id, json).await
-        }
-        Command::Demo { keep } => {
-            demo::init_logging();
-            demo::demo(demo::DemoOptions { keep }).await
         }
         Command::HaNode {
             command: HaNodeCommand::Register { node, config },

@@ -18,12 +18,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::{ChildGuard, free_port, tool};
+use crate::process::{ChildGuard, ToolSource, find_tool, free_port, tool};
 
 /// How many times start-up is retried with fresh ports after a port clash.
 const START_ATTEMPTS: usize = 5;
@@ -32,14 +33,42 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// The Consul version `scripts/deps/consul.sh` installs (into the cache dir).
+pub const CONSUL_VERSION: &str = "1.8.7";
+/// The environment variable naming a Consul binary to use.
+pub const CONSUL_BIN_ENV: &str = "NOVAHA_CONSUL_BIN";
+/// Where `scripts/deps/consul.sh` puts the binary, relative to the cache dir.
+const CACHED_CONSUL: &str = "consul-1.8.7/usr/bin/consul";
+
+/// Looks for the Consul binary: `NOVAHA_CONSUL_BIN`, the cached
+/// [`CONSUL_VERSION`], or `consul` on `PATH`; says where it was found.
+pub fn find_consul_bin() -> Option<(PathBuf, ToolSource)> {
+    find_tool(CONSUL_BIN_ENV, &[CACHED_CONSUL], "consul")
+}
+
 /// The path of the Consul binary: `NOVAHA_CONSUL_BIN`, the cached 1.8.7, or
 /// `consul` on `PATH`. Panics (naming the install command) when missing.
 pub fn consul_bin() -> PathBuf {
-    tool(
-        "NOVAHA_CONSUL_BIN",
-        &["consul-1.8.7/usr/bin/consul"],
-        "consul",
-    )
+    tool(CONSUL_BIN_ENV, &[CACHED_CONSUL], "consul")
+}
+
+/// How to start an agent. The default is what tests use: the binary from
+/// [`consul_bin`], a unique node name, no UI, no TLS, in the caller's
+/// process group.
+#[derive(Clone, Debug, Default)]
+pub struct ConsulOptions {
+    /// The Consul binary ([`consul_bin`] when `None`).
+    pub bin: Option<PathBuf>,
+    /// Also serve HTTPS (see [`ConsulAgent::start_tls`]).
+    pub tls: bool,
+    /// Serve the web UI under `/ui/` (for a human exploring the K/V tree).
+    pub ui: bool,
+    /// The agent's node name (a unique test name when `None`).
+    pub node_name: Option<String>,
+    /// Start the agent in its own process group, so that a terminal's
+    /// Ctrl-C reaches only the caller, which then stops the agent itself
+    /// ([`ConsulAgent::stop`]).
+    pub own_process_group: bool,
 }
 
 /// The ports one agent listens on (all distinct, all loopback).
@@ -227,7 +256,7 @@ impl ConsulAgent {
     /// to `serfHealth` can be created at once). Retries with fresh ports on a
     /// port clash; panics with the agent's log if it never gets ready.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(&ConsulOptions::default())
     }
 
     /// [`ConsulAgent::start`], also serving HTTPS on its own free port with
@@ -235,30 +264,47 @@ impl ConsulAgent {
     /// [`SERVER_NAME`], and a client must present a certificate signed by
     /// the test CA ([`ConsulAgent::tls`]).
     pub fn start_tls() -> Self {
-        Self::start_with(true)
+        Self::start_with(&ConsulOptions {
+            tls: true,
+            ..ConsulOptions::default()
+        })
     }
 
-    fn start_with(tls: bool) -> Self {
-        let bin = consul_bin();
+    /// [`ConsulAgent::try_start`], panicking with its error.
+    pub fn start_with(opts: &ConsulOptions) -> Self {
+        Self::try_start(opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts an agent as `opts` say and waits until it is ready (as
+    /// [`ConsulAgent::start`]), retrying with fresh ports; says why it
+    /// failed instead of panicking (for a program such as the demo).
+    pub fn try_start(opts: &ConsulOptions) -> Result<Self, String> {
+        let bin = opts.bin.clone().unwrap_or_else(consul_bin);
         let mut last_log = String::new();
         for attempt in 1..=START_ATTEMPTS {
             let dir = tempfile::Builder::new()
                 .prefix("novaha-consul-")
                 .tempdir()
-                .expect("create consul temp dir");
+                .map_err(|e| format!("create a temp dir for the consul agent: {e}"))?;
             let ports = ConsulPorts::pick();
-            let node_name = format!(
-                "novaha-test-{}-{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed),
-                ports.http
-            );
+            let node_name = opts.node_name.clone().unwrap_or_else(|| {
+                format!(
+                    "novaha-test-{}-{}-{}",
+                    std::process::id(),
+                    SEQ.fetch_add(1, Ordering::Relaxed),
+                    ports.http
+                )
+            });
             let log_path = dir.path().join("consul.log");
-            let log = std::fs::File::create(&log_path).expect("create consul log file");
-            let log_err = log.try_clone().expect("clone consul log file handle");
+            let log = std::fs::File::create(&log_path)
+                .map_err(|e| format!("create {}: {e}", log_path.display()))?;
+            let log_err = log
+                .try_clone()
+                .map_err(|e| format!("clone the consul log file handle: {e}"))?;
             let data_dir = dir.path().join("data");
-            std::fs::create_dir_all(&data_dir).expect("create consul data dir");
-            let https = tls.then(|| {
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("create {}: {e}", data_dir.display()))?;
+            let https = opts.tls.then(|| {
                 let files = make_tls(dir.path());
                 let mut port = free_port();
                 while [ports.http, ports.serf_lan, ports.serf_wan, ports.server].contains(&port) {
@@ -269,6 +315,7 @@ impl ConsulAgent {
             let mut cmd = Command::new(&bin);
             cmd.arg("agent")
                 .arg("-dev")
+                .args(opts.ui.then_some("-ui"))
                 .args(["-bind", "127.0.0.1", "-client", "127.0.0.1"])
                 .args(["-node", &node_name])
                 .arg(format!("-data-dir={}", data_dir.display()))
@@ -295,23 +342,33 @@ impl ConsulAgent {
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(log_err));
-            let mut guard = ChildGuard::spawn("consul agent", &mut cmd);
+            if opts.own_process_group {
+                cmd.process_group(0);
+            }
+            let mut guard = ChildGuard::try_spawn("consul agent", &mut cmd)
+                .map_err(|e| format!("start {}: {e}", bin.display()))?;
             if wait_ready(&mut guard, ports.http, &node_name) {
-                return Self {
+                return Ok(Self {
                     guard,
                     ports,
                     node_name,
                     dir,
                     https,
-                };
+                });
             }
             guard.kill();
             last_log = read_tail(&log_path);
             eprintln!("consul agent start attempt {attempt} failed (ports {ports:?}); retrying");
         }
-        panic!(
+        Err(format!(
             "consul agent did not get ready after {START_ATTEMPTS} attempts; last log:\n{last_log}"
-        );
+        ))
+    }
+
+    /// Stops the agent gracefully (SIGINT: it leaves), killing it after
+    /// `grace`; returns how it ended. Its temp dir goes when it is dropped.
+    pub fn stop(&mut self, grace: Duration) -> String {
+        self.guard.stop("INT", grace)
     }
 
     /// The HTTP API's base URL, `http://127.0.0.1:PORT` (no trailing slash).

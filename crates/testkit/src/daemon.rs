@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::consul::ConsulAgent;
-use crate::process::{ChildGuard, free_port};
+use crate::process::{ChildGuard, free_port, tail_lines};
 
 /// The settings of one test daemon's config file.
 #[derive(Clone, Debug)]
@@ -98,9 +99,25 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `bin run -c config` (plus `args`) with `RUST_LOG` cleared.
     pub fn spawn(bin: &Path, config: &Path, id: &str, dir: &Path, args: &[&str]) -> Self {
+        Self::try_spawn(bin, config, id, dir, args, false)
+            .unwrap_or_else(|e| panic!("start novaha {id}: {e}"))
+    }
+
+    /// [`Daemon::spawn`], saying why it could not start instead of
+    /// panicking; with `own_process_group` the daemon gets its own process
+    /// group, so that a terminal's Ctrl-C reaches only the caller, which
+    /// then stops it ([`Daemon::stop`]).
+    pub fn try_spawn(
+        bin: &Path,
+        config: &Path,
+        id: &str,
+        dir: &Path,
+        args: &[&str],
+        own_process_group: bool,
+    ) -> std::io::Result<Self> {
         let log = dir.join(format!("{id}.log"));
-        let out = File::create(&log).expect("create the daemon log");
-        let err = out.try_clone().expect("clone the log handle");
+        let out = File::create(&log)?;
+        let err = out.try_clone()?;
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("-c")
@@ -110,12 +127,36 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        let guard = ChildGuard::spawn(&format!("novaha {id}"), &mut cmd);
-        Self {
+        if own_process_group {
+            cmd.process_group(0);
+        }
+        let guard = ChildGuard::try_spawn(&format!("novaha {id}"), &mut cmd)?;
+        Ok(Self {
             id: id.to_owned(),
             guard,
             log,
-        }
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    /// The file its stdout and stderr go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn tail(&self, lines: usize) -> String {
+        tail_lines(&self.log, lines)
+    }
+
+    /// Stops it gracefully: SIGTERM (it resigns its lock), then SIGKILL
+    /// after `grace`; returns how it ended.
+    pub fn stop(&mut self, grace: Duration) -> String {
+        self.guard.stop("TERM", grace)
     }
 
     /// Everything it logged so far.

@@ -22,13 +22,25 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".cache"))
 }
 
-/// Finds an installed tool: the environment variable `env` if set, then each
-/// of `candidates` (absolute, or relative to the cache dir), then `PATH`.
-/// Panics naming the install command when it is missing: a missing tool is a
-/// failure, not a skip.
-pub fn tool(env: &str, candidates: &[&str], name: &str) -> PathBuf {
+/// Where [`find_tool`] found a tool (for a program that says which binary
+/// it uses and why).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToolSource {
+    /// The environment variable named by the caller.
+    Env,
+    /// One of the caller's candidates (the cache dir, or an absolute path).
+    Candidate,
+    /// `PATH`.
+    Path,
+}
+
+/// Looks for an installed tool: the environment variable `env` if set (its
+/// value as is, even when it names no file: the caller asked for it), then
+/// each of `candidates` (absolute, or relative to the cache dir), then
+/// `PATH`. `None` when it is nowhere.
+pub fn find_tool(env: &str, candidates: &[&str], name: &str) -> Option<(PathBuf, ToolSource)> {
     if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
+        return Some((PathBuf::from(p), ToolSource::Env));
     }
     for c in candidates {
         let p = Path::new(c);
@@ -38,18 +50,32 @@ pub fn tool(env: &str, candidates: &[&str], name: &str) -> PathBuf {
             cache_dir().join(p)
         };
         if p.is_file() {
-            return p;
+            return Some((p, ToolSource::Candidate));
         }
     }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return p;
-            }
-        }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .map(|p| (p, ToolSource::Path))
+}
+
+/// Finds an installed tool as [`find_tool`] does. Panics naming the install
+/// command when it is missing: a missing tool is a failure, not a skip.
+pub fn tool(env: &str, candidates: &[&str], name: &str) -> PathBuf {
+    match find_tool(env, candidates, name) {
+        Some((p, _)) => p,
+        None => panic!(
+            "{name} not found (set {env}, or run scripts/test-deps.sh to install the test tools)"
+        ),
     }
-    panic!("{name} not found (set {env}, or run scripts/test-deps.sh to install the test tools)");
+}
+
+/// The last `lines` lines of the text file at `path` (empty when it cannot
+/// be read): the end of a child's log for an error message.
+pub fn tail_lines(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A free TCP port on 127.0.0.1 (bound to port 0 and released). A tiny race
@@ -109,13 +135,22 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawns `cmd`, panicking with `name` if it cannot start.
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"));
-        Self {
+        Self::try_spawn(name, cmd).unwrap_or_else(|e| panic!("start {name} ({cmd:?}): {e}"))
+    }
+
+    /// Spawns `cmd`, or says why it could not start (for a program, such as
+    /// the demo, that reports errors instead of panicking).
+    pub fn try_spawn(name: &str, cmd: &mut Command) -> std::io::Result<Self> {
+        let child = cmd.spawn()?;
+        Ok(Self {
             name: name.to_owned(),
             child: Some(child),
-        }
+        })
+    }
+
+    /// The name it was started with.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The child's pid.
@@ -164,6 +199,48 @@ impl ChildGuard {
         match self.child.as_mut() {
             Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
             None => false,
+        }
+    }
+
+    /// Stops the child gracefully: sends `signal` (e.g. "TERM" for a daemon,
+    /// which then resigns its lock; "INT" for a Consul agent, which then
+    /// leaves), waits up to `grace` for it to exit, then kills it. Never
+    /// panics; returns how it ended, for a line of output.
+    pub fn stop(&mut self, signal: &str, grace: Duration) -> String {
+        let Some(child) = self.child.as_mut() else {
+            return format!("{} had already been stopped", self.name);
+        };
+        if let Ok(Some(st)) = child.try_wait() {
+            self.child = None;
+            return format!("{} had already exited ({st})", self.name);
+        }
+        // A failed kill(1) (the child exited meanwhile) is seen below.
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => {
+                    self.child = None;
+                    return format!("{} stopped ({st})", self.name);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => {
+                    self.kill();
+                    return format!("{} did not stop within {grace:?}: killed", self.name);
+                }
+                Err(e) => {
+                    self.kill();
+                    return format!("{} could not be waited for ({e}): killed", self.name);
+                }
+            }
         }
     }
 
