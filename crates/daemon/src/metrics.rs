@@ -55,8 +55,10 @@ macro_rules! series {
             fn registered() -> Self {
                 let mut registry = Registry::default();
                 let build_info = Gauges::default();
-                build_info.get_or_create(&labels(&[("version", env!("CARGO_PKG_VERSION"))])).set(1);
-                registry.register("novaha_build_info", "Always 1; the version label names the build", build_info);
+                let version = labels(&[("version", env!("CARGO_PKG_VERSION"))]);
+                build_info.get_or_create(&version).set(1);
+                let help = "Always 1; the version label names the build";
+                registry.register("novaha_build_info", help, build_info);
                 $(let $field: $ty = series!(@init $($init)?);
                 registry.register($name, $help, $field.clone());)*
                 Self { registry, tolerated_zones: Mutex::default(), $($field,)* }
