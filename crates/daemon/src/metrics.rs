@@ -5,8 +5,9 @@
 //! Exposed in the classic text format (`text/plain; version=0.0.4`) that
 //! both the Prometheus server and `promtool check metrics` read.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,6 +16,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge>;
 
 /// The node states `novaha_nodes{state}` reports, always all of them.
 pub const NODE_STATES: [&str; 6] = [
@@ -26,59 +29,94 @@ pub const NODE_STATES: [&str; 6] = [
     "invalid",
 ];
 
-/// Every series novaha exports.
-pub struct Metrics {
-    registry: Registry,
-    leader_flag: AtomicBool,
-    guard_flag: AtomicBool,
-    leader: Gauge,
-    leader_acquisitions: Counter,
-    leader_losses: Counter,
-    cycles: Family<Labels, Counter>,
-    nodes: Family<Labels, Gauge>,
-    node_fails: Family<Labels, Gauge>,
-    node_failed: Family<Labels, Gauge>,
-    node_degraded: Family<Labels, Gauge>,
-    poll_duration: Histogram,
-    state_invalid: Gauge,
-    state_invalid_total: Counter,
-    guard: Gauge,
-    guard_trips: Counter,
-    recoveries: Family<Labels, Counter>,
-    recovery_duration: Histogram,
-    recovery_age: Family<Labels, Gauge<f64, AtomicU64>>,
-    recovery_stuck: Family<Labels, Gauge>,
-    fence: Family<Labels, Counter>,
-    fence_duration: Family<Labels, Histogram, fn() -> Histogram>,
-    bmc_up: Family<Labels, Gauge>,
-    evacuations: Family<Labels, Counter>,
-    evacuation_duration: Histogram,
-    notifications: Family<Labels, Counter>,
-    api_errors: Family<Labels, Counter>,
-    admin_resets: Counter,
-    paused: Gauge,
-    blind: Gauge,
-    judgement_age: Gauge<f64, AtomicU64>,
-    ha_nodes: Family<Labels, Gauge>,
-    failures_tolerated: Family<Labels, Gauge>,
-    /// The zones of the last failures-tolerated figure (to drop a gone one).
-    tolerated_zones: std::sync::Mutex<Vec<String>>,
-}
-
 /// The HA node states `novaha_ha_nodes{state}` reports, always all of them.
 pub const HA_NODE_STATES: [&str; 3] = ["free", "in_use", "invalid"];
-
-fn node(node: &str) -> Labels {
-    vec![("node", node.to_owned())]
-}
 
 /// The results `novaha_cycles_total{result}` counts, always all of them:
 /// `ok` (judged, or observed only), `blind` (recorded but nothing judged:
 /// the cloud cannot be read), `error` (consul unreachable, write refused).
 pub const CYCLE_RESULTS: [&str; 3] = ["ok", "blind", "error"];
 
+/// Declares [`Metrics`] from one line per series (field: type [= initial
+/// value, else its default], name, help) and `Metrics::registered`, which
+/// registers them in that order: the order of the exposition.
+macro_rules! series {
+    ($($field:ident: $ty:ty $(= $init:expr)?, $name:literal, $help:literal;)*) => {
+        /// Every series novaha exports.
+        pub struct Metrics {
+            registry: Registry,
+            /// The zones of the last failures-tolerated figure (to drop a gone one).
+            tolerated_zones: Mutex<Vec<String>>,
+            $($field: $ty,)*
+        }
+
+        impl Metrics {
+            /// Every series registered, after `novaha_build_info`.
+            fn registered() -> Self {
+                let mut registry = Registry::default();
+                let build_info = Gauges::default();
+                let version = labels(&[("version", env!("CARGO_PKG_VERSION"))]);
+                build_info.get_or_create(&version).set(1);
+                let help = "Always 1; the version label names the build";
+                registry.register("novaha_build_info", help, build_info);
+                $(let $field: $ty = series!(@init $($init)?);
+                registry.register($name, $help, $field.clone());)*
+                Self { registry, tolerated_zones: Mutex::default(), $($field,)* }
+            }
+        }
+    };
+    (@init) => { Default::default() };
+    (@init $init:expr) => { $init };
+}
+
+series! {
+    leader: Gauge, "novaha_leader", "1 while this process holds the leader lock";
+    leader_acquisitions: Counter, "novaha_leader_acquisitions", "Times this process became leader";
+    leader_losses: Counter, "novaha_leader_lost", "Times this process lost the lock without resigning";
+    cycles: Counters, "novaha_cycles", "Leader cycles by result (error: consul unreachable, write refused)";
+    nodes: Gauges, "novaha_nodes", "Compute nodes by state, last cycle";
+    node_fails: Gauges, "novaha_node_fails", "The node's number_fails";
+    node_failed: Gauges, "novaha_node_failed", "1 while the node's failed flag is True";
+    node_degraded: Gauges, "novaha_node_degraded", "1 while the node's signals disagree (internal/degraded is set): not failing, but an operator should look";
+    poll_duration: Histogram = Histogram::new(exponential_buckets(0.005, 2.0, 14)), "novaha_poll_duration_seconds", "Duration of one detection cycle";
+    state_invalid: Gauge, "novaha_state_invalid", "K/V values that do not parse, last cycle";
+    state_invalid_total: Counter, "novaha_state_invalid", "Invalid K/V values seen, each key and value once";
+    guard: Gauge, "novaha_mass_failure_guard", "1 while the mass-failure guard holds fencing back";
+    guard_trips: Counter, "novaha_mass_failure_guard_trips", "Times the mass-failure guard tripped";
+    recoveries: Counters, "novaha_recoveries", "Finished recoveries by result";
+    recovery_duration: Histogram = Histogram::new(exponential_buckets(5.0, 2.0, 12)), "novaha_recovery_duration_seconds", "From detection to every instance landed";
+    recovery_age: Family<Labels, Gauge<f64, AtomicU64>>, "novaha_recovery_age_seconds", "Age of a recovery in progress";
+    recovery_stuck: Gauges, "novaha_recovery_stuck", "1 while a recovery needs an operator";
+    fence: Counters, "novaha_fence", "Fence attempts by driver and result";
+    fence_duration: Family<Labels, Histogram, fn() -> Histogram> = Family::new_with_constructor(seconds_buckets), "novaha_fence_duration_seconds", "One fence attempt, power-off to verified off";
+    failures_tolerated: Gauges, "novaha_capacity_failures_tolerated", "How many of the largest compute hosts of a zone could fail at once with their instances fitting on the free spares (and, where the scheduler is allowed, the other hosts' free capacity)";
+    bmc_up: Gauges, "novaha_bmc_up", "1 when the fence-path health check read the node's power";
+    evacuations: Counters, "novaha_evacuations", "Instances by outcome";
+    evacuation_duration: Histogram = seconds_buckets(), "novaha_evacuation_duration_seconds", "One instance, evacuate call to landed";
+    notifications: Counters, "novaha_notifications", "Notification messages by driver and result";
+    api_errors: Counters, "novaha_api_errors", "Failed calls to peers by service";
+    admin_resets: Counter, "novaha_admin_resets", "Administrator resets handled";
+    paused: Gauge, "novaha_paused", "1 while the cluster is paused (config/paused): nothing is fenced, forced down or evacuated";
+    blind: Gauge, "novaha_monitor_blind", "1 while the leader cannot judge (no cloud configured, auth failing, Nova down) beyond the grace";
+    judgement_age: Gauge<f64, AtomicU64>, "novaha_monitor_judgement_age_seconds", "Seconds since the leader last judged every node with Nova's answer (0 on a standby)";
+    ha_nodes: Gauges, "novaha_ha_nodes", "HA (spare) nodes by state, last cycle";
+}
+
+/// A label set from (name, value) pairs.
+fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+    pairs.iter().map(|&(k, v)| (k, v.to_owned())).collect()
+}
+
+fn node(node: &str) -> Labels {
+    labels(&[("node", node)])
+}
+
+fn result(result: &str) -> Labels {
+    labels(&[("result", result)])
+}
+
 fn cycle_result(ok: bool) -> Labels {
-    vec![("result", if ok { "ok" } else { "error" }.to_owned())]
+    result(if ok { "ok" } else { "error" })
 }
 
 fn seconds_buckets() -> Histogram {
@@ -86,221 +124,44 @@ fn seconds_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.1, 2.0, 16))
 }
 
+/// Sets `gauge` to `on`, counting in `rises` each change from off to on.
+fn set_counting_rises(gauge: &Gauge, rises: &Counter, on: bool) {
+    if gauge.set(i64::from(on)) == 0 && on {
+        rises.inc();
+    }
+}
+
+/// Sets a `{state}` family to the counts of `by_state`; `states` not given
+/// are set to 0.
+fn set_by_state(family: &Gauges, states: &[&str], by_state: &[(&'static str, i64)]) {
+    for &state in states {
+        let n = by_state
+            .iter()
+            .filter(|(s, _)| *s == state)
+            .map(|(_, n)| n)
+            .sum();
+        family.get_or_create(&labels(&[("state", state)])).set(n);
+    }
+}
+
+/// Counts one `{result}` and, when given, observes its duration.
+fn finished(counts: &Counters, outcome: &str, duration: &Histogram, seconds: Option<f64>) {
+    counts.get_or_create(&result(outcome)).inc();
+    if let Some(s) = seconds {
+        duration.observe(s);
+    }
+}
+
 impl Metrics {
     /// Registers every series (all present from the start, at zero).
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::default();
-        let m = Self {
-            registry: Registry::default(),
-            leader_flag: AtomicBool::new(false),
-            guard_flag: AtomicBool::new(false),
-            leader: Gauge::default(),
-            leader_acquisitions: Counter::default(),
-            leader_losses: Counter::default(),
-            cycles: Family::default(),
-            nodes: Family::default(),
-            node_fails: Family::default(),
-            node_failed: Family::default(),
-            node_degraded: Family::default(),
-            poll_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
-            state_invalid: Gauge::default(),
-            state_invalid_total: Counter::default(),
-            guard: Gauge::default(),
-            guard_trips: Counter::default(),
-            recoveries: Family::default(),
-            recovery_duration: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
-            recovery_age: Family::default(),
-            recovery_stuck: Family::default(),
-            fence: Family::default(),
-            fence_duration: Family::new_with_constructor(seconds_buckets),
-            bmc_up: Family::default(),
-            failures_tolerated: Family::default(),
-            tolerated_zones: std::sync::Mutex::new(Vec::new()),
-            evacuations: Family::default(),
-            evacuation_duration: seconds_buckets(),
-            notifications: Family::default(),
-            api_errors: Family::default(),
-            admin_resets: Counter::default(),
-            paused: Gauge::default(),
-            blind: Gauge::default(),
-            judgement_age: Gauge::default(),
-            ha_nodes: Family::default(),
-        };
-        let build_info: Family<Labels, Gauge> = Family::default();
-        build_info
-            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
-            .set(1);
-        registry.register(
-            "novaha_build_info",
-            "Always 1; the version label names the build",
-            build_info,
-        );
-        registry.register(
-            "novaha_leader",
-            "1 while this process holds the leader lock",
-            m.leader.clone(),
-        );
-        registry.register(
-            "novaha_leader_acquisitions",
-            "Times this process became leader",
-            m.leader_acquisitions.clone(),
-        );
-        registry.register(
-            "novaha_leader_lost",
-            "Times this process lost the lock without resigning",
-            m.leader_losses.clone(),
-        );
-        registry.register(
-            "novaha_cycles",
-            "Leader cycles by result (error: consul unreachable, write refused)",
-            m.cycles.clone(),
-        );
-        registry.register(
-            "novaha_nodes",
-            "Compute nodes by state, last cycle",
-            m.nodes.clone(),
-        );
-        registry.register(
-            "novaha_node_fails",
-            "The node's number_fails",
-            m.node_fails.clone(),
-        );
-        registry.register(
-            "novaha_node_failed",
-            "1 while the node's failed flag is True",
-            m.node_failed.clone(),
-        );
-        registry.register(
-            "novaha_node_degraded",
-            "1 while the node's signals disagree (internal/degraded is set): not failing, but an operator should look",
-            m.node_degraded.clone(),
-        );
-        registry.register(
-            "novaha_poll_duration_seconds",
-            "Duration of one detection cycle",
-            m.poll_duration.clone(),
-        );
-        registry.register(
-            "novaha_state_invalid",
-            "K/V values that do not parse, last cycle",
-            m.state_invalid.clone(),
-        );
-        registry.register(
-            "novaha_state_invalid",
-            "Invalid K/V values seen, each key and value once",
-            m.state_invalid_total.clone(),
-        );
-        registry.register(
-            "novaha_mass_failure_guard",
-            "1 while the mass-failure guard holds fencing back",
-            m.guard.clone(),
-        );
-        registry.register(
-            "novaha_mass_failure_guard_trips",
-            "Times the mass-failure guard tripped",
-            m.guard_trips.clone(),
-        );
-        registry.register(
-            "novaha_recoveries",
-            "Finished recoveries by result",
-            m.recoveries.clone(),
-        );
-        registry.register(
-            "novaha_recovery_duration_seconds",
-            "From detection to every instance landed",
-            m.recovery_duration.clone(),
-        );
-        registry.register(
-            "novaha_recovery_age_seconds",
-            "Age of a recovery in progress",
-            m.recovery_age.clone(),
-        );
-        registry.register(
-            "novaha_recovery_stuck",
-            "1 while a recovery needs an operator",
-            m.recovery_stuck.clone(),
-        );
-        registry.register(
-            "novaha_fence",
-            "Fence attempts by driver and result",
-            m.fence.clone(),
-        );
-        registry.register(
-            "novaha_fence_duration_seconds",
-            "One fence attempt, power-off to verified off",
-            m.fence_duration.clone(),
-        );
-        registry.register(
-            "novaha_capacity_failures_tolerated",
-            "How many of the largest compute hosts of a zone could fail at once with their instances fitting on the free spares (and, where the scheduler is allowed, the other hosts' free capacity)",
-            m.failures_tolerated.clone(),
-        );
-        registry.register(
-            "novaha_bmc_up",
-            "1 when the fence-path health check read the node's power",
-            m.bmc_up.clone(),
-        );
-        registry.register(
-            "novaha_evacuations",
-            "Instances by outcome",
-            m.evacuations.clone(),
-        );
-        registry.register(
-            "novaha_evacuation_duration_seconds",
-            "One instance, evacuate call to landed",
-            m.evacuation_duration.clone(),
-        );
-        registry.register(
-            "novaha_notifications",
-            "Notification messages by driver and result",
-            m.notifications.clone(),
-        );
-        registry.register(
-            "novaha_api_errors",
-            "Failed calls to peers by service",
-            m.api_errors.clone(),
-        );
-        registry.register(
-            "novaha_admin_resets",
-            "Administrator resets handled",
-            m.admin_resets.clone(),
-        );
-        registry.register(
-            "novaha_paused",
-            "1 while the cluster is paused (config/paused): nothing is fenced, forced down or evacuated",
-            m.paused.clone(),
-        );
-        registry.register(
-            "novaha_monitor_blind",
-            "1 while the leader cannot judge (no cloud configured, auth failing, Nova down) beyond the grace",
-            m.blind.clone(),
-        );
-        registry.register(
-            "novaha_monitor_judgement_age_seconds",
-            "Seconds since the leader last judged every node with Nova's answer (0 on a standby)",
-            m.judgement_age.clone(),
-        );
-        registry.register(
-            "novaha_ha_nodes",
-            "HA (spare) nodes by state, last cycle",
-            m.ha_nodes.clone(),
-        );
-        for state in HA_NODE_STATES {
-            m.ha_nodes
-                .get_or_create(&vec![("state", state.to_owned())])
-                .set(0);
+        let m = Self::registered();
+        m.set_ha_nodes(&[]);
+        m.set_nodes(&[]);
+        for r in CYCLE_RESULTS {
+            m.cycles.get_or_create(&result(r)).inc_by(0);
         }
-        for state in NODE_STATES {
-            m.nodes
-                .get_or_create(&vec![("state", state.to_owned())])
-                .set(0);
-        }
-        for result in CYCLE_RESULTS {
-            m.cycles
-                .get_or_create(&vec![("result", result.to_owned())])
-                .inc_by(0);
-        }
-        Arc::new(Self { registry, ..m })
+        Arc::new(m)
     }
 
     /// The exposition in the classic Prometheus text format.
@@ -313,12 +174,7 @@ impl Metrics {
 
     /// Records whether this process holds the lock; counts each acquisition.
     pub fn set_leader(&self, leader: bool) {
-        if leader && !self.leader_flag.swap(true, Ordering::Relaxed) {
-            self.leader_acquisitions.inc();
-        } else if !leader {
-            self.leader_flag.store(false, Ordering::Relaxed);
-        }
-        self.leader.set(i64::from(leader));
+        set_counting_rises(&self.leader, &self.leader_acquisitions, leader);
     }
 
     /// The lock was lost without this process asking to (a standby again).
@@ -335,9 +191,7 @@ impl Metrics {
     /// One leader cycle was recorded but judged nothing: the cloud could
     /// not be read.
     pub fn cycle_blind(&self) {
-        self.cycles
-            .get_or_create(&vec![("result", "blind".to_owned())])
-            .inc();
+        self.cycles.get_or_create(&result("blind")).inc();
     }
 
     /// Records whether the cluster is paused.
@@ -354,16 +208,7 @@ impl Metrics {
 
     /// Sets `novaha_ha_nodes{state}`; states not given are set to 0.
     pub fn set_ha_nodes(&self, by_state: &[(&'static str, i64)]) {
-        for state in HA_NODE_STATES {
-            let n = by_state
-                .iter()
-                .filter(|(s, _)| *s == state)
-                .map(|(_, n)| *n)
-                .sum();
-            self.ha_nodes
-                .get_or_create(&vec![("state", state.to_owned())])
-                .set(n);
-        }
+        set_by_state(&self.ha_nodes, &HA_NODE_STATES, by_state);
     }
 
     /// Leader cycles so far that ended `ok` (or failed): the value of
@@ -389,25 +234,17 @@ impl Metrics {
 
     /// Sets `novaha_nodes{state}`; states not given are set to 0.
     pub fn set_nodes(&self, by_state: &[(&'static str, i64)]) {
-        for state in NODE_STATES {
-            let n = by_state
-                .iter()
-                .filter(|(s, _)| *s == state)
-                .map(|(_, n)| *n)
-                .sum();
-            self.nodes
-                .get_or_create(&vec![("state", state.to_owned())])
-                .set(n);
-        }
+        set_by_state(&self.nodes, &NODE_STATES, by_state);
     }
 
     /// Sets a node's `number_fails` and failed flag.
     pub fn set_node(&self, name: &str, number_fails: u32, failed: bool) {
+        let labels = node(name);
         self.node_fails
-            .get_or_create(&node(name))
+            .get_or_create(&labels)
             .set(i64::from(number_fails));
         self.node_failed
-            .get_or_create(&node(name))
+            .get_or_create(&labels)
             .set(i64::from(failed));
     }
 
@@ -424,9 +261,9 @@ impl Metrics {
         self.node_fails.remove(&labels);
         self.node_failed.remove(&labels);
         self.node_degraded.remove(&labels);
-        self.recovery_age.remove(&labels);
         self.recovery_stuck.remove(&labels);
         self.bmc_up.remove(&labels);
+        self.recovery_age.remove(&labels);
     }
 
     /// How many K/V values do not parse right now.
@@ -442,64 +279,50 @@ impl Metrics {
 
     /// Records the guard's state; counts each trip.
     pub fn set_mass_failure_guard(&self, tripped: bool) {
-        if tripped && !self.guard_flag.swap(true, Ordering::Relaxed) {
-            self.guard_trips.inc();
-        } else if !tripped {
-            self.guard_flag.store(false, Ordering::Relaxed);
-        }
-        self.guard.set(i64::from(tripped));
+        set_counting_rises(&self.guard, &self.guard_trips, tripped);
     }
 
     /// A recovery finished (`done` or `stuck`), with its detected-to-landed
     /// time when every instance landed.
     pub fn recovery_finished(&self, result: &str, detected_to_landed_seconds: Option<f64>) {
-        self.recoveries
-            .get_or_create(&vec![("result", result.to_owned())])
-            .inc();
-        if let Some(s) = detected_to_landed_seconds {
-            self.recovery_duration.observe(s);
-        }
+        finished(
+            &self.recoveries,
+            result,
+            &self.recovery_duration,
+            detected_to_landed_seconds,
+        );
     }
 
     /// A node's recovery in progress (`None` age: none in progress).
     pub fn set_recovery(&self, name: &str, age_seconds: Option<f64>, stuck: bool) {
+        let labels = node(name);
         self.recovery_age
-            .get_or_create(&node(name))
+            .get_or_create(&labels)
             .set(age_seconds.unwrap_or(0.0));
         self.recovery_stuck
-            .get_or_create(&node(name))
+            .get_or_create(&labels)
             .set(i64::from(stuck));
     }
 
     /// One fence attempt.
     pub fn fence_attempt(&self, driver: &str, ok: bool, seconds: f64) {
         let result = if ok { "ok" } else { "failed" };
-        self.fence
-            .get_or_create(&vec![
-                ("driver", driver.to_owned()),
-                ("result", result.to_owned()),
-            ])
-            .inc();
-        self.fence_duration
-            .get_or_create(&vec![("driver", driver.to_owned())])
-            .observe(seconds);
+        let attempt = labels(&[("driver", driver), ("result", result)]);
+        self.fence.get_or_create(&attempt).inc();
+        let driver = labels(&[("driver", driver)]);
+        self.fence_duration.get_or_create(&driver).observe(seconds);
     }
 
     /// Sets `novaha_capacity_failures_tolerated{zone}` (zone `""` is shown
     /// as `none`); zones no longer present are dropped.
-    pub fn set_failures_tolerated(&self, by_zone: &std::collections::BTreeMap<String, u32>) {
-        let label = |z: &str| {
-            let z = if z.is_empty() { "none" } else { z };
-            vec![("zone", z.to_owned())]
-        };
+    pub fn set_failures_tolerated(&self, by_zone: &BTreeMap<String, u32>) {
+        let label = |z: &str| labels(&[("zone", if z.is_empty() { "none" } else { z })]);
         let mut known = self
             .tolerated_zones
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for old in known.iter() {
-            if !by_zone.contains_key(old) {
-                self.failures_tolerated.remove(&label(old));
-            }
+            .unwrap_or_else(PoisonError::into_inner);
+        for old in known.iter().filter(|z| !by_zone.contains_key(*z)) {
+            self.failures_tolerated.remove(&label(old));
         }
         for (zone, n) in by_zone {
             self.failures_tolerated
@@ -516,28 +339,24 @@ impl Metrics {
 
     /// One instance reached a final state, with its evacuate-to-landed time.
     pub fn evacuation(&self, result: &str, seconds: Option<f64>) {
-        self.evacuations
-            .get_or_create(&vec![("result", result.to_owned())])
-            .inc();
-        if let Some(s) = seconds {
-            self.evacuation_duration.observe(s);
-        }
+        finished(
+            &self.evacuations,
+            result,
+            &self.evacuation_duration,
+            seconds,
+        );
     }
 
     /// One notification message's outcome.
     pub fn notification(&self, driver: &str, result: &str) {
-        self.notifications
-            .get_or_create(&vec![
-                ("driver", driver.to_owned()),
-                ("result", result.to_owned()),
-            ])
-            .inc();
+        let labels = labels(&[("driver", driver), ("result", result)]);
+        self.notifications.get_or_create(&labels).inc();
     }
 
     /// A failed call to a peer.
     pub fn api_error(&self, service: &str) {
         self.api_errors
-            .get_or_create(&vec![("service", service.to_owned())])
+            .get_or_create(&labels(&[("service", service)]))
             .inc();
     }
 
