@@ -18,12 +18,14 @@
 //! [`LeaderLease`]: novaha_core::store::LeaderLease
 
 pub mod client;
+pub mod config;
 pub mod election;
 pub mod error;
 pub mod store;
 pub mod tls;
 
 pub use client::{Consul, ConsulSettings, KvPair, TxnFailure, TxnOp, TxnOutcome};
+pub use config::ConsulConfig;
 pub use election::{Election, ElectionSettings, LeaderInfo};
 pub use error::ConsulError;
 pub use store::ConsulStore;

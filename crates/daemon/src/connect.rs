@@ -3,24 +3,14 @@
 //! host's name (the lock value, and who an operator's write came from).
 
 use anyhow::Context;
-use novaha_consul::{Consul, ConsulSettings};
+use novaha_consul::Consul;
 use novaha_core::kv::Schema;
 
 use crate::config::Config;
 
-/// The Consul client settings of a config.
-pub fn consul_settings(cfg: &Config) -> ConsulSettings {
-    ConsulSettings {
-        address: cfg.consul.address.clone(),
-        token: cfg.consul.token.clone(),
-        request_timeout: cfg.consul.request_timeout,
-        tls: cfg.consul.tls(),
-    }
-}
-
 /// A Consul client and the schema of the configured prefix.
 pub fn connect(cfg: &Config) -> anyhow::Result<(Consul, Schema)> {
-    let consul = Consul::new(&consul_settings(cfg))
+    let consul = Consul::new(&cfg.consul.settings())
         .with_context(|| format!("consul client for {}", cfg.consul.address))?;
     Ok((consul, Schema::new(&cfg.consul.prefix)))
 }

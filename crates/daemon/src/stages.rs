@@ -24,7 +24,6 @@ use novaha_notify::{DeliveryOutcome, Outbox, OutboxOptions};
 use novaha_openstack::PlacementClient;
 
 use crate::config::Config;
-use crate::connect::consul_settings;
 use crate::metrics::Metrics;
 
 /// Everything the leader's cycle and the recovery runner call.
@@ -106,7 +105,7 @@ impl Stages {
             );
             None
         };
-        let consul = consul_settings(cfg);
+        let consul = cfg.consul.settings();
         let monitor = Monitor::new(cfg.monitor.signals(), nova.clone(), Some(&consul))
             .context("build the monitor")?;
         let (consul_client, _) = crate::connect::connect(cfg)?;

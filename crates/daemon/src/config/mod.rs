@@ -8,7 +8,6 @@
 //! its own and then validated, and [`ConfigError`] carries every problem
 //! found, so `novaha check-config` can print them all.
 
-pub mod consul;
 pub mod election;
 pub mod evacuate;
 pub mod fence;
@@ -25,7 +24,6 @@ use std::path::{Path, PathBuf};
 use novaha_core::validate::Validate;
 use serde::de::DeserializeOwned;
 
-pub use self::consul::ConsulConfig;
 pub use self::election::ElectionConfig;
 pub use self::evacuate::{EvacuateConfig, EvacuateTarget};
 pub use self::fence::FenceConfig;
@@ -35,6 +33,7 @@ pub use self::monitor::MonitorConfig;
 pub use self::notify::NotifyConfig;
 pub use self::openstack::OpenStackConfig;
 pub use self::recovery::{Mode, RecoveryConfig};
+pub use novaha_consul::ConsulConfig;
 /// One thing wrong with the configuration: where (`election.session_ttl`,
 /// the file), and what.
 pub use novaha_core::validate::Problem;
@@ -176,7 +175,7 @@ impl Config {
             path: path.to_path_buf(),
             consul: s.read_with(
                 "consul",
-                |c: ConsulConfig, p| c.resolve(env, p),
+                |c: ConsulConfig, p| c.resolve(env, &mut p.0),
                 |c| c.validate(),
             ),
             election: s.read("election"),
@@ -426,7 +425,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let mut problems = Problems::default();
-        let c = ConsulConfig::default().resolve(&env, &mut problems);
+        let c = ConsulConfig::default().resolve(&env, &mut problems.0);
         assert!(problems.0.is_empty(), "{:?}", problems.0);
         assert_eq!(c.address, "https://127.0.0.1:8501");
         // The token file wins over the token variable, as for `consul`.
@@ -450,7 +449,7 @@ mod tests {
         // CONSUL_HTTP_SSL upgrades an http:// address from the environment.
         let mut env2 = env.clone();
         env2.insert("CONSUL_HTTP_ADDR".into(), "http://10.0.0.2:8501".into());
-        let c = ConsulConfig::default().resolve(&env2, &mut problems);
+        let c = ConsulConfig::default().resolve(&env2, &mut problems.0);
         assert_eq!(c.address, "https://10.0.0.2:8501");
         // Keys in the file win over every variable.
         let file: ConsulConfig = toml::from_str(
@@ -458,7 +457,7 @@ mod tests {
              tls_server_name = \"mine\"\ntls_skip_verify = false\n",
         )
         .expect("valid");
-        let c = file.resolve(&env, &mut problems);
+        let c = file.resolve(&env, &mut problems.0);
         assert_eq!(c.address, "http://10.0.0.1:8500");
         assert_eq!(c.token.as_ref().map(|t| t.expose()), Some("in-file"));
         let tls = c.tls();
@@ -471,7 +470,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        ConsulConfig::default().resolve(&bad, &mut problems);
+        ConsulConfig::default().resolve(&bad, &mut problems.0);
         assert_eq!(problems.0.len(), 1, "{:?}", problems.0);
         assert!(problems.0[0].message.contains("CONSUL_HTTP_SSL"));
     }

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use novaha_consul::ConsulTls;
 use novaha_core::Secret;
 use novaha_core::validate::{Problem, Validate};
 use serde::Deserialize;
 
-use super::Problems;
+use crate::client::ConsulSettings;
+use crate::tls::ConsulTls;
 
 /// The address used when neither the file nor `CONSUL_HTTP_ADDR` names one.
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
@@ -90,15 +90,15 @@ impl ConsulConfig {
     /// `token_file`, then `CONSUL_HTTP_TOKEN_FILE`, then `CONSUL_HTTP_TOKEN`;
     /// `CONSUL_HTTP_SSL=true` makes an address without a scheme (or one
     /// from `CONSUL_HTTP_ADDR`) `https://`.
-    pub fn resolve(mut self, env: &HashMap<String, String>, problems: &mut Problems) -> Self {
+    pub fn resolve(mut self, env: &HashMap<String, String>, problems: &mut Vec<Problem>) -> Self {
         let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
         let ssl = match var("CONSUL_HTTP_SSL") {
             None => false,
             Some(v) => env_bool(v).unwrap_or_else(|| {
-                problems.push(
+                problems.push(Problem::new(
                     "consul",
                     format!("CONSUL_HTTP_SSL={v:?} is not a boolean (true or false)"),
-                );
+                ));
                 false
             }),
         };
@@ -126,10 +126,10 @@ impl ConsulConfig {
                     Ok(text) => {
                         self.token = Some(Secret::new(text.lines().next().unwrap_or("").trim()));
                     }
-                    Err(e) => problems.push(
+                    Err(e) => problems.push(Problem::new(
                         at,
                         format!("cannot read token file {}: {e}", file.display()),
-                    ),
+                    )),
                 }
             } else if let Some(t) = var("CONSUL_HTTP_TOKEN") {
                 self.token = Some(Secret::new(t));
@@ -148,13 +148,23 @@ impl ConsulConfig {
         {
             match env_bool(v) {
                 Some(verify) => self.tls_skip_verify = Some(!verify),
-                None => problems.push(
+                None => problems.push(Problem::new(
                     "consul",
                     format!("CONSUL_HTTP_SSL_VERIFY={v:?} is not a boolean (true or false)"),
-                ),
+                )),
             }
         }
         self
+    }
+
+    /// The client settings of this section.
+    pub fn settings(&self) -> ConsulSettings {
+        ConsulSettings {
+            address: self.address.clone(),
+            token: self.token.clone(),
+            request_timeout: self.request_timeout,
+            tls: self.tls(),
+        }
     }
 
     /// The TLS settings for the Consul clients.
@@ -173,7 +183,8 @@ impl ConsulConfig {
 impl Validate for ConsulConfig {
     /// Checks the resolved values.
     fn validate(&self) -> Vec<Problem> {
-        let mut problems = Problems::default();
+        let mut problems = Vec::new();
+        let mut push = |at: &str, message: String| problems.push(Problem::new(at, message));
         match url::Url::parse(&self.address) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
                 // The certificate files, read now: a typo is a config
@@ -187,7 +198,7 @@ impl Validate for ConsulConfig {
                 };
                 let needs_https = self.tls().is_set() && u.scheme() != "https";
                 if needs_https {
-                    problems.push(
+                    push(
                         "address",
                         format!(
                             "TLS settings are set but the address {} is not https:// \
@@ -195,17 +206,16 @@ impl Validate for ConsulConfig {
                             self.address
                         ),
                     );
-                } else if let Err(e) = novaha_consul::http_client(&u, &files, self.request_timeout)
-                {
+                } else if let Err(e) = crate::tls::http_client(&u, &files, self.request_timeout) {
                     let msg = e.to_string();
-                    problems.push(
+                    push(
                         "",
                         msg.trim_start_matches("invalid consul settings: ")
                             .to_owned(),
                     );
                 }
             }
-            Ok(u) => problems.push(
+            Ok(u) => push(
                 "address",
                 format!(
                     "unsupported scheme {:?} in {:?} (http or https)",
@@ -213,11 +223,11 @@ impl Validate for ConsulConfig {
                     self.address
                 ),
             ),
-            Err(e) => problems.push("address", format!("not a URL: {:?}: {e}", self.address)),
+            Err(e) => push("address", format!("not a URL: {:?}: {e}", self.address)),
         }
         let prefix = self.prefix.trim_matches('/');
         if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-            problems.push(
+            push(
                 "prefix",
                 format!(
                     "must be a non-empty key path without spaces, got {:?}",
@@ -226,7 +236,7 @@ impl Validate for ConsulConfig {
             );
         }
         if self.request_timeout < Duration::from_millis(100) {
-            problems.push(
+            push(
                 "request_timeout",
                 format!(
                     "must be at least 100ms, got {}",
@@ -234,6 +244,6 @@ impl Validate for ConsulConfig {
                 ),
             );
         }
-        problems.0
+        problems
     }
 }
