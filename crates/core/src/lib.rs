@@ -10,6 +10,7 @@
 //! callers' `now`, no Consul or OpenStack types. Drivers depend on this crate
 //! and never on each other.
 
+pub mod admin;
 pub mod backoff;
 pub mod capacity;
 pub mod detect;
