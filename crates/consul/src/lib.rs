@@ -25,7 +25,7 @@ pub mod store;
 pub mod tls;
 
 pub use client::{Consul, ConsulSettings, KvPair, TxnFailure, TxnOp, TxnOutcome};
-pub use config::ConsulConfig;
+pub use config::{ConsulConfig, ElectionConfig};
 pub use election::{Election, ElectionSettings, LeaderInfo};
 pub use error::ConsulError;
 pub use store::ConsulStore;

@@ -8,7 +8,6 @@
 //! its own and then validated, and [`ConfigError`] carries every problem
 //! found, so `novaha check-config` can print them all.
 
-pub mod election;
 pub mod evacuate;
 pub mod fence;
 pub mod http;
@@ -24,7 +23,6 @@ use std::path::{Path, PathBuf};
 use novaha_core::validate::Validate;
 use serde::de::DeserializeOwned;
 
-pub use self::election::ElectionConfig;
 pub use self::evacuate::{EvacuateConfig, EvacuateTarget};
 pub use self::fence::FenceConfig;
 pub use self::http::HttpConfig;
@@ -34,6 +32,7 @@ pub use self::notify::NotifyConfig;
 pub use self::openstack::OpenStackConfig;
 pub use self::recovery::{Mode, RecoveryConfig};
 pub use novaha_consul::ConsulConfig;
+pub use novaha_consul::config::ElectionConfig;
 /// One thing wrong with the configuration: where (`election.session_ttl`,
 /// the file), and what.
 pub use novaha_core::validate::Problem;
