@@ -4,6 +4,7 @@
 //! lock acquire/release). Every call carries a timeout and the ACL token
 //! (as a header, never in a URL or a log line).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -736,6 +737,41 @@ impl Consul {
             return Err(a.into_status_error(what));
         }
         Ok(())
+    }
+
+    /// Every health check of every node in the catalog, as `node -> check
+    /// id -> status` (`passing`, `warning`, `critical`), in one request
+    /// (`/v1/health/state/any`): the monitor's Consul signal. Read-only,
+    /// cancel-safe, never retried here.
+    pub async fn health_checks(
+        &self,
+    ) -> Result<BTreeMap<String, HashMap<String, String>>, ConsulError> {
+        let what = "health/state/any";
+        let url = self.url(&["health", "state", "any"], false, &[]);
+        let a = self
+            .send(what, Method::GET, url, None, self.inner.timeout)
+            .await?;
+        if !a.status.is_success() {
+            return Err(a.into_status_error(what));
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(rename = "Node")]
+            node: String,
+            #[serde(rename = "CheckID")]
+            check_id: String,
+            #[serde(rename = "Status")]
+            status: String,
+        }
+        let rows: Vec<Row> = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
+        let mut out: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
+        for r in rows {
+            out.entry(r.node).or_default().insert(r.check_id, r.status);
+        }
+        Ok(out)
     }
 
     /// The status of the local agent's check `id` (`passing`, `warning`,

@@ -6,28 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use novaha_consul::ConsulSettings;
-use novaha_consul::client::BODY_LIMIT;
-use novaha_core::http::CappedBody;
-use novaha_core::text::{error_chain, excerpt};
-use reqwest::header::{HeaderMap, HeaderValue};
-use serde::{Deserialize, Serialize};
+use novaha_consul::{Consul, ConsulSettings};
+use serde::Serialize;
 
 use crate::error::MonitorError;
-
-/// How much of Consul's error body an error keeps.
-const BODY_EXCERPT: usize = 200;
-
-/// One health check as Consul lists it.
-#[derive(Deserialize)]
-struct CheckRow {
-    #[serde(rename = "Node")]
-    node: String,
-    #[serde(rename = "CheckID")]
-    check_id: String,
-    #[serde(rename = "Status")]
-    status: String,
-}
 
 /// The consul signal's answer for one node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -68,22 +50,25 @@ pub fn consul_verdict(
     }
 }
 
-/// A reader of Consul's health checks (a plain HTTP GET with the ACL token
-/// as a header). Cheap to clone.
+/// A reader of Consul's health checks, through the same Consul client as
+/// every other call novaha makes. Cheap to clone.
 #[derive(Clone)]
 pub struct ConsulHealth {
-    http: reqwest::Client,
-    url: url::Url,
-    headers: HeaderMap,
-    timeout: Duration,
+    consul: Consul,
 }
 
 impl std::fmt::Debug for ConsulHealth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
         f.debug_struct("ConsulHealth")
-            .field("url", &self.url.as_str())
-            .field("timeout", &self.timeout)
+            .field(
+                "url",
+                &format!(
+                    "{}/v1/health/state/any",
+                    self.consul.address().trim_end_matches('/')
+                ),
+            )
+            .field("timeout", &self.consul.request_timeout())
             .finish_non_exhaustive()
     }
 }
@@ -92,91 +77,21 @@ impl ConsulHealth {
     /// A reader for the agent of `settings`, each read bounded by
     /// `timeout`. Does no I/O.
     pub fn new(settings: &ConsulSettings, timeout: Duration) -> Result<Self, MonitorError> {
-        let address = settings.address.trim();
-        let with_scheme = if address.contains("://") {
-            address.to_owned()
-        } else {
-            format!("http://{address}")
+        let settings = ConsulSettings {
+            request_timeout: timeout,
+            ..settings.clone()
         };
-        let base = url::Url::parse(&with_scheme)
-            .map_err(|e| MonitorError::Settings(format!("consul address {address:?}: {e}")))?;
-        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-            return Err(MonitorError::Settings(format!(
-                "consul address {address:?}: must be http(s)://host[:port]"
-            )));
-        }
-        let mut headers = HeaderMap::new();
-        if let Some(t) = settings.token.as_ref().filter(|t| !t.is_empty()) {
-            let mut v = HeaderValue::from_str(t.expose()).map_err(|_| {
-                MonitorError::Settings(
-                    "consul token contains characters not allowed in a header".into(),
-                )
-            })?;
-            v.set_sensitive(true);
-            headers.insert("X-Consul-Token", v);
-        }
-        // The same client (TLS, mTLS, server name) as every other call to
-        // Consul.
-        let (http, mut url) = novaha_consul::http_client(&base, &settings.tls, timeout)
-            .map_err(|e| MonitorError::Settings(e.to_string()))?;
-        url.set_path("/v1/health/state/any");
-        Ok(Self {
-            http,
-            url,
-            headers,
-            timeout,
-        })
+        let consul = Consul::new(&settings).map_err(|e| MonitorError::Settings(e.to_string()))?;
+        Ok(Self { consul })
     }
 
     /// Every check of every node: `node -> check id -> status`, in one
     /// request. Read-only, cancel-safe, never retried here.
     pub async fn checks(&self) -> Result<BTreeMap<String, HashMap<String, String>>, MonitorError> {
-        let what = self.url.path().to_owned();
-        let err = |detail: String, retryable: bool| MonitorError::ConsulHealth {
-            what: what.clone(),
-            detail,
-            retryable,
-        };
-        let req = self
-            .http
-            .get(self.url.clone())
-            .headers(self.headers.clone())
-            .timeout(self.timeout);
-        let mut resp = req.send().await.map_err(|e| {
-            let detail = if e.is_timeout() {
-                format!("no answer within {:?}", self.timeout)
-            } else {
-                format!("request failed: {}", error_chain(&e))
-            };
-            err(detail, true)
-        })?;
-        let status = resp.status();
-        let mut body = CappedBody::for_answer(status.is_success(), BODY_LIMIT);
-        let read_err =
-            |e: reqwest::Error| err(format!("reading the answer: {}", error_chain(&e)), true);
-        while let Some(chunk) = resp.chunk().await.map_err(read_err)?
-            && body.push(&chunk)
-        {}
-        let (body, complete) = body.finish();
-        if status.is_success() && !complete {
-            // The same read would bring the same answer: not retryable.
-            return Err(err(
-                format!("answer larger than {BODY_LIMIT} bytes, not read further"),
-                false,
-            ));
-        }
-        if !status.is_success() {
-            let text = excerpt(&String::from_utf8_lossy(&body), BODY_EXCERPT, &[]);
-            let retryable = status.is_server_error() || status.as_u16() == 429;
-            return Err(err(format!("HTTP {}: {text}", status.as_u16()), retryable));
-        }
-        let rows: Vec<CheckRow> = serde_json::from_slice(&body)
-            .map_err(|e| err(format!("unexpected answer: {e}"), false))?;
-        let mut out: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
-        for r in rows {
-            out.entry(r.node).or_default().insert(r.check_id, r.status);
-        }
-        Ok(out)
+        self.consul
+            .health_checks()
+            .await
+            .map_err(MonitorError::ConsulHealth)
     }
 }
 

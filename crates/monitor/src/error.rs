@@ -9,15 +9,8 @@ pub enum MonitorError {
     Settings(String),
     /// Consul's health checks could not be read (transport, timeout, error
     /// status or an answer that does not parse).
-    #[error("consul health read {what}: {detail}")]
-    ConsulHealth {
-        /// The request (path).
-        what: String,
-        /// What went wrong.
-        detail: String,
-        /// Whether a later read may succeed.
-        retryable: bool,
-    },
+    #[error("reading the health checks: {0}")]
+    ConsulHealth(novaha_consul::ConsulError),
 }
 
 impl MonitorError {
@@ -26,7 +19,7 @@ impl MonitorError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Settings(_) => false,
-            Self::ConsulHealth { retryable, .. } => *retryable,
+            Self::ConsulHealth(e) => e.is_retryable(),
         }
     }
 }
