@@ -550,6 +550,17 @@ pub struct ComputeNodeState {
 }
 
 impl ComputeNodeState {
+    /// The node's state as operators see it (`novaha_nodes{state}`, and
+    /// `status`): `invalid` first, then `maintenance` (at `now`), then its
+    /// [`NodeCondition::label`].
+    pub fn state(&self, now: DateTime<Utc>) -> &'static str {
+        match self.condition() {
+            NodeCondition::Invalid => "invalid",
+            _ if self.in_maintenance(now) => "maintenance",
+            c => c.label(),
+        }
+    }
+
     /// Where the node stands ([`NodeCondition`]).
     pub fn condition(&self) -> NodeCondition {
         let (Ok(failed), Ok(recovered), Ok(number_fails), Ok(record)) = (

@@ -185,11 +185,7 @@ impl LeaderCycle {
         for cn in state.compute_nodes.values() {
             let name = cn.name.as_str();
             let record = cn.recovery.value.as_ref().ok().and_then(|r| r.as_ref());
-            let st = match cn.condition() {
-                NodeCondition::Invalid => "invalid",
-                _ if cn.in_maintenance(now) => "maintenance",
-                c => c.label(),
-            };
+            let st = cn.state(now);
             *by_state.entry(st).or_default() += 1;
             m.set_node(
                 name,
