@@ -40,6 +40,8 @@ use crate::metrics::Metrics;
 use novaha_monitor::Sight;
 use novaha_report::{CycleReport, Outcome, Plan};
 
+use novaha_evacuate::capacity;
+
 use crate::recovery::plan::plan;
 use crate::recovery::{RunnerContext, View, run_node};
 use crate::stages::Stages;
@@ -502,63 +504,23 @@ impl LeaderCycle {
     /// `lease.lost()`; recovery units run in their own tasks, which stop
     /// between units when the tenure ends, never mid-call.
     async fn act(&mut self, state: &ClusterState, lease: &LeaderLease) -> Result<(), StoreError> {
-        let Some(rec) = self.recovery.as_mut() else {
+        let Some(stages) = self.stages().await else {
             return Ok(());
         };
-        if rec.stages.is_none() {
-            match Stages::connect(
-                &rec.cfg,
-                self.store.clone(),
-                &self.schema,
-                self.metrics.clone(),
-            )
-            .await
-            {
-                Ok(s) => {
-                    info!(policy = ?s.policy.target, concurrency = s.policy.concurrency, restore_power_state = s.policy.restore_power_state, dry_run = s.policy.dry_run, "recovery stages ready");
-                    rec.stages = Some(Arc::new(s));
-                }
-                Err(e) => {
-                    rec.connect_failures += 1;
-                    // Blind: nothing is judged, no count moves
-                    // (docs/recovery.md); novaha_monitor::Sight logs and reports it.
-                    debug!(
-                        error = format!("{e:#}"),
-                        attempts = rec.connect_failures,
-                        "cannot reach the cloud yet: no judgement this cycle"
-                    );
-                    rec.blind = Some(format!("cannot reach the cloud: {e:#}"));
-                    rec.last = Some((Vec::new(), false, true));
-                    return Ok(());
-                }
-            }
-        }
-        let stages = rec.stages.clone().expect("stages were just built");
-        let dry_run = stages.policy.dry_run;
         let started = Instant::now();
         let observed = tokio::select! {
             biased;
-            _ = lease.lost() => {
-                return Err(StoreError::NotLeader { session: lease.session().to_owned() });
-            }
+            _ = lease.lost() => return Err(not_leader(lease)),
             o = stages.monitor.observe() => o,
         };
         debug!(
             seconds = started.elapsed().as_secs_f64(),
             "monitor observed"
         );
-        for p in &observed.problems {
-            match p {
-                novaha_monitor::Problem::NovaUnreachable { .. } => self.metrics.api_error("nova"),
-                novaha_monitor::Problem::ConsulUnreachable { .. } => {
-                    self.metrics.api_error("consul")
-                }
-                _ => {}
-            }
-        }
+        let grace = stages.policy.reset.grace;
         let clock = ResetGrace {
             now: self.clock.now(),
-            grace: stages.policy.reset.grace,
+            grace,
         };
         let stale: BTreeSet<NodeName> = observed.stale.keys().cloned().collect();
         let judgement = judge_with(
@@ -570,88 +532,10 @@ impl LeaderCycle {
             Some(&clock),
         );
         let mut judged_failed = Vec::new();
-        let mut nova_unreachable = false;
-        rec.blind = observed.nova.is_none().then(|| {
-            let why: Vec<String> = observed
-                .problems
-                .iter()
-                .filter_map(|p| match p {
-                    novaha_monitor::Problem::NovaUnreachable { error } => {
-                        Some(format!("nova: {error}"))
-                    }
-                    novaha_monitor::Problem::ConsulUnreachable { error } => {
-                        Some(format!("consul health checks: {error}"))
-                    }
-                    _ => None,
-                })
-                .collect();
-            if why.is_empty() {
-                "the monitor could not read the nodes' state".to_owned()
-            } else {
-                why.join("; ")
-            }
-        });
         for event in &judgement.events {
-            match event {
-                DetectEvent::NovaUnreachable => nova_unreachable = true,
-                DetectEvent::Discovered { node } => {
-                    info!(node = %node, "new compute node: keys created");
-                }
-                DetectEvent::Invalid { .. } => {} // logged by note_invalid
-                DetectEvent::Skipped { node, reason } => {
-                    debug!(node = %node, reason = ?reason, "node not judged");
-                }
-                DetectEvent::Failing { node, number_fails } => {
-                    info!(node = %node, number_fails, "node failed a check");
-                }
-                DetectEvent::Healthy {
-                    node,
-                    previous_fails,
-                } => {
-                    info!(node = %node, previous_fails, "node healthy again: count reset");
-                }
-                DetectEvent::Failed { node, number_fails } => {
-                    warn!(node = %node, number_fails, "node judged failed");
-                    judged_failed.push(node.clone());
-                }
-                DetectEvent::GuardTripped {
-                    failing,
-                    monitored,
-                    held_back,
-                } => {
-                    let failing: Vec<String> = failing.iter().map(ToString::to_string).collect();
-                    let held: Vec<String> = held_back.iter().map(ToString::to_string).collect();
-                    error!(failing = ?failing, monitored, held_back = ?held, "mass-failure guard tripped: fencing nothing, suspecting the network or the control plane");
-                }
-                DetectEvent::UnknownToNova { node } => {
-                    debug!(node = %node, "node in the tree unknown to nova: left alone");
-                }
-                DetectEvent::AwaitingUp { node, since, first } => {
-                    let grace = humantime::format_duration(clock.grace).to_string();
-                    if *first {
-                        info!(node = %node, reset_grace = %grace, "node reset: reads down, not counted; reset grace started");
-                    } else {
-                        debug!(node = %node, since = ?since, reset_grace = %grace, "node reset: still waiting for Nova to report it up");
-                    }
-                }
-                DetectEvent::UpAfterReset { node } => {
-                    info!(node = %node, "node reset: Nova reports it up; counting failures again");
-                }
-                DetectEvent::ResetGraceExpired { node, since } => {
-                    let grace = humantime::format_duration(clock.grace).to_string();
-                    warn!(node = %node, since = %since, reset_grace = %grace, "node reset: Nova never reported it up within the reset grace; counting failures again");
-                }
-                DetectEvent::Degraded {
-                    node,
-                    readings,
-                    previous,
-                } => {
-                    let heartbeat_age_s = observed.stale.get(node).map(|a| a.as_secs());
-                    warn!(node = %node, signals = %readings, previous = ?previous, heartbeat_age_s = ?heartbeat_age_s, "node degraded: its signals disagree; not counted as failing, an operator should look");
-                }
-                DetectEvent::DegradedCleared { node, previous } => {
-                    info!(node = %node, previous = %previous, "node no longer degraded");
-                }
+            log_event(event, grace, &observed);
+            if let DetectEvent::Failed { node, .. } = event {
+                judged_failed.push(node.clone());
             }
         }
         for w in &judgement.writes {
@@ -668,73 +552,18 @@ impl LeaderCycle {
         if observed.nova.is_some() {
             self.metrics.set_mass_failure_guard(judgement.mass_failure);
         }
-        let mut view = rec.view.borrow().as_ref().clone();
-        if let Some(nova) = &observed.nova {
-            view.at = Some(started);
-            view.services = nova
-                .iter()
-                .map(|(n, s)| (n.clone(), s.nova.clone()))
-                .collect();
-            view.mass_failure = judgement.mass_failure;
-            view.stale_after = self.interval * 3;
-            // Healthy as the judgement sees it: a stale heartbeat fails the
-            // nova signal here too.
-            view.healthy = nova
-                .iter()
-                .filter(|(n, s)| !s.all_failed_with(stale.contains(*n)))
-                .map(|(n, _)| n.clone())
-                .collect();
-        }
-        let view = Arc::new(view);
-        rec.view.send_replace(view.clone());
-        if let Some(reader) = &stages.capacity
-            && !reader.interval.is_zero()
-            && rec
-                .capacity_at
-                .is_none_or(|at| at.elapsed() >= reader.interval)
-        {
-            rec.capacity_at = Some(Instant::now());
-            // Bounded by one interval: the read runs inside the detection
-            // cycle, and a slow Nova (os-hypervisors waits on a dead
-            // compute) must not hold detection back for a minute. A read
-            // is cancel-safe; the figure is tried again next time.
-            let read = tokio::select! {
-                biased;
-                _ = lease.lost() => {
-                    return Err(StoreError::NotLeader { session: lease.session().to_owned() });
-                }
-                r = tokio::time::timeout(self.interval, novaha_evacuate::capacity::read_loads(reader, state)) => r,
-            };
-            match read {
-                Err(_) => {
-                    warn!(limit = ?self.interval, "capacity: reading nova and placement took longer than one cycle; given up so that detection goes on, the figure is not updated");
-                }
-                Ok(read) => match read {
-                    Ok(loads) => {
-                        let t = novaha_evacuate::capacity::tolerated(&loads, stages.policy.target);
-                        self.metrics.set_failures_tolerated(&t);
-                        if t.values().any(|n| *n == 0) {
-                            warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
-                        } else {
-                            info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
-                        }
-                        rec.tolerated = Some(t);
-                    }
-                    Err(e) => {
-                        if e.is_retryable() {
-                            self.metrics.api_error("placement");
-                        }
-                        warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
-                    }
-                },
-            }
-        }
+        self.note_observation(&observed, judgement.mass_failure, &stale, started);
+        self.read_capacity(&stages, state, lease).await?;
+        let nova_unreachable = judgement
+            .events
+            .iter()
+            .any(|e| matches!(e, DetectEvent::NovaUnreachable));
+        let rec = self.recovery.as_mut().expect("wired to recover");
         rec.last = Some((
             judged_failed.clone(),
             judgement.mass_failure,
             nova_unreachable,
         ));
-
         // The nodes with recovery work: as read, plus those judged failed now.
         let mut work: BTreeSet<NodeName> = state
             .compute_nodes
@@ -752,41 +581,205 @@ impl LeaderCycle {
                 }
             }
         }
-        if dry_run {
-            // Read again with this cycle's judgement folded in (the dry-run
-            // store keeps it).
-            let s = self.store.snapshot().await?;
-            let st = ClusterState::parse(&self.schema, &s);
-            rec.planned.retain(|n| work.contains(n));
-            for n in &work {
-                if rec.planned.contains(n) && !rec.once {
-                    continue;
+        if stages.policy.dry_run {
+            self.plan_dry_runs(&stages, &work, lease).await
+        } else {
+            self.spawn_recoveries(&stages, work, lease);
+            Ok(())
+        }
+    }
+
+    /// The recovery stages, built from the config at the first cycle that
+    /// needs them; `None` while the cloud cannot be reached (a blind cycle:
+    /// nothing is judged, no count moves).
+    async fn stages(&mut self) -> Option<Arc<Stages>> {
+        let rec = self.recovery.as_mut()?;
+        if rec.stages.is_none() {
+            let built = Stages::connect(
+                &rec.cfg,
+                self.store.clone(),
+                &self.schema,
+                self.metrics.clone(),
+            )
+            .await;
+            match built {
+                Ok(s) => {
+                    info!(policy = ?s.policy.target, concurrency = s.policy.concurrency, restore_power_state = s.policy.restore_power_state, dry_run = s.policy.dry_run, "recovery stages ready");
+                    rec.stages = Some(Arc::new(s));
                 }
-                let Some(cn) = st.compute_nodes.get(n) else {
-                    continue;
-                };
-                if !matches!(cn.recovery.value, Ok(None)) {
-                    continue;
+                Err(e) => {
+                    rec.connect_failures += 1;
+                    // novaha_monitor::Sight logs and reports the blindness.
+                    debug!(
+                        error = format!("{e:#}"),
+                        attempts = rec.connect_failures,
+                        "cannot reach the cloud yet: no judgement this cycle"
+                    );
+                    rec.blind = Some(format!("cannot reach the cloud: {e:#}"));
+                    rec.last = Some((Vec::new(), false, true));
+                    return None;
                 }
-                let p = plan(&stages, &s, &st, cn, &view, lease.epoch()).await;
-                let evacuate: Vec<&str> = p
-                    .instances
-                    .iter()
-                    .filter(|i| i.action == "evacuate")
-                    .map(|i| i.id.as_str())
-                    .collect();
-                warn!(node = %n, fence_driver = %p.fence_driver, fence_address = ?p.fence_address, ha_node = ?p.ha_node.as_ref().map(ToString::to_string), blocked = ?p.blocked, evacuate = ?evacuate, "dry run: recovery plan (nothing done)");
-                if !rec.once {
-                    println!("{p}");
-                }
-                rec.planned.insert(n.clone());
-                rec.plans.push(p);
             }
+        }
+        rec.stages.clone()
+    }
+
+    /// Counts the monitor's failed reads, records why the cycle judged
+    /// nothing (if so), and publishes what it read to the recovery tasks.
+    fn note_observation(
+        &mut self,
+        observed: &novaha_monitor::Observation,
+        mass_failure: bool,
+        stale: &BTreeSet<NodeName>,
+        started: Instant,
+    ) {
+        let mut why = Vec::new();
+        for p in &observed.problems {
+            match p {
+                novaha_monitor::Problem::NovaUnreachable { error } => {
+                    self.metrics.api_error("nova");
+                    why.push(format!("nova: {error}"));
+                }
+                novaha_monitor::Problem::ConsulUnreachable { error } => {
+                    self.metrics.api_error("consul");
+                    why.push(format!("consul health checks: {error}"));
+                }
+                _ => {}
+            }
+        }
+        let rec = self.recovery.as_mut().expect("wired to recover");
+        rec.blind = observed.nova.is_none().then(|| {
+            if why.is_empty() {
+                "the monitor could not read the nodes' state".to_owned()
+            } else {
+                why.join("; ")
+            }
+        });
+        let Some(nova) = &observed.nova else { return };
+        let mut view = rec.view.borrow().as_ref().clone();
+        view.at = Some(started);
+        view.services = nova
+            .iter()
+            .map(|(n, s)| (n.clone(), s.nova.clone()))
+            .collect();
+        view.mass_failure = mass_failure;
+        view.stale_after = self.interval * 3;
+        // Healthy as the judgement sees it: a stale heartbeat fails the
+        // nova signal here too.
+        view.healthy = nova
+            .iter()
+            .filter(|(n, s)| !s.all_failed_with(stale.contains(*n)))
+            .map(|(n, _)| n.clone())
+            .collect();
+        rec.view.send_replace(Arc::new(view));
+    }
+
+    /// Every `[evacuate] capacity_interval`, the failures-tolerated figure.
+    /// Bounded by one interval: the read runs inside the detection cycle,
+    /// and a slow Nova (os-hypervisors waits on a dead compute) must not
+    /// hold detection back for a minute. A read is cancel-safe; the figure
+    /// is tried again next time.
+    async fn read_capacity(
+        &mut self,
+        stages: &Stages,
+        state: &ClusterState,
+        lease: &LeaderLease,
+    ) -> Result<(), StoreError> {
+        let rec = self.recovery.as_mut().expect("wired to recover");
+        let Some(reader) = &stages.capacity else {
+            return Ok(());
+        };
+        if reader.interval.is_zero()
+            || rec
+                .capacity_at
+                .is_some_and(|at| at.elapsed() < reader.interval)
+        {
             return Ok(());
         }
+        rec.capacity_at = Some(Instant::now());
+        let read = tokio::select! {
+            biased;
+            _ = lease.lost() => return Err(not_leader(lease)),
+            r = tokio::time::timeout(self.interval, capacity::read_loads(reader, state)) => r,
+        };
+        match read {
+            Err(_) => {
+                warn!(limit = ?self.interval, "capacity: reading nova and placement took longer than one cycle; given up so that detection goes on, the figure is not updated");
+            }
+            Ok(Ok(loads)) => {
+                let t = capacity::tolerated(&loads, stages.policy.target);
+                self.metrics.set_failures_tolerated(&t);
+                if t.values().any(|n| *n == 0) {
+                    warn!(failures_tolerated = ?t, hosts = loads.len(), "capacity: a zone cannot absorb the failure of its largest host");
+                } else {
+                    info!(failures_tolerated = ?t, hosts = loads.len(), "capacity read");
+                }
+                rec.tolerated = Some(t);
+            }
+            Ok(Err(e)) => {
+                if e.is_retryable() {
+                    self.metrics.api_error("placement");
+                }
+                warn!(error = %e, "capacity: reading nova and placement failed; the figure is not updated");
+            }
+        }
+        Ok(())
+    }
+
+    /// Dry run: the plan of every node with recovery work, logged and
+    /// printed once per failure (every cycle in `run --once`).
+    async fn plan_dry_runs(
+        &mut self,
+        stages: &Stages,
+        work: &BTreeSet<NodeName>,
+        lease: &LeaderLease,
+    ) -> Result<(), StoreError> {
+        // Read again with this cycle's judgement folded in (the dry-run
+        // store keeps it).
+        let snap = self.store.snapshot().await?;
+        let state = ClusterState::parse(&self.schema, &snap);
+        let rec = self.recovery.as_mut().expect("wired to recover");
+        let view = rec.view.borrow().clone();
+        rec.planned.retain(|n| work.contains(n));
+        for n in work {
+            if rec.planned.contains(n) && !rec.once {
+                continue;
+            }
+            let Some(cn) = state.compute_nodes.get(n) else {
+                continue;
+            };
+            if !matches!(cn.recovery.value, Ok(None)) {
+                continue;
+            }
+            let p = plan(stages, &snap, &state, cn, &view, lease.epoch()).await;
+            let evacuate: Vec<&str> = p
+                .instances
+                .iter()
+                .filter(|i| i.action == "evacuate")
+                .map(|i| i.id.as_str())
+                .collect();
+            warn!(node = %n, fence_driver = %p.fence_driver, fence_address = ?p.fence_address, ha_node = ?p.ha_node.as_ref().map(ToString::to_string), blocked = ?p.blocked, evacuate = ?evacuate, "dry run: recovery plan (nothing done)");
+            if !rec.once {
+                println!("{p}");
+            }
+            rec.planned.insert(n.clone());
+            rec.plans.push(p);
+        }
+        Ok(())
+    }
+
+    /// Starts a recovery task for every node in `work` that has none in this
+    /// tenure (a new lease starts a new tenure: the old one's tasks stop).
+    fn spawn_recoveries(
+        &mut self,
+        stages: &Arc<Stages>,
+        work: BTreeSet<NodeName>,
+        lease: &LeaderLease,
+    ) {
         if work.is_empty() {
-            return Ok(());
+            return;
         }
+        let rec = self.recovery.as_mut().expect("wired to recover");
         let tenure = match &mut rec.tenure {
             Some(t) if t.epoch == lease.epoch() && !t.lease.is_lost() => t,
             slot => {
@@ -821,7 +814,7 @@ impl LeaderCycle {
             .collect();
         for n in ended {
             if let Some(h) = tenure.tasks.remove(&n)
-                && let Ok(o) = h.await
+                && let Some(Ok(o)) = futures::FutureExt::now_or_never(h)
                 && rec.once
             {
                 rec.outcomes.push((n, o));
@@ -841,13 +834,9 @@ impl LeaderCycle {
                 clock: self.clock.clone(),
             };
             let cancel = tenure.lease.token().child_token();
-            let handle =
-                tenure
-                    .tracker
-                    .spawn(run_node(ctx, node.clone(), tenure.lease.clone(), cancel));
-            tenure.tasks.insert(node, handle);
+            let run = run_node(ctx, node.clone(), tenure.lease.clone(), cancel);
+            tenure.tasks.insert(node, tenure.tracker.spawn(run));
         }
-        Ok(())
     }
 
     /// Logs a pause once when it starts, changes or ends (an expired one
@@ -871,46 +860,32 @@ impl LeaderCycle {
     /// Logs every invalid value not logged yet, counts it, forgets the ones
     /// that were fixed. Returns how many are present now.
     fn note_invalid(&mut self, state: &ClusterState) -> usize {
+        let compute = state.compute_nodes.values().flat_map(|n| {
+            let effect = "node skipped until it is fixed";
+            n.invalid
+                .iter()
+                .map(move |bad| (n.name.as_str(), bad, effect))
+        });
+        let ha = state.ha_nodes.values().filter_map(|h| {
+            let effect = "HA node not used until it is fixed";
+            h.in_use
+                .value
+                .as_ref()
+                .err()
+                .map(|bad| (h.name.as_str(), bad, effect))
+        });
+        let pause = state.pause.value.as_ref().err().map(|bad| {
+            (
+                "",
+                bad,
+                "pause value: treated as paused until it is fixed or removed (novaha resume)",
+            )
+        });
         let mut present = BTreeSet::new();
-        for node in state.compute_nodes.values() {
-            for bad in &node.invalid {
-                let id = (bad.key.clone(), bad.raw.clone());
-                if !self.logged_invalid.contains(&id) {
-                    error!(
-                        node = %node.name,
-                        key = %bad.key,
-                        raw = %bad.raw,
-                        reason = %bad.reason,
-                        "invalid value in the state tree; node skipped until it is fixed"
-                    );
-                }
-                present.insert(id);
-            }
-        }
-        for ha in state.ha_nodes.values() {
-            if let Err(bad) = &ha.in_use.value {
-                let id = (bad.key.clone(), bad.raw.clone());
-                if !self.logged_invalid.contains(&id) {
-                    error!(
-                        node = %ha.name,
-                        key = %bad.key,
-                        raw = %bad.raw,
-                        reason = %bad.reason,
-                        "invalid value in the state tree; HA node not used until it is fixed"
-                    );
-                }
-                present.insert(id);
-            }
-        }
-        if let Err(bad) = &state.pause.value {
+        for (node, bad, effect) in compute.chain(ha).chain(pause) {
             let id = (bad.key.clone(), bad.raw.clone());
             if !self.logged_invalid.contains(&id) {
-                error!(
-                    key = %bad.key,
-                    raw = %bad.raw,
-                    reason = %bad.reason,
-                    "invalid pause value: treated as paused until it is fixed or removed (novaha resume)"
-                );
+                error!(node, key = %bad.key, raw = %bad.raw, reason = %bad.reason, "invalid value in the state tree; {effect}");
             }
             present.insert(id);
         }
@@ -920,6 +895,72 @@ impl LeaderCycle {
         self.metrics.set_state_invalid(count);
         self.logged_invalid = present;
         count
+    }
+}
+
+/// Logs one detection event at its level, with its node and details.
+fn log_event(event: &DetectEvent, grace: Duration, observed: &novaha_monitor::Observation) {
+    let grace = humantime::format_duration(grace);
+    match event {
+        // Counted in the cycle record, and logged by note_invalid.
+        DetectEvent::NovaUnreachable | DetectEvent::Invalid { .. } => {}
+        DetectEvent::Discovered { node } => info!(node = %node, "new compute node: keys created"),
+        DetectEvent::Skipped { node, reason } => {
+            debug!(node = %node, reason = ?reason, "node not judged")
+        }
+        DetectEvent::Failing { node, number_fails } => {
+            info!(node = %node, number_fails, "node failed a check")
+        }
+        DetectEvent::Healthy {
+            node,
+            previous_fails,
+        } => info!(node = %node, previous_fails, "node healthy again: count reset"),
+        DetectEvent::Failed { node, number_fails } => {
+            warn!(node = %node, number_fails, "node judged failed")
+        }
+        DetectEvent::GuardTripped {
+            failing,
+            monitored,
+            held_back,
+        } => {
+            let failing: Vec<String> = failing.iter().map(ToString::to_string).collect();
+            let held: Vec<String> = held_back.iter().map(ToString::to_string).collect();
+            error!(failing = ?failing, monitored, held_back = ?held, "mass-failure guard tripped: fencing nothing, suspecting the network or the control plane");
+        }
+        DetectEvent::UnknownToNova { node } => {
+            debug!(node = %node, "node in the tree unknown to nova: left alone")
+        }
+        DetectEvent::AwaitingUp { node, since, first } => {
+            if *first {
+                info!(node = %node, reset_grace = %grace, "node reset: reads down, not counted; reset grace started");
+            } else {
+                debug!(node = %node, since = ?since, reset_grace = %grace, "node reset: still waiting for Nova to report it up");
+            }
+        }
+        DetectEvent::UpAfterReset { node } => {
+            info!(node = %node, "node reset: Nova reports it up; counting failures again")
+        }
+        DetectEvent::ResetGraceExpired { node, since } => {
+            warn!(node = %node, since = %since, reset_grace = %grace, "node reset: Nova never reported it up within the reset grace; counting failures again");
+        }
+        DetectEvent::Degraded {
+            node,
+            readings,
+            previous,
+        } => {
+            let heartbeat_age_s = observed.stale.get(node).map(|a| a.as_secs());
+            warn!(node = %node, signals = %readings, previous = ?previous, heartbeat_age_s = ?heartbeat_age_s, "node degraded: its signals disagree; not counted as failing, an operator should look");
+        }
+        DetectEvent::DegradedCleared { node, previous } => {
+            info!(node = %node, previous = %previous, "node no longer degraded")
+        }
+    }
+}
+
+/// The error of a write or read cut short by the loss of the lock.
+fn not_leader(lease: &LeaderLease) -> StoreError {
+    StoreError::NotLeader {
+        session: lease.session().to_owned(),
     }
 }
 

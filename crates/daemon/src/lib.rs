@@ -34,8 +34,9 @@ use clap::Parser;
 use crate::cli::{Cli, Command, HaNodeCommand, IncidentCommand, NodeCommand};
 use crate::config::Config;
 
-/// Exit code for a config that cannot be used.
-const EXIT_CONFIG: u8 = 2;
+/// Exit code for a config that cannot be used (also: another live daemon
+/// uses this `[election] id` on the same agent). systemd does not restart it.
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 /// The binary's entry point: parses the command line and runs it.
 pub fn main_entry() -> ExitCode {

@@ -27,10 +27,6 @@ use crate::systemd::{self, Watchdog};
 /// Exit code of `run --once` when another process holds the lock.
 const EXIT_NOT_LEADER: u8 = 3;
 
-/// Exit code when the config cannot work (also: another live daemon uses
-/// this `[election] id` on the same agent). systemd does not restart it.
-const EXIT_CONFIG: u8 = 2;
-
 /// Why this daemon must not run: another live daemon on the same Consul
 /// agent uses the same `[election] id`.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +242,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
         {
             Err(e) if e.downcast_ref::<DuplicateId>().is_some() => {
                 eprintln!("novaha: {e:#}");
-                Ok(ExitCode::from(EXIT_CONFIG))
+                Ok(ExitCode::from(crate::EXIT_CONFIG))
             }
             Err(e) => Err(e),
             Ok(_) => run_once(&cfg, &consul, &schema, &mut election, &mut cycle, &root).await,
@@ -319,7 +315,7 @@ pub async fn run(cfg: Config, once: bool) -> anyhow::Result<ExitCode> {
             tracker.close();
             http.stop().await;
             let code = if e.downcast_ref::<DuplicateId>().is_some() {
-                EXIT_CONFIG
+                crate::EXIT_CONFIG
             } else {
                 1
             };
