@@ -1,6 +1,6 @@
 //! TLS towards the Consul agent: the one place an HTTP client for Consul is
 //! built ([`http_client`]), used by this crate's [`Consul`](crate::Consul)
-//! and by the monitor's Consul health signal, so a CA, a client
+//! (and config validation), so a CA, a client
 //! certificate (mTLS, for agents with `verify_incoming`) and a TLS server
 //! name apply to every call novaha makes to Consul.
 //!

@@ -68,8 +68,8 @@ impl PowerReport {
 /// The future is `Send`, so a task that owns the registry and the targets
 /// can be spawned on it: each read is an owned future (its own registry
 /// handle and target), never a closure's future borrowing the closure's
-/// argument, which trips rustc's higher-ranked `Send` inference
-/// (rust-lang/rust#102211, "implementation of `FnOnce` is not general
+/// argument, which trips a known limit of rustc's higher-ranked `Send`
+/// inference (the error reads "implementation of `FnOnce` is not general
 /// enough").
 pub async fn check_power(
     registry: &FenceRegistry,
