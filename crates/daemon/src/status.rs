@@ -9,8 +9,8 @@ use chrono::Utc;
 use novaha_consul::{ConsulStore, Election};
 use novaha_core::kv::{ClusterState, InvalidValue, Snapshot};
 use novaha_core::store::StateStore;
-use novaha_report::status::{Extras, document, exit_code, table, tolerated_text, use_colour};
-use serde_json::{Value, json};
+use novaha_report::status::{self as report, Extras, Leader, document, use_colour};
+use serde_json::Value;
 
 use crate::config::Config;
 use crate::connect::connect;
@@ -25,9 +25,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("read the state tree {} from {}", schema, cfg.consul.address))?;
     let state = ClusterState::parse(&schema, &snap);
     let leader = match Election::current_leader(&consul, &schema).await {
-        Ok(l) => {
-            l.map(|l| Ok(json!({"id": l.id, "host": l.host, "pid": l.pid, "version": l.version})))
-        }
+        Ok(l) => l.map(|l| Ok(Leader::new(l.id, l.host, l.pid, l.version))),
         Err(e) => Some(Err(InvalidValue {
             key: schema.leader(),
             raw: state
@@ -40,25 +38,21 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             reason: e.to_string(),
         })),
     };
+    let cycle = last_cycle(&schema, &snap);
+    // The leader's last failures-tolerated figure (novaha_evacuate::capacity),
+    // from its cycle record, once it has read one.
+    let tolerated = cycle
+        .as_ref()
+        .map_or(Value::Null, |c| c["failures_tolerated"].clone());
     let extras = Extras {
         leader,
-        last_cycle: last_cycle(&schema, &snap),
+        last_cycle: cycle,
         // The leader's last fence-path health report (novaha_fence::health),
         // once a leader has published one.
         fence_health: novaha_fence::health::status_json(&schema, &snap),
     };
     let mut doc = document(&state, extras, schema.prefix(), Utc::now());
-    // The leader's last failures-tolerated figure (novaha_evacuate::capacity), from
-    // its cycle report, once it has read one.
-    let cycle_key = schema.internal(crate::leader::LAST_CYCLE);
-    if let Some(t) = snap
-        .raw(&cycle_key)
-        .and_then(|raw| serde_json::from_slice::<Value>(raw).ok())
-        .map(|v| v["failures_tolerated"].clone())
-        .filter(|t| !t.is_null())
-    {
-        doc["failures_tolerated"] = t;
-    }
+    doc.failures_tolerated = tolerated;
     if as_json {
         println!(
             "{}",
@@ -70,14 +64,14 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
             std::io::stdout().is_terminal(),
             std::env::var_os("NO_COLOR").as_deref(),
         );
-        print!("{}", table(&doc, colour));
+        print!("{}", report::table(&doc, colour));
+        print!("{}", novaha_fence::health::status_text(&doc.fence_health));
         print!(
             "{}",
-            novaha_fence::health::status_text(&doc["fence_health"])
+            report::tolerated_text(&doc.failures_tolerated, colour)
         );
-        print!("{}", tolerated_text(&doc["failures_tolerated"], colour));
     }
-    Ok(exit_code(&doc))
+    Ok(report::exit_code(&doc))
 }
 
 /// The leader's last cycle record, if it parses.

@@ -6,16 +6,25 @@
 //!
 //! The exit code says whether a human is needed: 0 nothing to do,
 //! [`EXIT_ATTENTION`] when `attention` is not empty, 1 when the tree could
-//! not be read. The `--json` document carries `schema_version`
-//! ([`SCHEMA_VERSION`]) and every field keeps one JSON type: a value that
-//! does not parse is `null` there and listed under the node's (or the
-//! document's) `invalid`, never an object in its place (docs/cli.md).
+//! not be read. The `--json` document ([`StatusDoc`]) carries
+//! `schema_version` ([`SCHEMA_VERSION`]) and every field keeps one JSON
+//! type: a value that does not parse is `null` there and listed under the
+//! node's (or the document's) `invalid`, never an object in its place
+//! (docs/cli.md).
+//!
+//! The document's structs declare their fields in alphabetical order: serde
+//! writes them in declaration order, and alphabetical is the order the
+//! document has always been printed in, so readers see no change.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use novaha_core::kv::{ClusterState, Field, InvalidValue, format_time};
-use serde_json::{Value, json};
+use novaha_core::kv::{ClusterState, Field, InvalidValue, format_bool, format_time};
+use novaha_core::record::{InstanceState, Phase};
+use novaha_core::storage::StorageClass;
+use serde::Serialize;
+use serde_json::Value;
 
 /// The version of the `--json` document; bumped when a field changes
 /// meaning or type.
@@ -24,17 +33,206 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// `novaha status` exit code when something needs a human.
 pub const EXIT_ATTENTION: u8 = 4;
 
-fn invalid_json(bad: &InvalidValue) -> Value {
-    json!({ "key": bad.key, "raw": bad.raw, "reason": bad.reason })
+/// The `novaha status --json` document: what needs a human, the leader and
+/// its sight, the pause, every node, and every value that does not parse.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatusDoc {
+    /// What needs a human, most urgent kinds first; empty = exit 0.
+    pub attention: Vec<Attention>,
+    /// Every compute node in the tree, by name.
+    pub compute_nodes: BTreeMap<String, ComputeNodeDoc>,
+    /// The leader's last failures-tolerated figure per zone, from its cycle
+    /// record (`{zone: count}`), added by the daemon (which reads it with
+    /// the capacity module's types); `null` (left out of the document)
+    /// until the leader wrote one.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub failures_tolerated: Value,
+    /// The leader's last fence-path health report as the fence crate
+    /// publishes it (or `{"invalid": {..}}`); `null` (left out of the
+    /// document) until one is published.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub fence_health: Value,
+    /// Every HA (spare) node in the tree, by name.
+    pub ha_nodes: BTreeMap<String, HaNodeDoc>,
+    /// Every value that does not parse: the nodes', the leader's, the
+    /// pause's and the fence health report's.
+    pub invalid: Vec<InvalidValue>,
+    /// The lock's holder; `null` when none (or its value does not parse:
+    /// then it is listed under `invalid`).
+    pub leader: Option<Leader>,
+    /// The cluster-wide pause, when the key is present.
+    pub pause: Option<PauseDoc>,
+    /// The tree's K/V prefix.
+    pub prefix: String,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The leader's sight from its last cycle record; `null` when the
+    /// record is missing or another daemon's.
+    pub sight: Option<Sight>,
 }
 
-/// A field's value, or `null` when it does not parse (the node's `invalid`
-/// list says why).
-fn field<T: Copy + Into<Value>>(f: &Field<T>) -> Value {
-    match &f.value {
-        Ok(v) => (*v).into(),
-        Err(_) => Value::Null,
+/// One thing that needs a human, as a kind and a sentence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attention {
+    /// The sentence an operator reads.
+    pub detail: String,
+    /// Its kind.
+    pub what: AttentionKind,
+}
+
+/// The kinds of [`Attention`] (`what` in the document).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKind {
+    /// A recovery cannot progress without an operator.
+    Stuck,
+    /// A node's detection signals disagree: not counted as failing.
+    Degraded,
+    /// The leader cannot judge any node.
+    Blind,
+    /// A node's fence path (BMC) is unhealthy.
+    Bmc,
+    /// Values in the tree do not parse.
+    Invalid,
+}
+
+impl AttentionKind {
+    /// The label the table prints before the sentence.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Blind => "LEADER BLIND",
+            Self::Stuck => "RECOVERY STUCK",
+            Self::Bmc => "BMC UNHEALTHY",
+            Self::Invalid => "INVALID VALUES",
+            Self::Degraded => "degraded",
+        }
     }
+}
+
+/// One compute node: its flags, maintenance, recovery and invalid values.
+/// A flag that does not parse is `null` and listed under `invalid`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ComputeNodeDoc {
+    /// `internal/awaiting_up`: reset, Nova has not reported it up since.
+    pub awaiting_up: Option<bool>,
+    /// What each detection signal reads while they disagree, else `null`.
+    pub degraded: Option<String>,
+    /// `status/failed`.
+    pub failed: Option<bool>,
+    /// The HA node its recovery claimed.
+    pub ha_node: Option<String>,
+    /// Each instance of its recovery, by server uuid.
+    pub instances: BTreeMap<String, InstanceDoc>,
+    /// The node's values that do not parse.
+    pub invalid: Vec<InvalidValue>,
+    /// Its recovery's last error.
+    pub last_error: Option<String>,
+    /// In maintenance now: the switch, its end applied, an unreadable value
+    /// counting as in maintenance.
+    pub maintenance: bool,
+    /// `config/maintenance_reason`.
+    pub maintenance_reason: Option<String>,
+    /// When the maintenance ends by itself (RFC 3339).
+    pub maintenance_until: Option<String>,
+    /// `internal/number_fails`.
+    pub number_fails: Option<u32>,
+    /// Where its recovery stands, `null` without one.
+    pub phase: Option<Phase>,
+    /// `status/recovered`.
+    pub recovered: Option<bool>,
+    /// The operator-facing state the metrics count it under
+    /// ([`novaha_core::kv::ComputeNodeState::state`]): `invalid`,
+    /// `maintenance`, `recovering`, `failed`, `failing` or `healthy`.
+    pub state: &'static str,
+}
+
+/// One instance of a recovery: where it stands, where its disk lives (what
+/// evacuating it risks), where it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceDoc {
+    /// Why it ended in error or was skipped.
+    pub error: Option<String>,
+    /// The instance name.
+    pub name: Option<String>,
+    /// Where it stands.
+    pub state: InstanceState,
+    /// Where its root disk lives; `null` when unknown.
+    pub storage: Option<StorageClass>,
+    /// The host it was sent to, or landed on.
+    pub target: Option<String>,
+    /// Sent to Nova's scheduler rather than the claimed HA node.
+    pub via_scheduler: bool,
+}
+
+/// One HA (spare) node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HaNodeDoc {
+    /// `status/in_use`; `null` when it does not parse.
+    pub in_use: Option<bool>,
+    /// Its values that do not parse.
+    pub invalid: Vec<InvalidValue>,
+    /// `status/serving`: the failed node it took.
+    pub serving: Option<String>,
+}
+
+/// The lock's holder, as its value reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Leader {
+    /// The host it runs on.
+    pub host: String,
+    /// The daemon's id.
+    pub id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its novaha version.
+    pub version: String,
+}
+
+impl Leader {
+    /// The holder `id` on `host` (process `pid`, novaha `version`).
+    pub fn new(id: String, host: String, pid: u32, version: String) -> Self {
+        Self {
+            host,
+            id,
+            pid,
+            version,
+        }
+    }
+}
+
+/// The cluster-wide pause. An unreadable pause value is shown as an active
+/// pause (the safe side) whose reason says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PauseDoc {
+    /// False once `until` passed.
+    pub active: bool,
+    /// When it was set (RFC 3339).
+    pub at: Option<String>,
+    /// Who set it.
+    pub by: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// When it ends by itself (RFC 3339); `null` = until `novaha resume`.
+    pub until: Option<String>,
+}
+
+/// The leader's sight, from its last cycle record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Sight {
+    /// The leader cannot judge any node.
+    pub blind: bool,
+    /// When the cycle record was written.
+    pub cycle_at: Option<String>,
+    /// The last cycle that judged every node.
+    pub last_judgement: Option<String>,
+    /// Why it is blind.
+    pub reason: Option<String>,
+}
+
+/// A field's value, or `None` when it does not parse (the node's `invalid`
+/// list says why).
+fn field<T: Copy>(f: &Field<T>) -> Option<T> {
+    f.value.as_ref().ok().copied()
 }
 
 /// What `status` reads besides the tree's nodes: the leader (from the lock)
@@ -42,7 +240,7 @@ fn field<T: Copy + Into<Value>>(f: &Field<T>) -> Value {
 #[derive(Debug, Default)]
 pub struct Extras {
     /// The lock's holder, or why its value does not parse.
-    pub leader: Option<Result<Value, InvalidValue>>,
+    pub leader: Option<Result<Leader, InvalidValue>>,
     /// `novaha/last_cycle` as written by the leader.
     pub last_cycle: Option<Value>,
     /// The leader's last fence-path health report (`internal/fence_health`),
@@ -50,172 +248,169 @@ pub struct Extras {
     pub fence_health: Value,
 }
 
-/// The status document (`--json` prints it as is), at `now`.
-pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTime<Utc>) -> Value {
-    let mut invalid: Vec<Value> = Vec::new();
-    let mut attention: Vec<Value> = Vec::new();
-    let mut attend = |what: &str, detail: String| {
-        attention.push(json!({"what": what, "detail": detail}));
-    };
-    let compute: serde_json::Map<String, Value> = state
-        .compute_nodes
-        .values()
-        .map(|n| {
-            let (phase, ha_node, last_error) = match &n.recovery.value {
-                Ok(Some(r)) => (
-                    serde_json::to_value(r.phase).unwrap_or(Value::Null),
-                    r.ha_node
-                        .as_ref()
-                        .map_or(Value::Null, |h| json!(h.as_str())),
-                    r.last_error.as_ref().map_or(Value::Null, |e| json!(e)),
-                ),
-                Ok(None) | Err(_) => (Value::Null, Value::Null, Value::Null),
-            };
-            if phase.as_str() == Some("stuck") {
-                attend(
-                    "stuck",
-                    format!(
-                        "the recovery of {} is stuck: {}",
-                        n.name,
-                        last_error.as_str().unwrap_or("see its last error")
-                    ),
-                );
-            }
-            if let Ok(Some(readings)) = &n.degraded.value {
-                attend(
-                    "degraded",
-                    format!(
-                        "{}'s signals disagree ({readings}): not counted as failing, so not recovered",
-                        n.name
-                    ),
-                );
-            }
-            invalid.extend(n.invalid.iter().map(invalid_json));
-            // Each instance of a recovery: where it stands, where its disk
-            // lives (what evacuating it risks), where it went.
-            let instances: serde_json::Map<String, Value> = match &n.recovery.value {
-                Ok(Some(r)) => r
-                    .instances
+/// One compute node's entry, at `now`.
+fn compute_node(n: &novaha_core::kv::ComputeNodeState, now: DateTime<Utc>) -> ComputeNodeDoc {
+    let record = n.recovery.value.as_ref().ok().and_then(Option::as_ref);
+    ComputeNodeDoc {
+        awaiting_up: field(&n.awaiting_up),
+        degraded: n.degraded.value.clone().ok().flatten(),
+        failed: field(&n.failed),
+        ha_node: record.and_then(|r| r.ha_node.as_ref().map(|h| h.as_str().to_owned())),
+        instances: record
+            .map(|r| {
+                r.instances
                     .iter()
                     .map(|(id, i)| {
-                        (
-                            id.clone(),
-                            json!({
-                                "name": i.name,
-                                "state": i.state,
-                                "storage": i.storage,
-                                "target": i.target,
-                                "via_scheduler": i.via_scheduler,
-                                "error": i.error,
-                            }),
-                        )
+                        let doc = InstanceDoc {
+                            error: i.error.clone(),
+                            name: i.name.clone(),
+                            state: i.state,
+                            storage: i.storage,
+                            target: i.target.clone(),
+                            via_scheduler: i.via_scheduler,
+                        };
+                        (id.clone(), doc)
                     })
-                    .collect(),
-                _ => serde_json::Map::new(),
-            };
-            (
-                n.name.to_string(),
-                json!({
-                    "failed": field(&n.failed),
-                    "recovered": field(&n.recovered),
-                    "number_fails": field(&n.number_fails),
-                    "maintenance": n.in_maintenance(now),
-                    "maintenance_reason": n.maintenance_reason,
-                    "maintenance_until": n.maintenance_until.value.clone().ok().flatten().map(format_time),
-                    "awaiting_up": field(&n.awaiting_up),
-                    "degraded": match &n.degraded.value {
-                        Ok(Some(readings)) => json!(readings),
-                        _ => Value::Null,
-                    },
-                    "phase": phase,
-                    "ha_node": ha_node,
-                    "last_error": last_error,
-                    "instances": instances,
-                    "invalid": n.invalid.iter().map(invalid_json).collect::<Vec<_>>(),
-                }),
-            )
-        })
-        .collect();
-    let ha: serde_json::Map<String, Value> = state
-        .ha_nodes
-        .values()
-        .map(|h| {
-            let mut bad = Vec::new();
-            if let Err(b) = &h.in_use.value {
-                bad.push(invalid_json(b));
-                invalid.push(invalid_json(b));
-            }
-            (
-                h.name.to_string(),
-                json!({
-                    "in_use": field(&h.in_use),
-                    "serving": h.serving.as_ref().map(|s| s.as_str()),
-                    "invalid": bad,
-                }),
-            )
-        })
-        .collect();
+                    .collect()
+            })
+            .unwrap_or_default(),
+        invalid: n.invalid.clone(),
+        last_error: record.and_then(|r| r.last_error.clone()),
+        maintenance: n.in_maintenance(now),
+        maintenance_reason: n.maintenance_reason.clone(),
+        maintenance_until: n
+            .maintenance_until
+            .value
+            .clone()
+            .ok()
+            .flatten()
+            .map(format_time),
+        number_fails: field(&n.number_fails),
+        phase: record.map(|r| r.phase),
+        recovered: field(&n.recovered),
+        state: n.state(now),
+    }
+}
+
+/// The status document (`--json` prints it as is), at `now`.
+pub fn document(
+    state: &ClusterState,
+    extras: Extras,
+    prefix: &str,
+    now: DateTime<Utc>,
+) -> StatusDoc {
+    let mut invalid: Vec<InvalidValue> = Vec::new();
+    let mut attention: Vec<Attention> = Vec::new();
+    let mut attend = |what: AttentionKind, detail: String| {
+        attention.push(Attention { detail, what });
+    };
+    let mut compute = BTreeMap::new();
+    for n in state.compute_nodes.values() {
+        let doc = compute_node(n, now);
+        if doc.phase == Some(Phase::Stuck) {
+            attend(
+                AttentionKind::Stuck,
+                format!(
+                    "the recovery of {} is stuck: {}",
+                    n.name,
+                    doc.last_error.as_deref().unwrap_or("see its last error")
+                ),
+            );
+        }
+        if let Some(readings) = &doc.degraded {
+            attend(
+                AttentionKind::Degraded,
+                format!(
+                    "{}'s signals disagree ({readings}): not counted as failing, so not recovered",
+                    n.name
+                ),
+            );
+        }
+        invalid.extend(n.invalid.iter().cloned());
+        compute.insert(n.name.to_string(), doc);
+    }
+    let mut ha = BTreeMap::new();
+    for h in state.ha_nodes.values() {
+        let bad: Vec<InvalidValue> = h.in_use.value.as_ref().err().cloned().into_iter().collect();
+        invalid.extend(bad.iter().cloned());
+        let doc = HaNodeDoc {
+            in_use: field(&h.in_use),
+            invalid: bad,
+            serving: h.serving.as_ref().map(|s| s.as_str().to_owned()),
+        };
+        ha.insert(h.name.to_string(), doc);
+    }
     // No leader is shown (`leader: none`) and alerted on (NovahaNoLeader),
     // but not an exit code: a failover passes through it.
     let leader = match extras.leader {
-        None => Value::Null,
-        Some(Ok(l)) => l,
+        None => None,
+        Some(Ok(l)) => Some(l),
         Some(Err(bad)) => {
-            invalid.push(invalid_json(&bad));
-            Value::Null
+            invalid.push(bad);
+            None
         }
     };
     let pause = match &state.pause.value {
-        Ok(None) => Value::Null,
-        Ok(Some(p)) => json!({
-            "by": p.by,
-            "at": p.at.map(format_time),
-            "reason": p.reason,
-            "until": p.until.map(format_time),
-            "active": p.holds_at(now),
+        Ok(None) => None,
+        Ok(Some(p)) => Some(PauseDoc {
+            active: p.holds_at(now),
+            at: p.at.map(format_time),
+            by: p.by.clone(),
+            reason: p.reason.clone(),
+            until: p.until.map(format_time),
         }),
         Err(bad) => {
-            invalid.push(invalid_json(bad));
-            json!({
-                "by": null, "at": null, "until": null, "active": true,
-                "reason": format!("unreadable pause value, treated as paused: {}", bad.reason),
+            invalid.push(bad.clone());
+            Some(PauseDoc {
+                active: true,
+                at: None,
+                by: None,
+                reason: format!("unreadable pause value, treated as paused: {}", bad.reason),
+                until: None,
             })
         }
     };
     // The leader's sight, from its last cycle record (only the current
     // holder's record counts).
+    let text = |c: &Value, key: &str| c[key].as_str().map(str::to_owned);
     let sight = extras
         .last_cycle
         .as_ref()
-        .filter(|c| leader.get("id").is_some() && c.get("id") == leader.get("id"))
-        .map(|c| {
-            json!({
-                "blind": c["blind"].as_bool().unwrap_or(false),
-                "reason": c["blind_reason"].as_str(),
-                "last_judgement": c["last_judgement"].as_str(),
-                "cycle_at": c["at"].as_str(),
-            })
+        .filter(|c| {
+            leader
+                .as_ref()
+                .is_some_and(|l| c.get("id").and_then(Value::as_str) == Some(l.id.as_str()))
         })
-        .unwrap_or(Value::Null);
-    if sight["blind"].as_bool() == Some(true) {
+        .map(|c| Sight {
+            blind: c["blind"].as_bool().unwrap_or(false),
+            cycle_at: text(c, "at"),
+            last_judgement: text(c, "last_judgement"),
+            reason: text(c, "blind_reason"),
+        });
+    if let Some(s) = sight.as_ref().filter(|s| s.blind) {
         attend(
-            "blind",
+            AttentionKind::Blind,
             format!(
                 "the leader cannot judge any node ({}); last full judgement: {}",
-                sight["reason"].as_str().unwrap_or("unknown reason"),
-                sight["last_judgement"].as_str().unwrap_or("never")
+                s.reason.as_deref().unwrap_or("unknown reason"),
+                s.last_judgement.as_deref().unwrap_or("never")
             ),
         );
     }
     let health = extras.fence_health;
     if let Some(bad) = health.get("invalid") {
-        invalid.push(bad.clone());
+        let part = |key: &str| bad[key].as_str().unwrap_or_default().to_owned();
+        invalid.push(InvalidValue {
+            key: part("key"),
+            raw: part("raw"),
+            reason: part("reason"),
+        });
     }
     if let Some(nodes) = health.get("nodes").and_then(Value::as_object) {
         for (name, n) in nodes {
             if n["healthy"].as_bool() != Some(true) {
                 attend(
-                    "bmc",
+                    AttentionKind::Bmc,
                     format!(
                         "the fence path of {name} is unhealthy: {}",
                         n["error"].as_str().unwrap_or("power unreadable")
@@ -226,55 +421,52 @@ pub fn document(state: &ClusterState, extras: Extras, prefix: &str, now: DateTim
     }
     if !invalid.is_empty() {
         attend(
-            "invalid",
+            AttentionKind::Invalid,
             format!(
                 "{} value(s) in the tree do not parse; their nodes are skipped until fixed",
                 invalid.len()
             ),
         );
     }
-    let mut doc = json!({
-        "schema_version": SCHEMA_VERSION,
-        "prefix": prefix,
-        "attention": attention,
-        "leader": leader,
-        "sight": sight,
-        "pause": pause,
-        "compute_nodes": compute,
-        "ha_nodes": ha,
-        "invalid": invalid,
-    });
-    if !health.is_null() {
-        doc["fence_health"] = health;
+    StatusDoc {
+        attention,
+        compute_nodes: compute,
+        failures_tolerated: Value::Null,
+        fence_health: health,
+        ha_nodes: ha,
+        invalid,
+        leader,
+        pause,
+        prefix: prefix.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        sight,
     }
-    doc
 }
 
-/// The cell of a field: its value, or `INVALID(key=raw)` when it is `null`
-/// and the node lists an invalid value for the field's key.
-fn cell(node: &Value, name: &str, key_suffix: &str) -> Value {
-    let v = &node[name];
-    if !v.is_null() {
-        return v.clone();
-    }
-    node["invalid"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|b| b["key"].as_str().is_some_and(|k| k.ends_with(key_suffix)))
-        .map_or(Value::Null, |b| json!({"invalid": b}))
+/// The cell of a field that is `None`: `INVALID(key=raw)` when `invalid`
+/// lists a value for the field's key, else `-`.
+fn missing(invalid: &[InvalidValue], key_suffix: &str) -> (String, Tone) {
+    invalid
+        .iter()
+        .find(|b| b.key.ends_with(key_suffix))
+        .map_or(("-".to_owned(), Tone::Plain), |b| {
+            (format!("INVALID({}={:?})", b.key, b.raw), Tone::Bad)
+        })
 }
 
+/// The name serde gives a unit enum variant (`evacuating`, `done`).
+fn name_of(v: impl Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => "?".to_owned(),
+    }
+}
+
+/// A JSON value as a cell: `-` for null, a string without its quotes.
 fn show(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
-        Value::Bool(b) => novaha_core::kv::format_bool(*b).to_owned(),
         Value::String(s) => s.clone(),
-        Value::Object(o) if o.contains_key("invalid") => {
-            let key = o["invalid"]["key"].as_str().unwrap_or("?");
-            let raw = o["invalid"]["raw"].as_str().unwrap_or("");
-            format!("INVALID({key}={raw:?})")
-        }
         other => other.to_string(),
     }
 }
@@ -310,15 +502,6 @@ fn paint(text: &str, tone: Tone, colour: bool) -> String {
     match tone.sgr() {
         Some(code) if colour => format!("\x1b[{code}m{text}\x1b[0m"),
         _ => text.to_owned(),
-    }
-}
-
-/// The tone of a value that is invalid, else `otherwise`.
-fn tone_of(v: &Value, otherwise: Tone) -> Tone {
-    if v.get("invalid").is_some() {
-        Tone::Bad
-    } else {
-        otherwise
     }
 }
 
@@ -407,29 +590,29 @@ pub fn tolerated_text(t: &Value, colour: bool) -> String {
 
 /// One instance of a recovery as a note line: name, state, storage class
 /// and what happened (`local` and done = rebuilt, its disk lost).
-fn instance_note(id: &str, i: &Value) -> (String, Tone) {
-    let name = i["name"].as_str().unwrap_or(id);
-    let state = i["state"].as_str().unwrap_or("?");
-    let storage = i["storage"].as_str().unwrap_or("unknown");
+fn instance_note(id: &str, i: &InstanceDoc) -> (String, Tone) {
+    let name = i.name.as_deref().unwrap_or(id);
+    let state = name_of(i.state);
+    let storage = i.storage.map_or("unknown", StorageClass::as_str);
     let mut line = format!("instance {name} ({id}): {state}, storage {storage}");
-    let target = i["target"].as_str();
-    let tone = match state {
-        "done" => {
+    let target = i.target.as_deref();
+    let tone = match i.state {
+        InstanceState::Done => {
             if let Some(t) = target {
                 line.push_str(&format!(" -> {t}"));
             }
-            if storage == "local" {
+            if i.storage == Some(StorageClass::Local) {
                 line.push_str(" (rebuilt from image: root disk data lost)");
                 Tone::Warn
             } else {
                 Tone::Good
             }
         }
-        "error" | "skipped" => Tone::Bad,
-        _ => {
+        InstanceState::Error | InstanceState::Skipped => Tone::Bad,
+        InstanceState::Pending | InstanceState::Requested => {
             match target {
                 Some(t) => line.push_str(&format!(" -> {t}")),
-                None if i["via_scheduler"].as_bool() == Some(true) || state == "requested" => {
+                None if i.via_scheduler || i.state == InstanceState::Requested => {
                     line.push_str(" -> scheduler")
                 }
                 None => {}
@@ -437,81 +620,174 @@ fn instance_note(id: &str, i: &Value) -> (String, Tone) {
             Tone::Warn
         }
     };
-    if let Some(e) = i["error"].as_str() {
+    if let Some(e) = &i.error {
         line.push_str(&format!(": {e}"));
     }
     (line, tone)
 }
 
 /// Renders the document as text for people, without colour.
-pub fn text(doc: &Value) -> String {
+pub fn text(doc: &StatusDoc) -> String {
     table(doc, false)
+}
+
+/// The pause's line, when the key is present.
+fn pause_line(pause: &PauseDoc, colour: bool) -> String {
+    let until = pause.until.as_deref().map_or_else(
+        || "until `novaha resume`".to_owned(),
+        |u| format!("until {u}"),
+    );
+    let by = pause
+        .by
+        .as_deref()
+        .map(|b| format!(" by {b}"))
+        .unwrap_or_default();
+    let at = pause
+        .at
+        .as_deref()
+        .map(|a| format!(" at {a}"))
+        .unwrap_or_default();
+    if pause.active {
+        format!(
+            "{}: {}{by}{at}, {until}: no fence, force-down or evacuation starts\n",
+            paint("PAUSED", Tone::Warn, colour),
+            pause.reason
+        )
+    } else {
+        format!(
+            "pause expired ({until}): {}{by}{at}; `novaha resume` removes the key\n",
+            pause.reason
+        )
+    }
+}
+
+/// Cells of a row, or lines under it, each with its tone.
+type Cells = Vec<(String, Tone)>;
+
+/// One compute node's table row and the lines under it.
+fn compute_row(name: &str, n: &ComputeNodeDoc) -> (Cells, Cells) {
+    let flag = |v: Option<bool>, key_suffix: &str, on: Tone| match v {
+        Some(b) => (format_bool(b).to_owned(), if b { on } else { Tone::Plain }),
+        None => missing(&n.invalid, key_suffix),
+    };
+    let fails = match n.number_fails {
+        Some(f) => (f.to_string(), if f > 0 { Tone::Warn } else { Tone::Plain }),
+        None => missing(&n.invalid, "/internal/number_fails"),
+    };
+    let phase = match n.phase {
+        Some(p) => {
+            let tone = match p {
+                Phase::Done => Tone::Good,
+                Phase::Stuck => Tone::Bad,
+                _ => Tone::Warn,
+            };
+            (name_of(p), tone)
+        }
+        None => missing(&n.invalid, "/internal/recovery"),
+    };
+    let failed = flag(n.failed, "/status/failed", Tone::Bad);
+    let name_tone = if failed.1 == Tone::Bad {
+        Tone::Bad
+    } else {
+        Tone::Plain
+    };
+    let state_tone = match n.state {
+        "healthy" => Tone::Good,
+        "invalid" | "failed" => Tone::Bad,
+        _ => Tone::Warn,
+    };
+    let mut notes = Vec::new();
+    if n.maintenance {
+        let until = n
+            .maintenance_until
+            .as_deref()
+            .map_or_else(|| "until switched off".to_owned(), |u| format!("until {u}"));
+        notes.push((
+            format!(
+                "maintenance {until}: {}",
+                n.maintenance_reason.as_deref().unwrap_or("no reason given")
+            ),
+            Tone::Warn,
+        ));
+    }
+    if n.awaiting_up == Some(true) {
+        notes.push((
+            "reset: waiting for Nova to report it up before counting failures".to_owned(),
+            Tone::Warn,
+        ));
+    }
+    if let Some(readings) = &n.degraded {
+        notes.push((
+            format!("degraded: signals disagree ({readings}); not counted as failing"),
+            Tone::Warn,
+        ));
+    }
+    if let Some(e) = &n.last_error {
+        notes.push((format!("last error: {e}"), Tone::Bad));
+    }
+    for (id, i) in &n.instances {
+        notes.push(instance_note(id, i));
+    }
+    for bad in &n.invalid {
+        notes.push((
+            format!(
+                "invalid: {} = {} ({})",
+                bad.key,
+                Value::from(bad.raw.as_str()),
+                bad.reason
+            ),
+            Tone::Bad,
+        ));
+    }
+    let cells = vec![
+        (name.to_owned(), name_tone),
+        failed,
+        flag(n.recovered, "/status/recovered", Tone::Warn),
+        fails,
+        flag(Some(n.maintenance), "", Tone::Warn),
+        phase,
+        (
+            n.ha_node.clone().unwrap_or_else(|| "-".to_owned()),
+            Tone::Plain,
+        ),
+        (n.state.to_owned(), state_tone),
+    ];
+    (cells, notes)
 }
 
 /// Renders the document as aligned tables for people: the leader, then one
 /// row per compute node and per HA node. With `colour`, failed, stuck and
 /// invalid cells are red, recoveries in progress and taken HA nodes yellow,
 /// finished recoveries green.
-pub fn table(doc: &Value, colour: bool) -> String {
+pub fn table(doc: &StatusDoc, colour: bool) -> String {
     let mut out = String::new();
     // What needs a human comes first, then the pause.
-    for a in doc["attention"].as_array().into_iter().flatten() {
-        let what = a["what"].as_str().unwrap_or("?");
-        let label = match what {
-            "blind" => "LEADER BLIND",
-            "stuck" => "RECOVERY STUCK",
-            "bmc" => "BMC UNHEALTHY",
-            "invalid" => "INVALID VALUES",
-            other => other,
-        };
+    for a in &doc.attention {
         out.push_str(&format!(
             "{}: {}\n",
-            paint(label, Tone::Bad, colour),
-            show(&a["detail"])
+            paint(a.what.label(), Tone::Bad, colour),
+            a.detail
         ));
     }
-    let pause = &doc["pause"];
-    if pause.is_object() {
-        let until = pause["until"].as_str().map_or_else(
-            || "until `novaha resume`".to_owned(),
-            |u| format!("until {u}"),
-        );
-        let by = pause["by"]
-            .as_str()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default();
-        let at = pause["at"]
-            .as_str()
-            .map(|a| format!(" at {a}"))
-            .unwrap_or_default();
-        if pause["active"].as_bool() == Some(true) {
-            out.push_str(&format!(
-                "{}: {}{by}{at}, {until}: no fence, force-down or evacuation starts\n",
-                paint("PAUSED", Tone::Warn, colour),
-                show(&pause["reason"])
-            ));
-        } else {
-            out.push_str(&format!(
-                "pause expired ({until}): {}{by}{at}; `novaha resume` removes the key\n",
-                show(&pause["reason"])
-            ));
+    if let Some(pause) = &doc.pause {
+        out.push_str(&pause_line(pause, colour));
+    }
+    match &doc.leader {
+        Some(l) => out.push_str(&format!(
+            "leader: id={} host={} pid={} version={}\n",
+            paint(&l.id, Tone::Good, colour),
+            l.host,
+            l.pid,
+            l.version
+        )),
+        None => {
+            let (cell, _) = missing(&doc.invalid, "/leader");
+            let cell = if cell == "-" { "none".to_owned() } else { cell };
+            out.push_str(&format!("leader: {}\n", paint(&cell, Tone::Bad, colour)));
         }
     }
-    let leader = &cell(doc, "leader", "/leader");
-    match leader {
-        Value::Null => out.push_str(&format!("leader: {}\n", paint("none", Tone::Bad, colour))),
-        l => out.push_str(&format!(
-            "leader: id={} host={} pid={} version={}\n",
-            paint(&show(&l["id"]), Tone::Good, colour),
-            show(&l["host"]),
-            show(&l["pid"]),
-            show(&l["version"])
-        )),
-    }
-    let empty = serde_json::Map::new();
-    let compute = doc["compute_nodes"].as_object().unwrap_or(&empty);
-    out.push_str(&format!("compute nodes: {}\n", compute.len()));
-    if !compute.is_empty() {
+    out.push_str(&format!("compute nodes: {}\n", doc.compute_nodes.len()));
+    if !doc.compute_nodes.is_empty() {
         let mut t = Table::new(vec![
             "NODE",
             "FAILED",
@@ -520,110 +796,33 @@ pub fn table(doc: &Value, colour: bool) -> String {
             "MAINTENANCE",
             "PHASE",
             "HA_NODE",
+            "STATE",
         ]);
-        for (name, n) in compute {
-            let flag = |v: &Value, on: Tone| {
-                let tone = if v.as_bool() == Some(true) {
-                    on
-                } else {
-                    Tone::Plain
-                };
-                (show(v), tone_of(v, tone))
-            };
-            let fails = &cell(n, "number_fails", "/internal/number_fails");
-            let fails_tone = if fails.as_u64().is_some_and(|f| f > 0) {
-                Tone::Warn
-            } else {
-                Tone::Plain
-            };
-            let phase = &cell(n, "phase", "/internal/recovery");
-            let phase_tone = match phase.as_str() {
-                Some("done") => Tone::Good,
-                Some("stuck") => Tone::Bad,
-                Some(_) => Tone::Warn,
-                None => Tone::Plain,
-            };
-            let failed = flag(&cell(n, "failed", "/status/failed"), Tone::Bad);
-            let name_tone = if failed.1 == Tone::Bad {
-                Tone::Bad
-            } else {
-                Tone::Plain
-            };
-            let mut notes = Vec::new();
-            if n["maintenance"].as_bool() == Some(true) {
-                let until = n["maintenance_until"]
-                    .as_str()
-                    .map_or_else(|| "until switched off".to_owned(), |u| format!("until {u}"));
-                notes.push((
-                    format!(
-                        "maintenance {until}: {}",
-                        n["maintenance_reason"]
-                            .as_str()
-                            .unwrap_or("no reason given")
-                    ),
-                    Tone::Warn,
-                ));
-            }
-            if n["awaiting_up"].as_bool() == Some(true) {
-                notes.push((
-                    "reset: waiting for Nova to report it up before counting failures".to_owned(),
-                    Tone::Warn,
-                ));
-            }
-            if let Some(readings) = n["degraded"].as_str() {
-                notes.push((
-                    format!("degraded: signals disagree ({readings}); not counted as failing"),
-                    Tone::Warn,
-                ));
-            }
-            if !n["last_error"].is_null() {
-                notes.push((format!("last error: {}", show(&n["last_error"])), Tone::Bad));
-            }
-            for (id, i) in n["instances"].as_object().into_iter().flatten() {
-                notes.push(instance_note(id, i));
-            }
-            for bad in n["invalid"].as_array().into_iter().flatten() {
-                notes.push((
-                    format!(
-                        "invalid: {} = {} ({})",
-                        show(&bad["key"]),
-                        bad["raw"],
-                        show(&bad["reason"])
-                    ),
-                    Tone::Bad,
-                ));
-            }
-            t.row(
-                vec![
-                    (name.clone(), name_tone),
-                    failed,
-                    flag(&cell(n, "recovered", "/status/recovered"), Tone::Warn),
-                    (show(fails), tone_of(fails, fails_tone)),
-                    flag(&n["maintenance"], Tone::Warn),
-                    (show(phase), tone_of(phase, phase_tone)),
-                    (show(&n["ha_node"]), Tone::Plain),
-                ],
-                notes,
-            );
+        for (name, n) in &doc.compute_nodes {
+            let (cells, notes) = compute_row(name, n);
+            t.row(cells, notes);
         }
         t.render(&mut out, colour);
     }
-    let ha = doc["ha_nodes"].as_object().unwrap_or(&empty);
-    out.push_str(&format!("ha nodes: {}\n", ha.len()));
-    if !ha.is_empty() {
+    out.push_str(&format!("ha nodes: {}\n", doc.ha_nodes.len()));
+    if !doc.ha_nodes.is_empty() {
         let mut t = Table::new(vec!["NODE", "IN_USE", "SERVING"]);
-        for (name, h) in ha {
-            let in_use = &cell(h, "in_use", "/status/in_use");
-            let tone = if in_use.as_bool() == Some(true) {
-                Tone::Warn
-            } else {
-                Tone::Good
+        for (name, h) in &doc.ha_nodes {
+            let in_use = match h.in_use {
+                Some(b) => (
+                    format_bool(b).to_owned(),
+                    if b { Tone::Warn } else { Tone::Good },
+                ),
+                None => missing(&h.invalid, "/status/in_use"),
             };
             t.row(
                 vec![
                     (name.clone(), Tone::Plain),
-                    (show(in_use), tone_of(in_use, tone)),
-                    (show(&h["serving"]), Tone::Plain),
+                    in_use,
+                    (
+                        h.serving.clone().unwrap_or_else(|| "-".to_owned()),
+                        Tone::Plain,
+                    ),
                 ],
                 Vec::new(),
             );
@@ -634,11 +833,11 @@ pub fn table(doc: &Value, colour: bool) -> String {
 }
 
 /// 0 when nothing needs a human, [`EXIT_ATTENTION`] otherwise.
-pub fn exit_code(doc: &Value) -> ExitCode {
-    if doc["attention"].as_array().is_some_and(|a| !a.is_empty()) {
-        ExitCode::from(EXIT_ATTENTION)
-    } else {
+pub fn exit_code(doc: &StatusDoc) -> ExitCode {
+    if doc.attention.is_empty() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ATTENTION)
     }
 }
 
@@ -647,37 +846,132 @@ mod tests {
     use super::*;
     use novaha_core::kv::Snapshot;
 
-    fn doc() -> Value {
-        json!({
-            "prefix": "p",
-            "leader": {"id": "controller-1", "host": "h1", "pid": 42, "version": "0.1.0"},
-            "compute_nodes": {
-                "compute-1": {"failed": true, "recovered": true, "number_fails": 4,
-                              "maintenance": false, "phase": "evacuating", "ha_node": "ha-1",
-                              "last_error": null, "invalid": []},
-                "c2": {"failed": null,
-                       "recovered": false, "number_fails": 0, "maintenance": false,
-                       "phase": null, "ha_node": null, "last_error": "fence timed out",
-                       "invalid": [{"key": "p/compute_nodes/c2/status/failed",
-                                    "raw": "garbage", "reason": "not a boolean"}]},
-            },
-            "ha_nodes": {"ha-1": {"in_use": true, "serving": "compute-1"}},
-        })
+    use serde_json::json;
+
+    /// A node with every flag readable and nothing going on.
+    fn quiet() -> ComputeNodeDoc {
+        ComputeNodeDoc {
+            awaiting_up: None,
+            degraded: None,
+            failed: Some(false),
+            ha_node: None,
+            instances: BTreeMap::new(),
+            invalid: Vec::new(),
+            last_error: None,
+            maintenance: false,
+            maintenance_reason: None,
+            maintenance_until: None,
+            number_fails: Some(0),
+            phase: None,
+            recovered: Some(false),
+            state: "healthy",
+        }
+    }
+
+    fn empty() -> StatusDoc {
+        StatusDoc {
+            attention: Vec::new(),
+            compute_nodes: BTreeMap::new(),
+            failures_tolerated: Value::Null,
+            fence_health: Value::Null,
+            ha_nodes: BTreeMap::new(),
+            invalid: Vec::new(),
+            leader: None,
+            pause: None,
+            prefix: "p".to_owned(),
+            schema_version: SCHEMA_VERSION,
+            sight: None,
+        }
+    }
+
+    fn doc() -> StatusDoc {
+        let compute_1 = ComputeNodeDoc {
+            failed: Some(true),
+            recovered: Some(true),
+            number_fails: Some(4),
+            phase: Some(Phase::Evacuating),
+            ha_node: Some("ha-1".to_owned()),
+            state: "recovering",
+            ..quiet()
+        };
+        let c2 = ComputeNodeDoc {
+            failed: None,
+            last_error: Some("fence timed out".to_owned()),
+            invalid: vec![InvalidValue {
+                key: "p/compute_nodes/c2/status/failed".to_owned(),
+                raw: "garbage".to_owned(),
+                reason: "not a boolean".to_owned(),
+            }],
+            state: "invalid",
+            ..quiet()
+        };
+        let ha_1 = HaNodeDoc {
+            in_use: Some(true),
+            invalid: Vec::new(),
+            serving: Some("compute-1".to_owned()),
+        };
+        StatusDoc {
+            leader: Some(Leader {
+                id: "controller-1".to_owned(),
+                host: "h1".to_owned(),
+                pid: 42,
+                version: "0.1.0".to_owned(),
+            }),
+            compute_nodes: [("compute-1".to_owned(), compute_1), ("c2".to_owned(), c2)].into(),
+            ha_nodes: [("ha-1".to_owned(), ha_1)].into(),
+            ..empty()
+        }
+    }
+
+    /// The document as `--json` prints it.
+    fn json_of(doc: &StatusDoc) -> Value {
+        serde_json::to_value(doc).expect("the document serialises")
     }
 
     #[test]
     fn each_instance_of_a_recovery_shows_its_storage_class_and_fate() {
         let mut d = doc();
-        d["compute_nodes"]["compute-1"]["instances"] = json!({
-            "u1": {"name": "db", "state": "done", "storage": "volume", "target": "ha-1",
-                   "via_scheduler": false, "error": null},
-            "u2": {"name": "cache", "state": "done", "storage": "local", "target": "ha-1",
-                   "via_scheduler": false, "error": null},
-            "u3": {"name": null, "state": "skipped", "storage": "local", "target": null,
-                   "via_scheduler": false, "error": "root disk on local storage"},
-            "u4": {"name": "web", "state": "requested", "storage": "shared", "target": null,
-                   "via_scheduler": true, "error": null},
-        });
+        let instance =
+            |name: Option<&str>, state, storage, target: Option<&str>, via, error: Option<&str>| {
+                InstanceDoc {
+                    error: error.map(str::to_owned),
+                    name: name.map(str::to_owned),
+                    state,
+                    storage: Some(storage),
+                    target: target.map(str::to_owned),
+                    via_scheduler: via,
+                }
+            };
+        use InstanceState::{Done, Requested, Skipped};
+        use StorageClass::{Local, Shared, Volume};
+        d.compute_nodes.get_mut("compute-1").unwrap().instances = [
+            (
+                "u1",
+                instance(Some("db"), Done, Volume, Some("ha-1"), false, None),
+            ),
+            (
+                "u2",
+                instance(Some("cache"), Done, Local, Some("ha-1"), false, None),
+            ),
+            (
+                "u3",
+                instance(
+                    None,
+                    Skipped,
+                    Local,
+                    None,
+                    false,
+                    Some("root disk on local storage"),
+                ),
+            ),
+            (
+                "u4",
+                instance(Some("web"), Requested, Shared, None, true, None),
+            ),
+        ]
+        .into_iter()
+        .map(|(id, i)| (id.to_owned(), i))
+        .collect();
         let out = table(&d, false);
         for needle in [
             "instance db (u1): done, storage volume -> ha-1\n",
@@ -703,7 +997,7 @@ mod tests {
     #[test]
     fn a_reset_node_awaiting_nova_says_so() {
         let mut d = doc();
-        d["compute_nodes"]["compute-1"]["awaiting_up"] = json!(true);
+        d.compute_nodes.get_mut("compute-1").unwrap().awaiting_up = Some(true);
         let out = table(&d, false);
         assert!(
             out.contains("reset: waiting for Nova to report it up before counting failures"),
@@ -715,8 +1009,8 @@ mod tests {
     #[test]
     fn a_degraded_node_says_which_signals_disagree() {
         let mut d = doc();
-        d["compute_nodes"]["compute-1"]["degraded"] =
-            json!("nova=stale consul=healthy tcp=healthy");
+        d.compute_nodes.get_mut("compute-1").unwrap().degraded =
+            Some("nova=stale consul=healthy tcp=healthy".to_owned());
         let out = table(&d, false);
         assert!(
             out.contains(
@@ -752,7 +1046,7 @@ mod tests {
             .collect(),
         };
         let st = ClusterState::parse(&schema, &snap);
-        let doc = document(&st, Extras::default(), "p", Utc::now());
+        let doc = json_of(&document(&st, Extras::default(), "p", Utc::now()));
         assert_eq!(
             doc["compute_nodes"]["c1"]["degraded"],
             "nova=up consul=failed"
@@ -823,7 +1117,7 @@ mod tests {
             }
         }
         assert_eq!(stripped, plain);
-        let none = json!({"leader": null, "compute_nodes": {}, "ha_nodes": {}});
+        let none = empty();
         assert_eq!(
             table(&none, false),
             "leader: none\ncompute nodes: 0\nha nodes: 0\n"
@@ -863,10 +1157,13 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn leader() -> Option<Result<Value, InvalidValue>> {
-        Some(Ok(
-            json!({"id": "a", "host": "h", "pid": 1, "version": "0"}),
-        ))
+    fn leader() -> Option<Result<Leader, InvalidValue>> {
+        Some(Ok(Leader {
+            id: "a".to_owned(),
+            host: "h".to_owned(),
+            pid: 1,
+            version: "0".to_owned(),
+        }))
     }
 
     fn whats(doc: &Value) -> Vec<&str> {
@@ -891,12 +1188,14 @@ mod tests {
             ),
             fence_health: Value::Null,
         };
-        let doc = document(&st, extras, "p", now());
+        let typed = document(&st, extras, "p", now());
+        let doc = json_of(&typed);
         assert_eq!(doc["schema_version"], SCHEMA_VERSION);
         assert!(whats(&doc).is_empty(), "{doc}");
-        assert_eq!(exit_code(&doc), ExitCode::SUCCESS);
+        assert_eq!(exit_code(&typed), ExitCode::SUCCESS);
         assert_eq!(doc["sight"]["blind"], false);
         assert_eq!(doc["pause"], Value::Null);
+        assert_eq!(doc["compute_nodes"]["c1"]["state"], "healthy");
     }
 
     #[test]
@@ -913,10 +1212,11 @@ mod tests {
             ),
             fence_health: json!({"nodes": {"c1": {"healthy": false, "error": "ipmi: timeout"}}}),
         };
-        let doc = document(&st, extras, "p", now());
+        let typed = document(&st, extras, "p", now());
+        let doc = json_of(&typed);
         assert_eq!(whats(&doc), ["stuck", "blind", "bmc", "invalid"], "{doc}");
-        assert_eq!(exit_code(&doc), ExitCode::from(EXIT_ATTENTION));
-        let text = table(&doc, false);
+        assert_eq!(exit_code(&typed), ExitCode::from(EXIT_ATTENTION));
+        let text = table(&typed, false);
         let first: Vec<&str> = text.lines().take(4).collect();
         assert!(
             first[1]
@@ -930,6 +1230,9 @@ mod tests {
         assert!(first[2].contains("ipmi: timeout"), "{text}");
         // Stable types: an invalid flag is null, listed with its key.
         assert_eq!(doc["compute_nodes"]["c2"]["failed"], Value::Null);
+        // The node's state is the one the metrics count it under.
+        assert_eq!(doc["compute_nodes"]["c1"]["state"], "recovering");
+        assert_eq!(doc["compute_nodes"]["c2"]["state"], "invalid");
         assert_eq!(doc["invalid"][0]["key"], "p/compute_nodes/c2/status/failed");
         assert!(
             text.contains("INVALID(p/compute_nodes/c2/status/failed=\"garbage\")"),
@@ -946,13 +1249,14 @@ mod tests {
             last_cycle: Some(json!({"id": "b", "blind": true})),
             fence_health: Value::Null,
         };
-        let doc = document(&parsed(&[]), extras, "p", now());
+        let typed = document(&parsed(&[]), extras, "p", now());
+        let doc = json_of(&typed);
         assert!(whats(&doc).is_empty(), "{doc}");
         assert_eq!(doc["sight"], Value::Null);
         assert!(
-            table(&doc, false).starts_with("leader: none"),
+            table(&typed, false).starts_with("leader: none"),
             "{}",
-            table(&doc, false)
+            table(&typed, false)
         );
     }
 
@@ -968,7 +1272,7 @@ mod tests {
                 "2026-11-21T12:00:00Z",
             ),
         ]);
-        let doc = document(
+        let typed = document(
             &st,
             Extras {
                 leader: leader(),
@@ -977,22 +1281,24 @@ mod tests {
             "p",
             now(),
         );
+        let doc = json_of(&typed);
         assert!(
             whats(&doc).is_empty(),
             "a pause is a choice, not a problem: {doc}"
         );
         assert_eq!(doc["pause"]["active"], true);
-        let text = table(&doc, false);
+        let text = table(&typed, false);
         assert!(text.starts_with("PAUSED: core switch upgrade by alice at 2026-11-21T09:00:00Z, until 2026-11-21T11:00:00Z"), "{text}");
         assert!(
             text.contains("maintenance until 2026-11-21T12:00:00Z: DIMM swap"),
             "{text}"
         );
         assert_eq!(doc["compute_nodes"]["c1"]["maintenance"], true);
+        assert_eq!(doc["compute_nodes"]["c1"]["state"], "maintenance");
         let later = DateTime::parse_from_rfc3339("2026-11-21T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let doc = document(
+        let typed = document(
             &st,
             Extras {
                 leader: leader(),
@@ -1001,12 +1307,13 @@ mod tests {
             "p",
             later,
         );
+        let doc = json_of(&typed);
         assert_eq!(doc["pause"]["active"], false);
         assert_eq!(doc["compute_nodes"]["c1"]["maintenance"], false);
-        assert!(table(&doc, false).starts_with("pause expired (until 2026-11-21T11:00:00Z)"));
+        assert!(table(&typed, false).starts_with("pause expired (until 2026-11-21T11:00:00Z)"));
         // An unreadable pause is paused, and invalid.
         let st = parsed(&[("config/paused", "yes")]);
-        let doc = document(
+        let typed = document(
             &st,
             Extras {
                 leader: leader(),
@@ -1015,7 +1322,43 @@ mod tests {
             "p",
             now(),
         );
+        let doc = json_of(&typed);
         assert_eq!(doc["pause"]["active"], true);
         assert_eq!(whats(&doc), ["invalid"]);
+    }
+
+    #[test]
+    fn an_unreadable_leader_is_shown_invalid_with_its_key() {
+        let bad = InvalidValue {
+            key: "p/leader".to_owned(),
+            raw: "xx".to_owned(),
+            reason: "not a lock value".to_owned(),
+        };
+        let extras = Extras {
+            leader: Some(Err(bad)),
+            ..Extras::default()
+        };
+        let typed = document(&parsed(&[]), extras, "p", now());
+        let doc = json_of(&typed);
+        assert_eq!(doc["leader"], Value::Null);
+        assert_eq!(doc["invalid"][0]["key"], "p/leader");
+        let text = table(&typed, false);
+        assert!(
+            text.contains("leader: INVALID(p/leader=\"xx\")\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_each_node_state() {
+        let out = table(&doc(), false);
+        let row = out.lines().find(|l| l.starts_with("  compute-1")).unwrap();
+        assert!(row.ends_with("ha-1     recovering"), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("  c2") && l.ends_with("invalid")),
+            "{out}"
+        );
+        assert!(table(&doc(), true).contains("\x1b[33mrecovering\x1b[0m"));
     }
 }
