@@ -265,6 +265,15 @@ impl Answer {
         excerpt(&String::from_utf8_lossy(&self.body), EXCERPT_CHARS, &[])
     }
 
+    /// The body decoded as JSON; an answer that does not decode is a
+    /// [`ConsulError::Decode`] naming `what`.
+    fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ConsulError> {
+        serde_json::from_slice(&self.body).map_err(|e| ConsulError::Decode {
+            what: what.into(),
+            detail: e.to_string(),
+        })
+    }
+
     fn into_status_error(self, what: &str) -> ConsulError {
         ConsulError::Status {
             what: what.to_owned(),
@@ -478,10 +487,7 @@ impl Consul {
         if !a.status.is_success() {
             return Err(a.into_status_error(what));
         }
-        let leader: String = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        let leader: String = a.json(what)?;
         if leader.is_empty() {
             return Err(ConsulError::NoLeader);
         }
@@ -513,10 +519,7 @@ impl Consul {
             #[serde(rename = "NodeName")]
             node_name: String,
         }
-        let s: AgentSelf = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        let s: AgentSelf = a.json(what)?;
         Ok(s.config.node_name)
     }
 
@@ -603,11 +606,7 @@ impl Consul {
         match a.status {
             StatusCode::NOT_FOUND => Ok((index, Vec::new())),
             StatusCode::OK => {
-                let raw: Vec<RawKv> =
-                    serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-                        what: what.into(),
-                        detail: e.to_string(),
-                    })?;
+                let raw: Vec<RawKv> = a.json(what)?;
                 let pairs = raw
                     .into_iter()
                     .map(RawKv::decode)
@@ -651,11 +650,7 @@ impl Consul {
         match a.status {
             StatusCode::NOT_FOUND => Ok((None, index)),
             StatusCode::OK => {
-                let raw: Vec<RawKv> =
-                    serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-                        what: what.into(),
-                        detail: e.to_string(),
-                    })?;
+                let raw: Vec<RawKv> = a.json(what)?;
                 let pair = match raw.into_iter().next() {
                     Some(r) => Some(r.decode().map_err(|detail| ConsulError::Decode {
                         what: what.into(),
@@ -763,10 +758,7 @@ impl Consul {
             #[serde(rename = "Status")]
             status: String,
         }
-        let rows: Vec<Row> = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        let rows: Vec<Row> = a.json(what)?;
         let mut out: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
         for r in rows {
             out.entry(r.node).or_default().insert(r.check_id, r.status);
@@ -790,11 +782,7 @@ impl Consul {
             #[serde(rename = "Status")]
             status: String,
         }
-        let checks: std::collections::HashMap<String, Check> = serde_json::from_slice(&a.body)
-            .map_err(|e| ConsulError::Decode {
-                what: what.into(),
-                detail: e.to_string(),
-            })?;
+        let checks: std::collections::HashMap<String, Check> = a.json(what)?;
         Ok(checks.get(id).map(|c| c.status.clone()))
     }
 
@@ -863,10 +851,7 @@ impl Consul {
             #[serde(rename = "ID")]
             id: String,
         }
-        let c: Created = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        let c: Created = a.json(what)?;
         Ok(c.id)
     }
 
@@ -927,10 +912,7 @@ impl Consul {
         if !a.status.is_success() {
             return Err(a.into_status_error(what));
         }
-        let raw: Vec<RawKv> = serde_json::from_slice(&a.body).map_err(|e| ConsulError::Decode {
-            what: what.into(),
-            detail: e.to_string(),
-        })?;
+        let raw: Vec<RawKv> = a.json(what)?;
         raw.into_iter()
             .next()
             .map(RawKv::decode)
