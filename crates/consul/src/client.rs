@@ -472,22 +472,26 @@ impl Consul {
         }
     }
 
-    /// Reachability: the agent answers and its cluster has a leader.
-    pub async fn ping(&self) -> Result<(), ConsulError> {
-        let what = "status/leader";
+    /// A GET of `/v1/<path>` whose success answer is JSON; any other
+    /// status is an error naming `path`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &[&str],
+    ) -> Result<T, ConsulError> {
+        let what = path.join("/");
+        let url = self.url(path, false, &[]);
         let a = self
-            .send(
-                what,
-                Method::GET,
-                self.url(&["status", "leader"], false, &[]),
-                None,
-                self.inner.timeout,
-            )
+            .send(&what, Method::GET, url, None, self.inner.timeout)
             .await?;
         if !a.status.is_success() {
-            return Err(a.into_status_error(what));
+            return Err(a.into_status_error(&what));
         }
-        let leader: String = a.json(what)?;
+        a.json(&what)
+    }
+
+    /// Reachability: the agent answers and its cluster has a leader.
+    pub async fn ping(&self) -> Result<(), ConsulError> {
+        let leader: String = self.get_json(&["status", "leader"]).await?;
         if leader.is_empty() {
             return Err(ConsulError::NoLeader);
         }
@@ -496,19 +500,6 @@ impl Consul {
 
     /// The node name of the agent we talk to (`/v1/agent/self`).
     pub async fn agent_node_name(&self) -> Result<String, ConsulError> {
-        let what = "agent/self";
-        let a = self
-            .send(
-                what,
-                Method::GET,
-                self.url(&["agent", "self"], false, &[]),
-                None,
-                self.inner.timeout,
-            )
-            .await?;
-        if !a.status.is_success() {
-            return Err(a.into_status_error(what));
-        }
         #[derive(Deserialize)]
         struct AgentSelf {
             #[serde(rename = "Config")]
@@ -519,7 +510,7 @@ impl Consul {
             #[serde(rename = "NodeName")]
             node_name: String,
         }
-        let s: AgentSelf = a.json(what)?;
+        let s: AgentSelf = self.get_json(&["agent", "self"]).await?;
         Ok(s.config.node_name)
     }
 
@@ -741,14 +732,6 @@ impl Consul {
     pub async fn health_checks(
         &self,
     ) -> Result<BTreeMap<String, HashMap<String, String>>, ConsulError> {
-        let what = "health/state/any";
-        let url = self.url(&["health", "state", "any"], false, &[]);
-        let a = self
-            .send(what, Method::GET, url, None, self.inner.timeout)
-            .await?;
-        if !a.status.is_success() {
-            return Err(a.into_status_error(what));
-        }
         #[derive(Deserialize)]
         struct Row {
             #[serde(rename = "Node")]
@@ -758,7 +741,7 @@ impl Consul {
             #[serde(rename = "Status")]
             status: String,
         }
-        let rows: Vec<Row> = a.json(what)?;
+        let rows: Vec<Row> = self.get_json(&["health", "state", "any"]).await?;
         let mut out: BTreeMap<String, HashMap<String, String>> = BTreeMap::new();
         for r in rows {
             out.entry(r.node).or_default().insert(r.check_id, r.status);
@@ -769,20 +752,12 @@ impl Consul {
     /// The status of the local agent's check `id` (`passing`, `warning`,
     /// `critical`), or `None` when the agent has no such check.
     pub async fn check_status(&self, id: &str) -> Result<Option<String>, ConsulError> {
-        let what = "agent checks";
-        let url = self.url(&["agent", "checks"], false, &[]);
-        let a = self
-            .send(what, Method::GET, url, None, self.inner.timeout)
-            .await?;
-        if !a.status.is_success() {
-            return Err(a.into_status_error(what));
-        }
         #[derive(Deserialize)]
         struct Check {
             #[serde(rename = "Status")]
             status: String,
         }
-        let checks: std::collections::HashMap<String, Check> = a.json(what)?;
+        let checks: HashMap<String, Check> = self.get_json(&["agent", "checks"]).await?;
         Ok(checks.get(id).map(|c| c.status.clone()))
     }
 
