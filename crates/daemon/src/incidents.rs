@@ -8,8 +8,7 @@ use anyhow::{Context, bail};
 use novaha_consul::ConsulStore;
 use novaha_core::kv::{StoredIncident, incidents};
 use novaha_core::store::StateStore;
-use novaha_report::incidents::{SCHEMA_VERSION, detail, detail_text, list_text, summary};
-use serde_json::{Value, json};
+use novaha_report::incidents::{IncidentList, detail, detail_text, list_text, summary};
 
 use crate::config::Config;
 use crate::connect::connect;
@@ -27,13 +26,13 @@ async fn read(cfg: &Config) -> anyhow::Result<Vec<StoredIncident>> {
 /// `novaha incidents [NODE] [--json]`.
 pub async fn list(cfg: &Config, node: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
     let all = read(cfg).await?;
-    let rows: Vec<Value> = all
+    let rows: Vec<_> = all
         .iter()
         .filter(|i| node.is_none_or(|n| i.node.as_str() == n))
         .map(summary)
         .collect();
     if as_json {
-        let doc = json!({"schema_version": SCHEMA_VERSION, "incidents": rows});
+        let doc = IncidentList::new(rows);
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).context("encode as JSON")?

@@ -6,21 +6,153 @@
 //! `--json` documents carry `schema_version` ([`SCHEMA_VERSION`]); every
 //! field keeps one JSON type (a missing value is `null`, never a different
 //! type), see docs/cli.md.
+//!
+//! The documents' structs declare their fields in alphabetical order: serde
+//! writes them in declaration order, and alphabetical is the order the
+//! documents have always been printed in, so readers see no change.
 
 use chrono::{DateTime, Utc};
-use novaha_core::kv::{StoredIncident, format_time};
+use novaha_core::kv::{InvalidValue, StoredIncident, format_time};
 use novaha_core::record::{InstanceState, Phase, RecoveryRecord};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::table::{Table, name_of, or_dash};
 
 /// The version of the `--json` documents of `incidents` and `incident
 /// show`; bumped when a field changes meaning or type.
 pub const SCHEMA_VERSION: u32 = 1;
 
-fn phase_name(p: Phase) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{p:?}"))
+/// The `novaha incidents --json` document: every incident listed, newest
+/// detection first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentList {
+    /// One [`IncidentSummary`] per incident.
+    pub incidents: Vec<IncidentSummary>,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+}
+
+impl IncidentList {
+    /// The list document of these rows.
+    pub fn new(incidents: Vec<IncidentSummary>) -> Self {
+        Self {
+            incidents,
+            schema_version: SCHEMA_VERSION,
+        }
+    }
+}
+
+/// One incident in the list. Every field but `id`, `key`, `live`, `node`
+/// and `invalid` is `null` when the record does not parse (`invalid` then
+/// says why); `invalid` is `null` when it does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IncidentSummary {
+    /// When the failure was detected (RFC 3339).
+    pub detected: Option<String>,
+    /// When the incident ended (done, stuck or reset), if it did.
+    pub ended: Option<String>,
+    /// The HA node the recovery claimed.
+    pub ha_node: Option<String>,
+    /// The incident id.
+    pub id: String,
+    /// Its instances counted by final state.
+    pub instances: Option<InstanceCounts>,
+    /// Why the record could not be read.
+    pub invalid: Option<InvalidValue>,
+    /// The key it was read from.
+    pub key: String,
+    /// The recovery's last error.
+    pub last_error: Option<String>,
+    /// A live record (`internal/recovery`), not an archived one.
+    pub live: bool,
+    /// The failed node.
+    pub node: String,
+    /// Where the recovery stands.
+    pub phase: Option<Phase>,
+}
+
+/// A recovery's instances by final state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InstanceCounts {
+    /// Evacuated.
+    pub done: usize,
+    /// Ended in error.
+    pub error: usize,
+    /// Not ended yet (pending or requested).
+    pub open: usize,
+    /// Skipped (not evacuated on purpose).
+    pub skipped: usize,
+    /// All of them.
+    pub total: usize,
+}
+
+/// The `novaha incident show --json` document: the [`IncidentSummary`]
+/// fields, the timeline as time-ordered events, every instance, and the
+/// stored record as is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IncidentDetail {
+    /// When the failure was detected (RFC 3339).
+    pub detected: Option<String>,
+    /// When the incident ended (done, stuck or reset), if it did.
+    pub ended: Option<String>,
+    /// The HA node the recovery claimed.
+    pub ha_node: Option<String>,
+    /// The incident id.
+    pub id: String,
+    /// Its instances counted by final state.
+    pub instances: Option<InstanceCounts>,
+    /// Every instance, by server uuid; empty when the record does not parse.
+    pub instances_detail: Vec<InstanceDetail>,
+    /// Why the record could not be read.
+    pub invalid: Option<InvalidValue>,
+    /// The key it was read from.
+    pub key: String,
+    /// The recovery's last error.
+    pub last_error: Option<String>,
+    /// A live record (`internal/recovery`), not an archived one.
+    pub live: bool,
+    /// The failed node.
+    pub node: String,
+    /// Where the recovery stands.
+    pub phase: Option<Phase>,
+    /// The stored record as a JSON value (its keys sorted, as this
+    /// document always printed them); `null` when it does not parse.
+    pub record: Value,
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The timeline, oldest first; empty when the record does not parse.
+    pub timeline: Vec<Event>,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// When (RFC 3339).
+    pub at: String,
+    /// What it means, for people.
+    pub detail: String,
+    /// The timeline key (`detected`, `fenced`, ...).
+    pub event: String,
+}
+
+/// One instance of an incident.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceDetail {
+    /// Why it ended in error or was skipped.
+    pub error: Option<String>,
+    /// The server uuid.
+    pub id: String,
+    /// The instance name.
+    pub name: Option<String>,
+    /// Its Nova status when the recovery listed it.
+    pub prior_status: String,
+    /// When the evacuate call was recorded as requested (RFC 3339).
+    pub requested_at: Option<String>,
+    /// Where it stands.
+    pub state: InstanceState,
+    /// The host it was sent to, or landed on.
+    pub target: Option<String>,
 }
 
 /// When the incident ended (done, stuck or reset), if it did.
@@ -32,148 +164,110 @@ fn ended(r: &RecoveryRecord) -> Option<DateTime<Utc>> {
         .copied()
 }
 
-/// Instances by final state: (done, error, skipped, open).
-fn counts(r: &RecoveryRecord) -> (usize, usize, usize, usize) {
-    let mut c = (0, 0, 0, 0);
+/// Instances by final state.
+fn counts(r: &RecoveryRecord) -> InstanceCounts {
+    let mut c = InstanceCounts {
+        total: r.instances.len(),
+        ..InstanceCounts::default()
+    };
     for i in r.instances.values() {
         match i.state {
-            InstanceState::Done => c.0 += 1,
-            InstanceState::Error => c.1 += 1,
-            InstanceState::Skipped => c.2 += 1,
-            InstanceState::Pending | InstanceState::Requested => c.3 += 1,
+            InstanceState::Done => c.done += 1,
+            InstanceState::Error => c.error += 1,
+            InstanceState::Skipped => c.skipped += 1,
+            InstanceState::Pending | InstanceState::Requested => c.open += 1,
         }
     }
     c
 }
 
-/// One row of the list as JSON (stable types: strings or null, integers).
-pub fn summary(i: &StoredIncident) -> Value {
+/// One row of the list (stable types: strings or null, integers).
+pub fn summary(i: &StoredIncident) -> IncidentSummary {
+    let (id, key, live, node) = (
+        i.id.clone(),
+        i.key.clone(),
+        i.live,
+        i.node.as_str().to_owned(),
+    );
     match &i.record {
-        Ok(r) => {
-            let (done, error, skipped, open) = counts(r);
-            json!({
-                "id": i.id,
-                "node": i.node.as_str(),
-                "key": i.key,
-                "live": i.live,
-                "phase": phase_name(r.phase),
-                "detected": r.timeline.get("detected").map(|t| format_time(*t)),
-                "ended": ended(r).map(format_time),
-                "ha_node": r.ha_node.as_ref().map(|h| h.as_str()),
-                "instances": {"total": r.instances.len(), "done": done, "error": error,
-                              "skipped": skipped, "open": open},
-                "last_error": r.last_error,
-                "invalid": Value::Null,
-            })
-        }
-        Err(bad) => json!({
-            "id": i.id,
-            "node": i.node.as_str(),
-            "key": i.key,
-            "live": i.live,
-            "phase": Value::Null,
-            "detected": Value::Null,
-            "ended": Value::Null,
-            "ha_node": Value::Null,
-            "instances": Value::Null,
-            "last_error": Value::Null,
-            "invalid": {"key": bad.key, "raw": bad.raw, "reason": bad.reason},
-        }),
+        Ok(r) => IncidentSummary {
+            detected: r.timeline.get("detected").map(|t| format_time(*t)),
+            ended: ended(r).map(format_time),
+            ha_node: r.ha_node.as_ref().map(|h| h.as_str().to_owned()),
+            id,
+            instances: Some(counts(r)),
+            invalid: None,
+            key,
+            last_error: r.last_error.clone(),
+            live,
+            node,
+            phase: Some(r.phase),
+        },
+        Err(bad) => IncidentSummary {
+            detected: None,
+            ended: None,
+            ha_node: None,
+            id,
+            instances: None,
+            invalid: Some(bad.clone()),
+            key,
+            last_error: None,
+            live,
+            node,
+            phase: None,
+        },
     }
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Columns as wide as their widest cell, two spaces apart.
-fn render(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let last = cells.len().saturating_sub(1);
-        out.push_str("  ");
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            out.push_str(c);
-            if i < last {
-                out.push_str(&" ".repeat(w.saturating_sub(c.chars().count()) + 2));
-            }
-        }
-        out.push('\n');
-    };
-    line(&header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>());
-    for row in rows {
-        line(row);
-    }
-    out
 }
 
 /// The list as a table for people.
-pub fn list_text(rows: &[Value]) -> String {
+pub fn list_text(rows: &[IncidentSummary]) -> String {
     if rows.is_empty() {
         return "no incidents\n".to_owned();
     }
-    let body: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let inst = &r["instances"];
-            let instances = if inst.is_null() {
-                "-".to_owned()
-            } else {
-                format!(
-                    "{} ({} done, {} error, {} skipped{})",
-                    inst["total"],
-                    inst["done"],
-                    inst["error"],
-                    inst["skipped"],
-                    match inst["open"].as_u64() {
-                        Some(0) | None => String::new(),
-                        Some(n) => format!(", {n} open"),
-                    }
-                )
-            };
-            let phase = if r["invalid"].is_null() {
-                let p = cell(&r["phase"]);
-                if r["live"].as_bool() == Some(true) && p != "done" {
-                    format!("{p} (in progress)")
+    let mut t = Table::new(vec![
+        "ID",
+        "NODE",
+        "PHASE",
+        "DETECTED",
+        "ENDED",
+        "HA_NODE",
+        "INSTANCES",
+    ]);
+    for r in rows {
+        let instances = r.instances.map_or_else(
+            || "-".to_owned(),
+            |c| {
+                let open = if c.open == 0 {
+                    String::new()
                 } else {
-                    p
-                }
-            } else {
-                format!("INVALID({})", cell(&r["invalid"]["reason"]))
-            };
-            vec![
-                cell(&r["id"]),
-                cell(&r["node"]),
-                phase,
-                cell(&r["detected"]),
-                cell(&r["ended"]),
-                cell(&r["ha_node"]),
-                instances,
-            ]
-        })
-        .collect();
-    render(
-        &[
-            "ID",
-            "NODE",
-            "PHASE",
-            "DETECTED",
-            "ENDED",
-            "HA_NODE",
-            "INSTANCES",
-        ],
-        &body,
-    )
+                    format!(", {} open", c.open)
+                };
+                format!(
+                    "{} ({} done, {} error, {} skipped{open})",
+                    c.total, c.done, c.error, c.skipped
+                )
+            },
+        );
+        let phase = match (&r.invalid, r.phase) {
+            (Some(bad), _) => format!("INVALID({})", bad.reason),
+            (None, Some(p)) if r.live && p != Phase::Done => {
+                format!("{} (in progress)", name_of(p))
+            }
+            (None, p) => p.map_or_else(|| "-".to_owned(), name_of),
+        };
+        t.plain_row(vec![
+            r.id.clone(),
+            r.node.clone(),
+            phase,
+            or_dash(r.detected.as_deref()),
+            or_dash(r.ended.as_deref()),
+            or_dash(r.ha_node.as_deref()),
+            instances,
+        ]);
+    }
+    let mut out = String::new();
+    t.render(&mut out, false);
+    out
 }
 
 /// What each timeline entry means, for the `incident show` table.
@@ -198,8 +292,11 @@ fn event_detail(name: &str, r: &RecoveryRecord) -> String {
         },
         "evacuating" => format!("evacuating {} instance(s)", r.instances.len()),
         "evacuated" => {
-            let (done, error, skipped, _) = counts(r);
-            format!("every instance ended: {done} done, {error} error, {skipped} skipped")
+            let c = counts(r);
+            format!(
+                "every instance ended: {} done, {} error, {} skipped",
+                c.done, c.error, c.skipped
+            )
         }
         "notified" => "owners and admins notified (queued in the outbox)".to_owned(),
         "done" => "recovery finished".to_owned(),
@@ -213,40 +310,55 @@ fn event_detail(name: &str, r: &RecoveryRecord) -> String {
     }
 }
 
-/// The full incident as JSON: the stored record under `record`, with the
-/// timeline as a time-ordered list of events.
-pub fn detail(i: &StoredIncident) -> Value {
-    let mut doc = summary(i);
-    doc["schema_version"] = json!(SCHEMA_VERSION);
+/// The full incident: the list row's fields, the timeline as a
+/// time-ordered list of events, every instance, and the stored record
+/// under `record`.
+pub fn detail(i: &StoredIncident) -> IncidentDetail {
+    let s = summary(i);
+    let (mut timeline, mut instances_detail, mut record) = (Vec::new(), Vec::new(), Value::Null);
     if let Ok(r) = &i.record {
         let mut events: Vec<(&String, &DateTime<Utc>)> = r.timeline.iter().collect();
         events.sort_by_key(|(name, at)| (**at, phase_rank(name)));
-        doc["timeline"] = events
+        timeline = events
             .iter()
-            .map(|(name, at)| json!({"at": format_time(**at), "event": name, "detail": event_detail(name, r)}))
-            .collect();
-        doc["instances_detail"] = r
-            .instances
-            .iter()
-            .map(|(id, inst)| {
-                json!({
-                    "id": id,
-                    "name": inst.name,
-                    "prior_status": inst.prior_status,
-                    "state": serde_json::to_value(inst.state).unwrap_or(Value::Null),
-                    "target": inst.target,
-                    "error": inst.error,
-                    "requested_at": inst.requested_at.map(format_time),
-                })
+            .map(|(name, at)| Event {
+                at: format_time(**at),
+                detail: event_detail(name, r),
+                event: (*name).clone(),
             })
             .collect();
-        doc["record"] = serde_json::to_value(r).unwrap_or(Value::Null);
-    } else {
-        doc["timeline"] = json!([]);
-        doc["instances_detail"] = json!([]);
-        doc["record"] = Value::Null;
+        instances_detail = r
+            .instances
+            .iter()
+            .map(|(id, inst)| InstanceDetail {
+                error: inst.error.clone(),
+                id: id.clone(),
+                name: inst.name.clone(),
+                prior_status: inst.prior_status.clone(),
+                requested_at: inst.requested_at.map(format_time),
+                state: inst.state,
+                target: inst.target.clone(),
+            })
+            .collect();
+        record = serde_json::to_value(r).unwrap_or(Value::Null);
     }
-    doc
+    IncidentDetail {
+        detected: s.detected,
+        ended: s.ended,
+        ha_node: s.ha_node,
+        id: s.id,
+        instances: s.instances,
+        instances_detail,
+        invalid: s.invalid,
+        key: s.key,
+        last_error: s.last_error,
+        live: s.live,
+        node: s.node,
+        phase: s.phase,
+        record,
+        schema_version: SCHEMA_VERSION,
+        timeline,
+    }
 }
 
 /// Orders events that share a second the way a recovery goes.
@@ -268,61 +380,46 @@ fn phase_rank(name: &str) -> usize {
 
 /// The incident as tables for people: a header, the timeline, then one
 /// row per instance with its outcome and target.
-pub fn detail_text(doc: &Value) -> String {
+pub fn detail_text(doc: &IncidentDetail) -> String {
     let mut out = format!(
         "incident {} of {}: {}{}\n",
-        cell(&doc["id"]),
-        cell(&doc["node"]),
-        cell(&doc["phase"]),
-        if doc["live"].as_bool() == Some(true) {
-            " (live record)"
-        } else {
-            ""
-        }
+        doc.id,
+        doc.node,
+        doc.phase.map_or_else(|| "-".to_owned(), name_of),
+        if doc.live { " (live record)" } else { "" }
     );
-    if !doc["invalid"].is_null() {
-        out.push_str(&format!(
-            "INVALID record at {}: {}\n",
-            cell(&doc["invalid"]["key"]),
-            cell(&doc["invalid"]["reason"])
-        ));
+    if let Some(bad) = &doc.invalid {
+        out.push_str(&format!("INVALID record at {}: {}\n", bad.key, bad.reason));
         return out;
     }
-    if !doc["ha_node"].is_null() {
-        out.push_str(&format!("ha node: {}\n", cell(&doc["ha_node"])));
+    if let Some(h) = &doc.ha_node {
+        out.push_str(&format!("ha node: {h}\n"));
     }
-    if !doc["last_error"].is_null() {
-        out.push_str(&format!("last error: {}\n", cell(&doc["last_error"])));
+    if let Some(e) = &doc.last_error {
+        out.push_str(&format!("last error: {e}\n"));
     }
     out.push_str("timeline:\n");
-    let rows: Vec<Vec<String>> = doc["timeline"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| vec![cell(&e["at"]), cell(&e["event"]), cell(&e["detail"])])
-        .collect();
-    out.push_str(&render(&["TIME", "EVENT", "DETAIL"], &rows));
-    let inst: Vec<Vec<String>> = doc["instances_detail"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| {
-            vec![
-                cell(&i["id"]),
-                cell(&i["name"]),
-                cell(&i["prior_status"]),
-                cell(&i["state"]),
-                cell(&i["target"]),
-                cell(&i["error"]),
-            ]
-        })
-        .collect();
-    out.push_str(&format!("instances: {}\n", inst.len()));
-    if !inst.is_empty() {
-        out.push_str(&render(
-            &["INSTANCE", "NAME", "PRIOR", "OUTCOME", "TARGET", "ERROR"],
-            &inst,
-        ));
+    let mut t = Table::new(vec!["TIME", "EVENT", "DETAIL"]);
+    for e in &doc.timeline {
+        t.plain_row(vec![e.at.clone(), e.event.clone(), e.detail.clone()]);
+    }
+    t.render(&mut out, false);
+    out.push_str(&format!("instances: {}\n", doc.instances_detail.len()));
+    if !doc.instances_detail.is_empty() {
+        let mut t = Table::new(vec![
+            "INSTANCE", "NAME", "PRIOR", "OUTCOME", "TARGET", "ERROR",
+        ]);
+        for i in &doc.instances_detail {
+            t.plain_row(vec![
+                i.id.clone(),
+                or_dash(i.name.as_deref()),
+                i.prior_status.clone(),
+                name_of(i.state),
+                or_dash(i.target.as_deref()),
+                or_dash(i.error.as_deref()),
+            ]);
+        }
+        t.render(&mut out, false);
     }
     out
 }
@@ -370,13 +467,8 @@ mod tests {
             &snap(&[("p/compute_nodes/c1/incidents/c1-20261121T030000Z", DONE)]),
         );
         let doc = detail(&all[0]);
-        assert_eq!(doc["schema_version"], 1);
-        let events: Vec<&str> = doc["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["event"].as_str().unwrap())
-            .collect();
+        assert_eq!(doc.schema_version, 1);
+        let events: Vec<&str> = doc.timeline.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(
             events,
             [
@@ -425,7 +517,8 @@ mod tests {
             ]),
         );
         let (good, bad) = (summary(&all[0]), summary(&all[1]));
-        let keys = |v: &Value| {
+        let keys = |v: &IncidentSummary| {
+            let v = serde_json::to_value(v).unwrap();
             v.as_object()
                 .unwrap()
                 .keys()

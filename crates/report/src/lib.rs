@@ -11,6 +11,7 @@ pub mod cycle;
 pub mod incidents;
 pub mod plan;
 pub mod status;
+mod table;
 
 pub use cycle::{CycleReport, Outcome, once_summary};
 pub use plan::{Plan, PlannedInstance};

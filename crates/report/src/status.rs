@@ -26,6 +26,8 @@ use novaha_core::storage::StorageClass;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::table::{Table, Tone, name_of, paint};
+
 /// The version of the `--json` document; bumped when a field changes
 /// meaning or type.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -454,14 +456,6 @@ fn missing(invalid: &[InvalidValue], key_suffix: &str) -> (String, Tone) {
         })
 }
 
-/// The name serde gives a unit enum variant (`evacuating`, `done`).
-fn name_of(v: impl Serialize) -> String {
-    match serde_json::to_value(v) {
-        Ok(Value::String(s)) => s,
-        _ => "?".to_owned(),
-    }
-}
-
 /// A JSON value as a cell: `-` for null, a string without its quotes.
 fn show(v: &Value) -> String {
     match v {
@@ -471,97 +465,10 @@ fn show(v: &Value) -> String {
     }
 }
 
-/// A terminal colour for one cell (SGR code), or none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tone {
-    Plain,
-    Good,
-    Warn,
-    Bad,
-}
-
-impl Tone {
-    fn sgr(self) -> Option<&'static str> {
-        match self {
-            Tone::Plain => None,
-            Tone::Good => Some("32"),
-            Tone::Warn => Some("33"),
-            Tone::Bad => Some("1;31"),
-        }
-    }
-}
-
 /// Whether `status` colours its table: only when stdout is a terminal and
 /// `NO_COLOR` is unset or empty (<https://no-color.org>).
 pub fn use_colour(stdout_is_tty: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     stdout_is_tty && no_color.is_none_or(|v| v.is_empty())
-}
-
-/// `text` in `tone`, with the escape codes only when `colour` is on.
-fn paint(text: &str, tone: Tone, colour: bool) -> String {
-    match tone.sgr() {
-        Some(code) if colour => format!("\x1b[{code}m{text}\x1b[0m"),
-        _ => text.to_owned(),
-    }
-}
-
-/// A table whose columns are as wide as their widest cell (two spaces
-/// between columns); widths count characters, never escape codes.
-struct Table {
-    header: Vec<&'static str>,
-    rows: Vec<Vec<(String, Tone)>>,
-    /// Lines printed under a row (last error, invalid values).
-    notes: Vec<Vec<(String, Tone)>>,
-}
-
-impl Table {
-    fn new(header: Vec<&'static str>) -> Self {
-        Self {
-            header,
-            rows: Vec::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    fn row(&mut self, cells: Vec<(String, Tone)>, notes: Vec<(String, Tone)>) {
-        self.rows.push(cells);
-        self.notes.push(notes);
-    }
-
-    fn render(&self, out: &mut String, colour: bool) {
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (w, (cell, _)) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<(String, Tone)>, out: &mut String| {
-            let last = cells.len().saturating_sub(1);
-            out.push_str("  ");
-            for (i, ((cell, tone), w)) in cells.into_iter().zip(&widths).enumerate() {
-                out.push_str(&paint(&cell, tone, colour));
-                if i < last {
-                    let pad = w.saturating_sub(cell.chars().count()) + 2;
-                    out.push_str(&" ".repeat(pad));
-                }
-            }
-            out.push('\n');
-        };
-        let header = self
-            .header
-            .iter()
-            .map(|h| ((*h).to_owned(), Tone::Plain))
-            .collect();
-        line(header, out);
-        for (row, notes) in self.rows.iter().zip(&self.notes) {
-            line(row.clone(), out);
-            for (note, tone) in notes {
-                out.push_str("    ");
-                out.push_str(&paint(note, *tone, colour));
-                out.push('\n');
-            }
-        }
-    }
 }
 
 /// The failures-tolerated line: per zone, how many of the largest hosts
