@@ -35,7 +35,7 @@ pub async fn list(cfg: &Config, node: Option<&str>, as_json: bool) -> anyhow::Re
         let doc = IncidentList::new(rows);
         println!(
             "{}",
-            serde_json::to_string_pretty(&doc).context("encode as JSON")?
+            novaha_report::json_text(&doc).context("encode as JSON")?
         );
     } else {
         print!("{}", list_text(&rows));
@@ -57,7 +57,7 @@ pub async fn show(cfg: &Config, id: &str, as_json: bool) -> anyhow::Result<ExitC
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&doc).context("encode as JSON")?
+            novaha_report::json_text(&doc).context("encode as JSON")?
         );
     } else {
         print!("{}", detail_text(&doc));

@@ -56,7 +56,7 @@ pub async fn status(cfg: &Config, as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&doc).context("encode the status as JSON")?
+            novaha_report::json_text(&doc).context("encode the status as JSON")?
         );
     } else {
         use std::io::IsTerminal;

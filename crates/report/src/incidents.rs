@@ -7,9 +7,10 @@
 //! field keeps one JSON type (a missing value is `null`, never a different
 //! type), see docs/cli.md.
 //!
-//! The documents' structs declare their fields in alphabetical order: serde
-//! writes them in declaration order, and alphabetical is the order the
-//! documents have always been printed in, so readers see no change.
+//! The commands print these documents through [`crate::json_text`], which
+//! puts every object's keys in alphabetical order, the order they have
+//! always been printed in; so [`IncidentDetail`] flattens the summary
+//! instead of repeating its fields.
 
 use chrono::{DateTime, Utc};
 use novaha_core::kv::{InvalidValue, StoredIncident, format_time};
@@ -92,30 +93,11 @@ pub struct InstanceCounts {
 /// stored record as is.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IncidentDetail {
-    /// When the failure was detected (RFC 3339).
-    pub detected: Option<String>,
-    /// When the incident ended (done, stuck or reset), if it did.
-    pub ended: Option<String>,
-    /// The HA node the recovery claimed.
-    pub ha_node: Option<String>,
-    /// The incident id.
-    pub id: String,
-    /// Its instances counted by final state.
-    pub instances: Option<InstanceCounts>,
+    /// What the list shows of it.
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
     /// Every instance, by server uuid; empty when the record does not parse.
     pub instances_detail: Vec<InstanceDetail>,
-    /// Why the record could not be read.
-    pub invalid: Option<InvalidValue>,
-    /// The key it was read from.
-    pub key: String,
-    /// The recovery's last error.
-    pub last_error: Option<String>,
-    /// A live record (`internal/recovery`), not an archived one.
-    pub live: bool,
-    /// The failed node.
-    pub node: String,
-    /// Where the recovery stands.
-    pub phase: Option<Phase>,
     /// The stored record as a JSON value (its keys sorted, as this
     /// document always printed them); `null` when it does not parse.
     pub record: Value,
@@ -314,7 +296,6 @@ fn event_detail(name: &str, r: &RecoveryRecord) -> String {
 /// time-ordered list of events, every instance, and the stored record
 /// under `record`.
 pub fn detail(i: &StoredIncident) -> IncidentDetail {
-    let s = summary(i);
     let (mut timeline, mut instances_detail, mut record) = (Vec::new(), Vec::new(), Value::Null);
     if let Ok(r) = &i.record {
         let mut events: Vec<(&String, &DateTime<Utc>)> = r.timeline.iter().collect();
@@ -343,18 +324,8 @@ pub fn detail(i: &StoredIncident) -> IncidentDetail {
         record = serde_json::to_value(r).unwrap_or(Value::Null);
     }
     IncidentDetail {
-        detected: s.detected,
-        ended: s.ended,
-        ha_node: s.ha_node,
-        id: s.id,
-        instances: s.instances,
+        summary: summary(i),
         instances_detail,
-        invalid: s.invalid,
-        key: s.key,
-        last_error: s.last_error,
-        live: s.live,
-        node: s.node,
-        phase: s.phase,
         record,
         schema_version: SCHEMA_VERSION,
         timeline,
@@ -383,19 +354,23 @@ fn phase_rank(name: &str) -> usize {
 pub fn detail_text(doc: &IncidentDetail) -> String {
     let mut out = format!(
         "incident {} of {}: {}{}\n",
-        doc.id,
-        doc.node,
-        doc.phase.map_or_else(|| "-".to_owned(), name_of),
-        if doc.live { " (live record)" } else { "" }
+        doc.summary.id,
+        doc.summary.node,
+        doc.summary.phase.map_or_else(|| "-".to_owned(), name_of),
+        if doc.summary.live {
+            " (live record)"
+        } else {
+            ""
+        }
     );
-    if let Some(bad) = &doc.invalid {
+    if let Some(bad) = &doc.summary.invalid {
         out.push_str(&format!("INVALID record at {}: {}\n", bad.key, bad.reason));
         return out;
     }
-    if let Some(h) = &doc.ha_node {
+    if let Some(h) = &doc.summary.ha_node {
         out.push_str(&format!("ha node: {h}\n"));
     }
-    if let Some(e) = &doc.last_error {
+    if let Some(e) = &doc.summary.last_error {
         out.push_str(&format!("last error: {e}\n"));
     }
     out.push_str("timeline:\n");

@@ -15,3 +15,11 @@ mod table;
 
 pub use cycle::{CycleReport, Outcome, once_summary};
 pub use plan::{Plan, PlannedInstance};
+
+/// A `--json` document as the commands print it: indented, every object's
+/// keys in alphabetical order (serde_json's map is sorted), whatever the
+/// order of its struct's fields, so a document flattening another prints
+/// the way it always did.
+pub fn json_text<T: serde::Serialize>(doc: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::to_value(doc)?)
+}

@@ -12,9 +12,9 @@
 //! node's (or the document's) `invalid`, never an object in its place
 //! (docs/cli.md).
 //!
-//! The document's structs declare their fields in alphabetical order: serde
-//! writes them in declaration order, and alphabetical is the order the
-//! document has always been printed in, so readers see no change.
+//! The command prints the document through [`crate::json_text`], which puts
+//! every object's keys in alphabetical order, the order it has always been
+//! printed in (the structs declare their fields in that order too).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
