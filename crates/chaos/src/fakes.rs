@@ -54,9 +54,7 @@ impl StateStore for ChaosStore {
 
     async fn commit(&self, lease: &LeaderLease, ops: &[KvOp]) -> Result<(), StoreError> {
         if lease.is_lost() {
-            return Err(StoreError::NotLeader {
-                session: lease.session().to_owned(),
-            });
+            return Err(lease.not_leader());
         }
         latency(&self.w, 1, 40).await;
         let fault = {

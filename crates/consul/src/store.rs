@@ -136,9 +136,7 @@ impl StateStore for ConsulStore {
     async fn commit(&self, lease: &LeaderLease, ops: &[KvOp]) -> Result<(), StoreError> {
         if lease.is_lost() {
             // The server would refuse it too; do not even ask.
-            return Err(StoreError::NotLeader {
-                session: lease.session().to_owned(),
-            });
+            return Err(lease.not_leader());
         }
         let mut txn = Vec::with_capacity(ops.len() + 1);
         txn.push(TxnOp::CheckSession {

@@ -36,6 +36,15 @@ impl LeaderLease {
         &self.session
     }
 
+    /// The error of a write or read cut short because this lease is lost
+    /// (refused before it reaches the store, or raced against
+    /// [`LeaderLease::lost`]).
+    pub fn not_leader(&self) -> StoreError {
+        StoreError::NotLeader {
+            session: self.session.clone(),
+        }
+    }
+
     /// The tenure's epoch, e.g. `"<session>:<lock index>"`.
     pub fn epoch(&self) -> &str {
         &self.epoch

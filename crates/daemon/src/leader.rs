@@ -395,7 +395,7 @@ impl LeaderCycle {
         let snap = tokio::select! {
             biased;
             _ = lease.lost() => {
-                return Err(StoreError::NotLeader { session: lease.session().to_owned() });
+                return Err(lease.not_leader());
             }
             r = self.store.snapshot() => r?,
         };
@@ -510,7 +510,7 @@ impl LeaderCycle {
         let started = Instant::now();
         let observed = tokio::select! {
             biased;
-            _ = lease.lost() => return Err(not_leader(lease)),
+            _ = lease.lost() => return Err(lease.not_leader()),
             o = stages.monitor.observe() => o,
         };
         debug!(
@@ -699,7 +699,7 @@ impl LeaderCycle {
         rec.capacity_at = Some(Instant::now());
         let read = tokio::select! {
             biased;
-            _ = lease.lost() => return Err(not_leader(lease)),
+            _ = lease.lost() => return Err(lease.not_leader()),
             r = tokio::time::timeout(self.interval, capacity::read_loads(reader, state)) => r,
         };
         match read {
@@ -957,13 +957,6 @@ fn log_event(event: &DetectEvent, grace: Duration, observed: &novaha_monitor::Ob
     }
 }
 
-/// The error of a write or read cut short by the loss of the lock.
-fn not_leader(lease: &LeaderLease) -> StoreError {
-    StoreError::NotLeader {
-        session: lease.session().to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -987,9 +980,7 @@ mod tests {
         }
         async fn commit(&self, lease: &LeaderLease, ops: &[KvOp]) -> Result<(), StoreError> {
             if self.refuse {
-                return Err(StoreError::NotLeader {
-                    session: lease.session().to_owned(),
-                });
+                return Err(lease.not_leader());
             }
             self.commits.lock().expect("lock").push(ops.to_vec());
             Ok(())

@@ -86,9 +86,7 @@ impl StateStore for MemStore {
             return Err(StoreError::Unavailable("injected".into()));
         }
         if *self.holder.lock().unwrap() != lease.session() {
-            return Err(StoreError::NotLeader {
-                session: lease.session().to_owned(),
-            });
+            return Err(lease.not_leader());
         }
         let mut g = self.inner.lock().unwrap();
         for op in ops {
