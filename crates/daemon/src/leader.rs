@@ -734,17 +734,22 @@ impl LeaderCycle {
         work: &BTreeSet<NodeName>,
         lease: &LeaderLease,
     ) -> Result<(), StoreError> {
+        let rec = self.recovery.as_mut().expect("wired to recover");
+        rec.planned.retain(|n| work.contains(n));
+        let due: Vec<&NodeName> = work
+            .iter()
+            .filter(|n| rec.once || !rec.planned.contains(*n))
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
         // Read again with this cycle's judgement folded in (the dry-run
         // store keeps it).
         let snap = self.store.snapshot().await?;
         let state = ClusterState::parse(&self.schema, &snap);
         let rec = self.recovery.as_mut().expect("wired to recover");
         let view = rec.view.borrow().clone();
-        rec.planned.retain(|n| work.contains(n));
-        for n in work {
-            if rec.planned.contains(n) && !rec.once {
-                continue;
-            }
+        for n in due {
             let Some(cn) = state.compute_nodes.get(n) else {
                 continue;
             };
